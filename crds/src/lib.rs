@@ -1,0 +1,59 @@
+//! Paver's custom resources (`paver.dev/v1alpha1`) and the CRD YAML
+//! generated from them. Both the operator and the end-to-end tests use
+//! these types; `crds/*.yaml` is generated from them and checked by a test.
+
+pub mod approval;
+pub mod bundle;
+pub mod common;
+pub mod condition;
+pub mod request;
+pub mod route;
+pub mod scorecard;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use approval::{Approval, ApprovalSpec, Decision};
+pub use bundle::{
+    BundleError, BundleMatch, PolicyBundle, PolicyBundleSpec, PolicyBundleStatus, PolicyException,
+    PolicyMode, RegoModule, TestResult,
+};
+pub use common::{GitSource, LabelSelector, LabelSelectorRequirement};
+pub use condition::{Condition, find_condition, now_rfc3339, set_condition};
+pub use request::{
+    Environment, EstimateStatus, Finding, Phase, RenderStatus, ServiceRequest, ServiceRequestSpec,
+    ServiceRequestStatus, SyncStatus,
+};
+pub use route::{
+    ApplicationDestination, ApplicationTemplate, CostItem, CostModel, LevelDefinition, Lifecycle, PaveRoute,
+    PaveRouteSpec, PaveRouteStatus, RouteOutput, RouteTemplates, ScorecardLevels, SyncPolicy, TemplateFile,
+};
+pub use scorecard::{CheckResult, Scorecard, ScorecardSpec, ScorecardStatus};
+
+/// The API group of every Paver resource.
+pub const GROUP: &str = "paver.dev";
+
+/// Every CRD with the file name it is written to under `crds/`.
+pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
+    vec![
+        ("paveroutes.yaml", PaveRoute::crd()),
+        ("policybundles.yaml", PolicyBundle::crd()),
+        ("servicerequests.yaml", ServiceRequest::crd()),
+        ("approvals.yaml", Approval::crd()),
+        ("scorecards.yaml", Scorecard::crd()),
+    ]
+}
+
+/// One CRD as the YAML written to `crds/`.
+pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
+    // Serializing a CRD built from our own types cannot fail.
+    serde_yaml::to_string(crd).unwrap_or_else(|e| format!("# failed to serialize CRD: {e}\n"))
+}
+
+/// All CRDs as one YAML stream, as `paver crds` prints it.
+pub fn stream() -> String {
+    all()
+        .iter()
+        .map(|(_, crd)| format!("---\n{}", to_yaml(crd)))
+        .collect()
+}

@@ -1,0 +1,218 @@
+//! `PaveRoute`: a versioned golden template.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    common::{GitSource, optional_free_form_object},
+    condition::{Condition, conditions_schema},
+};
+
+/// A versioned golden template that ServiceRequests name in `spec.route`.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[kube(
+    group = "paver.dev",
+    version = "v1alpha1",
+    kind = "PaveRoute",
+    shortname = "route",
+    category = "paver",
+    status = "PaveRouteStatus",
+    printcolumn = r#"{"name":"VERSION","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"LIFECYCLE","type":"string","jsonPath":".spec.lifecycle"}"#,
+    printcolumn = r#"{"name":"OWNER","type":"string","jsonPath":".spec.owner"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PaveRouteSpec {
+    /// Semantic version of this route (e.g. `1.4.0`); requests may pin a range with `routeVersion`.
+    pub version: String,
+    /// What the route builds, for the developer choosing one.
+    #[serde(default)]
+    pub description: String,
+    /// Team or person that owns the route.
+    #[serde(default)]
+    pub owner: String,
+    /// `active`, `deprecated` (requests get a warning) or `retired` (no new requests).
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+    /// JSON Schema for the request's `spec.parameters`; its defaults are applied before policy and render.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_free_form_object")]
+    pub parameters: Option<serde_json::Value>,
+    /// Files to render: paths and contents are minijinja templates.
+    #[serde(default)]
+    pub templates: RouteTemplates,
+    /// Where and how rendered output is written.
+    #[serde(default)]
+    pub output: RouteOutput,
+    /// PolicyBundles that apply to every request on this route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_bundles: Vec<String>,
+    /// How the monthly cost estimate is computed from the parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostModel>,
+    /// Scorecard level definitions; bronze, silver and gold by check level when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorecard: Option<ScorecardLevels>,
+}
+
+/// Lifecycle stage of a route.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Lifecycle {
+    /// Accepts new requests.
+    #[default]
+    Active,
+    /// Accepts requests with a warning to move on.
+    Deprecated,
+    /// Accepts no new requests.
+    Retired,
+}
+
+/// The route's template files.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTemplates {
+    /// Templates given inline in the route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inline: Vec<TemplateFile>,
+    /// Templates read from a folder of a Git repository, added to the inline ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+}
+
+/// One template file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateFile {
+    /// Output path relative to the request's directory; a minijinja template itself.
+    pub path: String,
+    /// File contents; a minijinja template.
+    pub content: String,
+    /// Optional minijinja expression; the file is rendered only when it is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// Where the route writes its output.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteOutput {
+    /// Directory pattern inside the output repository; defaults to `{{ team }}/{{ namespace }}/{{ name }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Output repository URL overriding the operator's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The Argo CD Application rendered beside the files; none is rendered when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<ApplicationTemplate>,
+}
+
+/// The Argo CD Application Paver renders for each request on the route.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationTemplate {
+    /// Argo CD project; `default` when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub project: String,
+    /// Namespace the Application object lives in; `argocd` when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Cluster and namespace Argo CD deploys to.
+    #[serde(default)]
+    pub destination: ApplicationDestination,
+    /// Argo CD sync policy.
+    #[serde(default)]
+    pub sync_policy: SyncPolicy,
+}
+
+/// Argo CD destination.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationDestination {
+    /// Cluster API server URL; `https://kubernetes.default.svc` when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server: String,
+    /// Target namespace (a template); the request's namespace when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+/// Argo CD sync policy.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncPolicy {
+    /// Sync automatically when the repository changes.
+    #[serde(default)]
+    pub automated: bool,
+    /// Delete cluster objects that are no longer in the repository.
+    #[serde(default)]
+    pub prune: bool,
+    /// Revert changes made in the cluster by hand.
+    #[serde(default)]
+    pub self_heal: bool,
+    /// Argo CD sync options, e.g. `CreateNamespace=true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_options: Vec<String>,
+}
+
+/// A price table: the monthly estimate is the sum of its items.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostModel {
+    /// ISO currency code of the prices; `USD` when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub currency: String,
+    /// Priced items.
+    #[serde(default)]
+    pub items: Vec<CostItem>,
+}
+
+/// One line of the price table.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostItem {
+    /// Name of the item, e.g. `compute` or `database`.
+    pub name: String,
+    /// Minijinja expression over `parameters` and `environment` giving the quantity (e.g. `parameters.compute.replicas * parameters.compute.cpu`).
+    pub quantity: String,
+    /// Monthly price of one unit.
+    pub unit_price: f64,
+    /// Optional minijinja expression; the item counts only when it is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// Scorecard level definitions.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScorecardLevels {
+    /// Levels from lowest to highest.
+    pub levels: Vec<LevelDefinition>,
+}
+
+/// One scorecard level.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LevelDefinition {
+    /// Level name, e.g. `bronze`.
+    pub name: String,
+    /// Check ids this level requires; when empty, every check whose `level` is this name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+}
+
+/// Observed state of a PaveRoute.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaveRouteStatus {
+    /// Conditions: `Ready` when the route's schema and templates load.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The metadata.generation last processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
