@@ -6,3 +6,5 @@
 //! around it, so `paver validate` gives the operator's verdict offline.
 
 pub mod cli;
+pub mod content;
+pub mod core;

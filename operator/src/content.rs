@@ -1,0 +1,333 @@
+//! Reading Paver's content: routes and bundles from their source folders
+//! (`routes/<name>/`, `policy-bundles/<name>/`) or from packed YAML, and
+//! requests from YAML files. Parsing is bounded: a document larger than
+//! [`MAX_DOCUMENT_BYTES`] is refused before it is parsed.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use kube::api::ObjectMeta;
+use paver_crds::{PaveRoute, PolicyBundle, RegoModule, ServiceRequest, TemplateFile};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Largest YAML input Paver parses (per file or stream).
+pub const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The packed routes embedded in the binary (`manifests/routes.yaml`).
+pub const EMBEDDED_ROUTES: &str = include_str!("../../manifests/routes.yaml");
+/// The packed bundles embedded in the binary (`manifests/policy-bundles.yaml`).
+pub const EMBEDDED_BUNDLES: &str = include_str!("../../manifests/policy-bundles.yaml");
+
+/// Why content could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("failed to read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{source_name}: document is {size} bytes, larger than the {MAX_DOCUMENT_BYTES}-byte limit")]
+    TooLarge { source_name: String, size: usize },
+    #[error("{source_name}: invalid YAML: {message}")]
+    Yaml { source_name: String, message: String },
+    #[error("{source_name}: {message}")]
+    Invalid { source_name: String, message: String },
+}
+
+/// Routes and bundles, as loaded.
+#[derive(Clone, Debug, Default)]
+pub struct Content {
+    pub routes: Vec<PaveRoute>,
+    pub bundles: Vec<PolicyBundle>,
+}
+
+impl Content {
+    /// The routes and bundles embedded in the binary.
+    pub fn embedded() -> Result<Content, ContentError> {
+        let mut content = parse_stream(EMBEDDED_ROUTES, "embedded routes")?;
+        content.extend(parse_stream(EMBEDDED_BUNDLES, "embedded bundles")?);
+        Ok(content)
+    }
+
+    pub fn extend(&mut self, other: Content) {
+        self.routes.extend(other.routes);
+        self.bundles.extend(other.bundles);
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentError + '_ {
+    move |source| ContentError::Io { path: path.display().to_string(), source }
+}
+
+fn read_bounded(path: &Path) -> Result<String, ContentError> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    if meta.len() as usize > MAX_DOCUMENT_BYTES {
+        return Err(ContentError::TooLarge { source_name: path.display().to_string(), size: meta.len() as usize });
+    }
+    std::fs::read_to_string(path).map_err(io_err(path))
+}
+
+/// Parses every YAML document in `text` into JSON values, refusing inputs
+/// over the size limit. Errors carry line and column.
+pub fn yaml_documents(text: &str, source_name: &str) -> Result<Vec<Value>, ContentError> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(ContentError::TooLarge { source_name: source_name.to_string(), size: text.len() });
+    }
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value: Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e| ContentError::Yaml { source_name: source_name.to_string(), message: e.to_string() })?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+/// Deserializes one already-parsed document into a typed resource,
+/// naming the field serde complained about.
+pub fn typed<T: DeserializeOwned>(value: Value, source_name: &str) -> Result<T, ContentError> {
+    serde_json::from_value(value)
+        .map_err(|e| ContentError::Invalid { source_name: source_name.to_string(), message: e.to_string() })
+}
+
+fn kind_of(doc: &Value) -> (&str, &str) {
+    (doc["apiVersion"].as_str().unwrap_or(""), doc["kind"].as_str().unwrap_or(""))
+}
+
+/// Parses a YAML stream of PaveRoutes and PolicyBundles (packed content).
+pub fn parse_stream(text: &str, source_name: &str) -> Result<Content, ContentError> {
+    let mut content = Content::default();
+    for (i, doc) in yaml_documents(text, source_name)?.into_iter().enumerate() {
+        let name = format!("{source_name} (document {})", i + 1);
+        match kind_of(&doc) {
+            ("paver.dev/v1alpha1", "PaveRoute") => content.routes.push(typed(doc, &name)?),
+            ("paver.dev/v1alpha1", "PolicyBundle") => content.bundles.push(typed(doc, &name)?),
+            (api, kind) => {
+                return Err(ContentError::Invalid {
+                    source_name: name,
+                    message: format!(
+                        "expected apiVersion paver.dev/v1alpha1 and kind PaveRoute or PolicyBundle, found {:?} {:?}",
+                        api, kind
+                    ),
+                });
+            }
+        }
+    }
+    Ok(content)
+}
+
+/// Parses ServiceRequests from a YAML stream; any other kind is an error.
+pub fn parse_requests(text: &str, source_name: &str) -> Result<Vec<ServiceRequest>, ContentError> {
+    let docs = yaml_documents(text, source_name)?;
+    if docs.is_empty() {
+        return Err(ContentError::Invalid {
+            source_name: source_name.to_string(),
+            message: "no ServiceRequest found (the file is empty)".into(),
+        });
+    }
+    docs.into_iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            let name = if i == 0 { source_name.to_string() } else { format!("{source_name} (document {})", i + 1) };
+            match kind_of(&doc) {
+                ("paver.dev/v1alpha1", "ServiceRequest") => typed(doc, &name),
+                (api, kind) => Err(ContentError::Invalid {
+                    source_name: name,
+                    message: format!(
+                        "expected apiVersion paver.dev/v1alpha1 and kind ServiceRequest, found {api:?} {kind:?}"
+                    ),
+                }),
+            }
+        })
+        .collect()
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ContentError> {
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err(dir))?;
+    entries.sort();
+    Ok(entries)
+}
+
+fn walk_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), ContentError> {
+    for path in sorted_entries(dir)? {
+        let meta = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        if meta.file_type().is_symlink() {
+            return Err(ContentError::Invalid {
+                source_name: path.display().to_string(),
+                message: "symbolic links are not allowed in templates".into(),
+            });
+        } else if meta.is_dir() {
+            walk_files(root, &path, out)?;
+        } else {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            out.push((rel, path));
+        }
+    }
+    Ok(())
+}
+
+/// Loads `routes/<name>/`: `route.yaml` (a PaveRoute) plus every file under
+/// `templates/`, added as inline templates by relative path.
+pub fn load_route_dir(dir: &Path) -> Result<PaveRoute, ContentError> {
+    let file = dir.join("route.yaml");
+    let docs = yaml_documents(&read_bounded(&file)?, &file.display().to_string())?;
+    let [doc] = <[Value; 1]>::try_from(docs).map_err(|_| ContentError::Invalid {
+        source_name: file.display().to_string(),
+        message: "expected exactly one PaveRoute document".into(),
+    })?;
+    let mut route: PaveRoute = typed(doc, &file.display().to_string())?;
+    let templates = dir.join("templates");
+    if templates.is_dir() {
+        let mut files = Vec::new();
+        walk_files(&templates, &templates, &mut files)?;
+        for (rel, path) in files {
+            route.spec.templates.inline.push(TemplateFile { path: rel, content: read_bounded(&path)?, when: None });
+        }
+    }
+    if route.metadata.name.is_none() {
+        route.metadata.name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    }
+    Ok(route)
+}
+
+/// Loads `policy-bundles/<name>/`: `bundle.yaml` (a PolicyBundle without
+/// sources), `*.rego` modules, `*_test.rego` tests and `data.json`.
+pub fn load_bundle_dir(dir: &Path) -> Result<PolicyBundle, ContentError> {
+    let file = dir.join("bundle.yaml");
+    let docs = yaml_documents(&read_bounded(&file)?, &file.display().to_string())?;
+    let [doc] = <[Value; 1]>::try_from(docs).map_err(|_| ContentError::Invalid {
+        source_name: file.display().to_string(),
+        message: "expected exactly one PolicyBundle document".into(),
+    })?;
+    let mut doc = doc;
+    if let Some(spec) = doc.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("modules").or_insert_with(|| Value::Array(vec![]));
+    }
+    let mut bundle: PolicyBundle = typed(doc, &file.display().to_string())?;
+    for path in sorted_entries(dir)? {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+        if name.ends_with("_test.rego") {
+            bundle.spec.tests.push(RegoModule { name, source: read_bounded(&path)? });
+        } else if name.ends_with(".rego") {
+            bundle.spec.modules.push(RegoModule { name, source: read_bounded(&path)? });
+        } else if name == "data.json" {
+            let text = read_bounded(&path)?;
+            let data: Value = serde_json::from_str(&text).map_err(|e| ContentError::Invalid {
+                source_name: path.display().to_string(),
+                message: format!("invalid JSON: {e}"),
+            })?;
+            bundle.spec.data = Some(data);
+        }
+    }
+    if bundle.metadata.name.is_none() {
+        bundle.metadata.name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    }
+    Ok(bundle)
+}
+
+/// Loads content from a path: a packed YAML file, a route or bundle folder,
+/// or a folder of such folders.
+pub fn load_path(path: &Path) -> Result<Content, ContentError> {
+    let mut content = Content::default();
+    if path.is_file() {
+        return parse_stream(&read_bounded(path)?, &path.display().to_string());
+    }
+    if path.join("route.yaml").is_file() {
+        content.routes.push(load_route_dir(path)?);
+    } else if path.join("bundle.yaml").is_file() {
+        content.bundles.push(load_bundle_dir(path)?);
+    } else {
+        for entry in sorted_entries(path)? {
+            if entry.is_dir() && (entry.join("route.yaml").is_file() || entry.join("bundle.yaml").is_file()) {
+                content.extend(load_path(&entry)?);
+            }
+        }
+    }
+    Ok(content)
+}
+
+/// Strips server-populated metadata so packed YAML is stable.
+fn clean_meta(meta: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name.clone(),
+        labels: meta.labels.clone(),
+        annotations: meta.annotations.clone(),
+        ..Default::default()
+    }
+}
+
+/// Packs resources into one YAML stream, sorted by name, for `manifests/`.
+pub fn pack<T, F>(header: &str, items: &[T], meta: F) -> String
+where
+    T: serde::Serialize + Clone,
+    F: Fn(&T) -> &ObjectMeta,
+{
+    let mut sorted: BTreeMap<String, Value> = BTreeMap::new();
+    for item in items {
+        let m = meta(item);
+        let mut v = serde_json::to_value(item).unwrap_or(Value::Null);
+        v["metadata"] = serde_json::to_value(clean_meta(m)).unwrap_or(Value::Null);
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("status");
+        }
+        sorted.insert(m.name.clone().unwrap_or_default(), v);
+    }
+    let mut out = format!("# {header}\n");
+    for v in sorted.values() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(v).unwrap_or_default());
+    }
+    out
+}
+
+/// The packed form of `routes/`.
+pub fn pack_routes(routes: &[PaveRoute]) -> String {
+    pack("Generated by `make pack` from routes/; do not edit.", routes, |r| &r.metadata)
+}
+
+/// The packed form of `policy-bundles/`.
+pub fn pack_bundles(bundles: &[PolicyBundle]) -> String {
+    pack("Generated by `make pack` from policy-bundles/; do not edit.", bundles, |b| &b.metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_yaml_is_refused_before_parsing() {
+        let text = "a: ".to_string() + &"x".repeat(MAX_DOCUMENT_BYTES);
+        let err = yaml_documents(&text, "big.yaml").expect_err("too large");
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn alias_bomb_is_refused() {
+        let bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
+        let err = yaml_documents(bomb, "bomb.yaml").expect_err("alias bomb");
+        assert!(err.to_string().contains("bomb.yaml"), "{err}");
+    }
+
+    #[test]
+    fn malformed_yaml_names_line() {
+        let err = parse_requests("kind: ServiceRequest\n  bad: [\n", "req.yaml").expect_err("bad yaml");
+        let msg = err.to_string();
+        assert!(msg.contains("req.yaml") && msg.contains("line"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_kind_is_named() {
+        let err = parse_requests("apiVersion: v1\nkind: ConfigMap\n", "cm.yaml").expect_err("wrong kind");
+        assert!(err.to_string().contains("ConfigMap"), "{err}");
+    }
+}

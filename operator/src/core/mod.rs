@@ -1,0 +1,38 @@
+//! The pure core: everything Paver decides about a request, as functions of
+//! data. No Kubernetes client and no Git in here: the CLI and the operator
+//! call the same functions, and tests need no cluster.
+//!
+//! A request walks down this list once:
+//! `validate` (route selection, schema, defaults) → `estimate` (monthly
+//! cost) → `policy` (deny / warn / needs_approval) → `render` (files and
+//! the Argo CD Application) → `policy` again for `checks` → `score`.
+//! `verdict` strings them together into the one decision both shells print.
+
+pub mod estimate;
+pub mod policy;
+pub mod render;
+pub mod score;
+pub mod validate;
+pub mod verdict;
+
+/// A problem with one field of an input, named by its path
+/// (e.g. `spec.parameters.compute.replicas`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// Path of the offending field, dotted, from the object's root.
+    pub field: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
