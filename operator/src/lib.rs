@@ -7,4 +7,6 @@
 
 pub mod cli;
 pub mod content;
+pub mod controller;
 pub mod core;
+pub mod git;

@@ -1,11 +1,18 @@
-//! The `paver` command line.
+//! The `paver` command line: the offline verdict (`validate`, `render`,
+//! `test`) and the operator, over the same core.
 
-use std::process::ExitCode;
+mod offline;
 
-use clap::{Parser, Subcommand};
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::controller::OperatorConfig;
 
 /// Paver turns ServiceRequests into validated, policy-checked, rendered
-/// manifests in a GitOps repository. The same checks run here, offline.
+/// manifests in a GitOps repository. `validate`, `render` and `test` run
+/// the operator's own checks offline, so a developer gets its verdict
+/// before committing.
 #[derive(Parser, Debug)]
 #[command(name = "paver", version, about, long_about = None)]
 pub struct Cli {
@@ -13,21 +20,97 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where routes and bundles come from (the ones built into paver by default).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Sources {
+    /// Routes to use instead of the built-in ones: a `routes/` folder, one
+    /// route folder, or packed YAML. Repeatable.
+    #[arg(long = "routes", value_name = "PATH")]
+    pub routes: Vec<PathBuf>,
+    /// Policy bundles to use instead of the built-in ones: a
+    /// `policy-bundles/` folder, one bundle folder, or packed YAML. Repeatable.
+    #[arg(long = "bundles", value_name = "PATH")]
+    pub bundles: Vec<PathBuf>,
+}
+
+/// Output format.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON document, for machines.
+    Json,
+}
+
 /// What to do.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Validate ServiceRequests and evaluate policy: errors, violations,
+    /// warnings, approval reasons and the cost estimate per request.
+    /// Exit status: 0 allowed (possibly pending approval), 1 denied,
+    /// 2 unusable input.
+    Validate {
+        /// ServiceRequest YAML files (several documents per file allowed).
+        #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        sources: Sources,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Render the files the operator would commit for a request, and print
+    /// a summary. Without --out, the files are printed.
+    Render {
+        /// A ServiceRequest YAML file.
+        #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+        file: PathBuf,
+        /// Write the files under this folder (as in the output repository).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Output repository URL written into the Argo CD Application.
+        #[arg(long, value_name = "URL", default_value = "https://git.example.com/platform/gitops.git")]
+        repo_url: String,
+        #[command(flatten)]
+        sources: Sources,
+    },
+    /// Compile policy bundles and run their tests, like `opa test`.
+    /// Exit status 1 when a test fails or a bundle does not compile.
+    Test {
+        /// Bundle folders, `policy-bundles/` folders or packed YAML; the
+        /// built-in bundles when none is given.
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Print every test, not only failures.
+        #[arg(short, long)]
+        verbose: bool,
+    },
     /// Print every Paver CustomResourceDefinition as one YAML stream
     /// (pipe it to `kubectl apply -f -`), or write one file per CRD.
     Crds {
         /// Write `<plural>.yaml` files into this folder instead of printing.
         #[arg(long, value_name = "DIR")]
-        out_dir: Option<std::path::PathBuf>,
+        out_dir: Option<PathBuf>,
     },
+    /// Pack `routes/` and `policy-bundles/` into the PaveRoute and
+    /// PolicyBundle YAML under `manifests/` (what the binary embeds).
+    Pack {
+        /// Folder holding routes/, policy-bundles/ and manifests/.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        root: PathBuf,
+    },
+    /// Run the operator: watch ServiceRequests, PaveRoutes, PolicyBundles
+    /// and Approvals, and commit renders to the output repository.
+    Operator(Box<OperatorConfig>),
 }
 
 /// Runs a parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Validate { files, sources, output } => offline::validate(&files, &sources, output),
+        Command::Render { file, out, repo_url, sources } => offline::render(&file, out.as_deref(), &repo_url, &sources),
+        Command::Test { paths, verbose } => offline::test(&paths, verbose),
         Command::Crds { out_dir: None } => {
             print!("{}", paver_crds::stream());
             ExitCode::SUCCESS
@@ -41,6 +124,33 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Command::Pack { root } => offline::pack(&root),
+        Command::Operator(config) => operator(*config),
+    }
+}
+
+fn operator(config: OperatorConfig) -> ExitCode {
+    use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if config.log_json {
+        registry.with(fmt::layer().json().flatten_event(true)).init();
+    } else {
+        registry.with(fmt::layer()).init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(crate::controller::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "operator stopped");
+            ExitCode::FAILURE
         }
     }
 }

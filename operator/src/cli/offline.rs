@@ -1,0 +1,295 @@
+//! `paver validate`, `render`, `test` and `pack`: the core, offline.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use chrono::Utc;
+
+use super::{Format, Sources};
+use crate::{
+    content::{self, Content, ContentError},
+    core::{
+        policy,
+        render::RenderOptions,
+        verdict::{Catalog, Outcome, Verdict, decide_request},
+    },
+};
+
+const UNUSABLE: u8 = 2;
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(UNUSABLE)
+}
+
+/// Routes and bundles: the built-in ones unless overridden.
+fn load_sources(sources: &Sources) -> Result<Content, ContentError> {
+    let embedded = Content::embedded()?;
+    let mut content = Content::default();
+    if sources.routes.is_empty() {
+        content.routes = embedded.routes;
+    } else {
+        for path in &sources.routes {
+            content.routes.extend(content::load_path(path)?.routes);
+        }
+    }
+    if sources.bundles.is_empty() {
+        content.bundles = embedded.bundles;
+    } else {
+        for path in &sources.bundles {
+            content.bundles.extend(content::load_path(path)?.bundles);
+        }
+    }
+    Ok(content)
+}
+
+/// A catalog from the sources; problems with routes or bundles are printed
+/// as warnings (the requests that need them will say so).
+fn catalog(sources: &Sources) -> Result<Catalog, ContentError> {
+    let content = load_sources(sources)?;
+    let (catalog, problems) = Catalog::from_content(content);
+    for p in problems {
+        eprintln!("warning: {p}");
+    }
+    Ok(catalog)
+}
+
+fn read_requests(path: &Path) -> Result<Vec<paver_crds::ServiceRequest>, ContentError> {
+    let text = std::fs::read(path).map_err(|source| ContentError::Io { path: path.display().to_string(), source })?;
+    if text.len() > content::MAX_DOCUMENT_BYTES {
+        return Err(ContentError::TooLarge { source_name: path.display().to_string(), size: text.len() });
+    }
+    let text = String::from_utf8(text).map_err(|_| ContentError::Invalid {
+        source_name: path.display().to_string(),
+        message: "not UTF-8 text".into(),
+    })?;
+    content::parse_requests(&text, &path.display().to_string())
+}
+
+fn outcome_label(v: &Verdict) -> &'static str {
+    match v.outcome {
+        Outcome::Allowed => "ALLOWED",
+        Outcome::NeedsApproval => "ALLOWED, NEEDS APPROVAL",
+        Outcome::Denied => "DENIED",
+        Outcome::ApprovalRejected => "REJECTED BY APPROVER",
+        Outcome::Invalid => "INVALID",
+        Outcome::PolicyUnavailable => "POLICY UNAVAILABLE",
+    }
+}
+
+/// The verdict as a developer reads it.
+pub fn print_verdict(v: &Verdict) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: {}", v.request, outcome_label(v));
+    if let Some(route) = &v.route {
+        let _ = writeln!(out, "  route:     {route}");
+    }
+    if let Some(e) = &v.estimate {
+        let _ = writeln!(out, "  estimate:  {:.2} {}/month", e.monthly, e.currency);
+    }
+    if !v.policy.bundle_versions.is_empty() {
+        let _ = writeln!(out, "  bundles:   {}", v.policy.bundle_versions.join(", "));
+    }
+    let section = |out: &mut String, title: &str, lines: Vec<String>| {
+        if !lines.is_empty() {
+            let _ = writeln!(out, "  {title}:");
+            for l in lines {
+                let _ = writeln!(out, "    - {l}");
+            }
+        }
+    };
+    section(&mut out, "errors", v.errors.iter().map(ToString::to_string).collect());
+    let finding = |f: &paver_crds::Finding| {
+        let path = f.path.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default();
+        format!("{}/{}: {}{path}", f.bundle, f.rule, f.message)
+    };
+    section(&mut out, "violations", v.policy.violations.iter().map(finding).collect());
+    section(&mut out, "warnings", v.policy.warnings.iter().map(finding).collect());
+    section(&mut out, "dry-run findings", v.policy.dryrun.iter().map(finding).collect());
+    section(&mut out, "waived", v.policy.waived.iter().map(finding).collect());
+    section(&mut out, "needs approval because", v.policy.approval_reasons.clone());
+    section(&mut out, "notices", v.notices.clone());
+    if !v.missing_bundles.is_empty() {
+        section(
+            &mut out,
+            "unavailable bundles",
+            v.missing_bundles.iter().map(|b| format!("{b}: no version compiled and passed its tests")).collect(),
+        );
+    }
+    if let Some(e) = &v.render_error {
+        section(&mut out, "render", vec![e.clone()]);
+    }
+    out
+}
+
+pub fn validate(files: &[PathBuf], sources: &Sources, format: Format) -> ExitCode {
+    let catalog = match catalog(sources) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut verdicts = Vec::new();
+    let mut load_errors = Vec::new();
+    for file in files {
+        match read_requests(file) {
+            Ok(requests) => {
+                for sr in requests {
+                    verdicts.push(decide_request(&catalog, &sr, &[], &RenderOptions::default(), Utc::now()));
+                }
+            }
+            Err(e) => load_errors.push(e.to_string()),
+        }
+    }
+    let code = verdicts
+        .iter()
+        .map(|v| v.outcome.exit_code())
+        .chain(load_errors.iter().map(|_| UNUSABLE))
+        .max()
+        .unwrap_or(0);
+    match format {
+        Format::Json => {
+            let doc = serde_json::json!({"verdicts": verdicts, "errors": load_errors});
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Format::Text => {
+            for e in &load_errors {
+                eprintln!("error: {e}");
+            }
+            for v in &verdicts {
+                print!("{}", print_verdict(v));
+            }
+        }
+    }
+    ExitCode::from(code)
+}
+
+pub fn render(file: &Path, out: Option<&Path>, repo_url: &str, sources: &Sources) -> ExitCode {
+    let catalog = match catalog(sources) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let requests = match read_requests(file) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let opts = RenderOptions { repo_url: repo_url.to_string(), revision: "main".into() };
+    let mut code = 0;
+    for sr in requests {
+        let verdict = decide_request(&catalog, &sr, &[], &opts, Utc::now());
+        let Some(rendered) = &verdict.rendered else {
+            eprint!("{}", print_verdict(&verdict));
+            eprintln!("nothing rendered for {}", verdict.request);
+            code = code.max(verdict.outcome.exit_code().max(1));
+            continue;
+        };
+        match out {
+            Some(dir) => {
+                for (path, text) in &rendered.files {
+                    let target = dir.join(path);
+                    let written = target
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::write(&target, text));
+                    if let Err(e) = written {
+                        return fail(format_args!("failed to write {}: {e}", target.display()));
+                    }
+                }
+            }
+            None => {
+                for (path, text) in &rendered.files {
+                    println!("--- {path}");
+                    print!("{text}");
+                    if !text.ends_with('\n') {
+                        println!();
+                    }
+                }
+            }
+        }
+        let summary = format!(
+            "{}: {} file(s) in {}{} (digest {}){}",
+            verdict.request,
+            rendered.files.len(),
+            rendered.dir,
+            out.map(|d| format!(" under {}", d.display())).unwrap_or_default(),
+            &rendered.digest.chars().take(12).collect::<String>(),
+            if verdict.outcome == Outcome::NeedsApproval { "; the operator commits it once approved" } else { "" },
+        );
+        eprintln!("{summary}");
+        if out.is_some() {
+            for path in rendered.files.keys() {
+                eprintln!("  {path}");
+            }
+        }
+    }
+    ExitCode::from(code)
+}
+
+pub fn test(paths: &[PathBuf], verbose: bool) -> ExitCode {
+    let content = if paths.is_empty() {
+        Content::embedded()
+    } else {
+        paths.iter().try_fold(Content::default(), |mut acc, p| {
+            acc.extend(content::load_path(p)?);
+            Ok(acc)
+        })
+    };
+    let content = match content {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if content.bundles.is_empty() {
+        return fail("no policy bundles found");
+    }
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for bundle in &content.bundles {
+        let name = bundle.metadata.name.clone().unwrap_or_default();
+        let activation = policy::activate(&name, &bundle.spec);
+        println!("{name}@{}:", bundle.spec.version);
+        for e in &activation.errors {
+            failed += 1;
+            match e.line {
+                Some(line) => println!("  ERROR {}:{line}: {}", e.module, e.message),
+                None => println!("  ERROR {}: {}", e.module, e.message),
+            }
+        }
+        for t in &activation.tests {
+            if t.pass {
+                passed += 1;
+                if verbose {
+                    println!("  PASS  {}", t.name);
+                }
+            } else {
+                failed += 1;
+                println!("  FAIL  {}{}", t.name, if t.message.is_empty() { String::new() } else { format!(": {}", t.message) });
+            }
+        }
+        if !verbose && activation.errors.is_empty() && activation.tests.iter().all(|t| t.pass) {
+            println!("  {} test(s) passed", activation.tests.len());
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// The packed YAML for `root`'s routes and bundles.
+pub fn packed(root: &Path) -> Result<(String, String), ContentError> {
+    let routes = content::load_path(&root.join("routes"))?.routes;
+    let bundles = content::load_path(&root.join("policy-bundles"))?.bundles;
+    Ok((content::pack_routes(&routes), content::pack_bundles(&bundles)))
+}
+
+pub fn pack(root: &Path) -> ExitCode {
+    let (routes, bundles) = match packed(root) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    for (file, text) in [("manifests/routes.yaml", routes), ("manifests/policy-bundles.yaml", bundles)] {
+        let path = root.join(file);
+        if let Err(e) = std::fs::write(&path, text) {
+            return fail(format_args!("failed to write {}: {e}", path.display()));
+        }
+    }
+    ExitCode::SUCCESS
+}

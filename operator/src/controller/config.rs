@@ -1,0 +1,78 @@
+//! Operator configuration: flags, each also settable by environment.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// `paver operator` flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct OperatorConfig {
+    /// URL of the output (GitOps) repository Paver commits to.
+    #[arg(long, env = "PAVER_REPO_URL")]
+    pub repo_url: String,
+    /// Branch of the output repository.
+    #[arg(long, env = "PAVER_REPO_BRANCH", default_value = "main")]
+    pub branch: String,
+    /// Local folder for the working clone.
+    #[arg(long, env = "PAVER_WORKDIR", default_value = "/tmp/paver-repo")]
+    pub workdir: PathBuf,
+    /// File holding the HTTPS username (mounted from a Secret).
+    #[arg(long, env = "PAVER_GIT_USERNAME_FILE")]
+    pub git_username_file: Option<PathBuf>,
+    /// File holding the HTTPS token or password (mounted from a Secret).
+    #[arg(long, env = "PAVER_GIT_TOKEN_FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// File holding an SSH private key (mounted from a Secret).
+    #[arg(long, env = "PAVER_GIT_SSH_KEY_FILE")]
+    pub git_ssh_key_file: Option<PathBuf>,
+    /// Commit author name.
+    #[arg(long, env = "PAVER_GIT_AUTHOR_NAME", default_value = "Paver")]
+    pub author_name: String,
+    /// Commit author email.
+    #[arg(long, env = "PAVER_GIT_AUTHOR_EMAIL", default_value = "paver@paver.dev")]
+    pub author_email: String,
+    /// How often every request is re-checked (drift, expiring exceptions), e.g. `5m`.
+    #[arg(long, env = "PAVER_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    pub resync: Duration,
+    /// Requests reconciled at once.
+    #[arg(long, env = "PAVER_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: u16,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "PAVER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease; no leader election when empty.
+    #[arg(long, env = "PAVER_LEASE_NAMESPACE", default_value = "")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "PAVER_LEASE_NAME", default_value = "paver-operator")]
+    pub lease_name: String,
+    /// Log as JSON lines.
+    #[arg(long, env = "PAVER_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Parses `30s`, `5m`, `1h` or a number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! The operator: thin shells around the core. Each resource has its own
+//! module; `status` is the only place a ServiceRequest's status is built.
+//!
+//! Write discipline (the throughput budget is 3 API writes and 2
+//! reconciles per request): the request watcher passes only changes of
+//! generation or deletion, so Paver's own status writes never wake it; a
+//! status or Scorecard is written only when it differs from what is there.
+
+pub mod bundle;
+pub mod config;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod request;
+pub mod route;
+pub mod run;
+pub mod status;
+
+use std::sync::Arc;
+
+use kube::{
+    Client, ResourceExt,
+    api::DynamicObject,
+    runtime::{
+        events::Recorder,
+        reflector::{ObjectRef, Store},
+    },
+};
+use paver_crds::{Approval, Scorecard, ServiceRequest, SyncStatus};
+use tokio::sync::RwLock;
+
+use crate::{
+    core::{render::RenderOptions, verdict::Catalog},
+    git::WriterHandle,
+};
+
+pub use config::OperatorConfig;
+pub use run::run;
+
+/// The field manager of every server-side apply Paver makes.
+pub const FIELD_MANAGER: &str = "paver";
+
+/// The finalizer that removes a request's directory before it goes.
+pub const FINALIZER: &str = "paver.dev/cleanup";
+
+/// Errors of a reconcile. Transient ones are retried with backoff;
+/// permanent ones are reported in a condition and wait for a change.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to call the Kubernetes API: {0}")]
+    Kube(#[source] Box<kube::Error>),
+    #[error("failed to write to the output repository: {0}")]
+    Git(String),
+    #[error("failed to run finalizer: {0}")]
+    Finalizer(String),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(Box::new(e))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shared state of the controllers.
+pub struct Context {
+    pub client: Client,
+    pub config: OperatorConfig,
+    pub catalog: RwLock<Catalog>,
+    pub writer: WriterHandle,
+    pub metrics: metrics::Metrics,
+    pub recorder: Recorder,
+    /// Whether the Argo CD Application CRD is installed.
+    pub argocd: bool,
+    /// Every Approval, to find the one for a request's generation.
+    pub approvals: Store<Approval>,
+    /// Every Scorecard, to write only what changed.
+    pub scorecards: Store<Scorecard>,
+    /// Argo CD Applications Paver rendered (label-selected).
+    pub applications: Store<DynamicObject>,
+}
+
+/// Labels on every Application Paver renders, naming its request.
+pub const REQUEST_NAMESPACE_LABEL: &str = "paver.dev/request-namespace";
+pub const REQUEST_NAME_LABEL: &str = "paver.dev/request-name";
+/// Selects the Applications Paver rendered.
+pub const APPLICATION_SELECTOR: &str = "app.kubernetes.io/managed-by=paver";
+
+/// The request an Application was rendered for.
+pub fn application_request(app: &DynamicObject) -> Option<ObjectRef<ServiceRequest>> {
+    let labels = app.labels();
+    let ns = labels.get(REQUEST_NAMESPACE_LABEL)?;
+    let name = labels.get(REQUEST_NAME_LABEL)?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+/// Argo CD's report on an Application, as a request's `status.sync`.
+pub fn sync_status(app: &DynamicObject) -> SyncStatus {
+    let status = &app.data["status"];
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let message = [&status["operationState"]["message"], &status["health"]["message"]]
+        .into_iter()
+        .map(text)
+        .filter(|m| !m.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let or_unknown = |s: String| if s.is_empty() { "Unknown".to_string() } else { s };
+    SyncStatus {
+        application: format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any()),
+        status: or_unknown(text(&status["sync"]["status"])),
+        health: or_unknown(text(&status["health"]["status"])),
+        revision: text(&status["sync"]["revision"]),
+        message,
+    }
+}
+
+impl Context {
+    /// How renders are stamped with the output repository.
+    pub fn render_options(&self) -> RenderOptions {
+        RenderOptions { repo_url: self.config.repo_url.clone(), revision: self.config.branch.clone() }
+    }
+
+    /// What Argo CD reports for the request's Application, if it exists.
+    pub fn application_status(&self, sr: &ServiceRequest) -> Option<SyncStatus> {
+        let ns = sr.namespace()?;
+        let name = sr.name_any();
+        self.applications
+            .state()
+            .iter()
+            .find(|app| {
+                let labels = app.labels();
+                labels.get(REQUEST_NAMESPACE_LABEL) == Some(&ns) && labels.get(REQUEST_NAME_LABEL) == Some(&name)
+            })
+            .map(|app| sync_status(app))
+    }
+}
+
+pub type Ctx = Arc<Context>;

@@ -1,0 +1,312 @@
+//! ServiceRequest reconcile: gather inputs, call the core, commit through
+//! the Git writer, write status and Scorecard only when they changed.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
+};
+use paver_crds::{
+    Approval, Phase, Scorecard, ScorecardSpec, ScorecardStatus, ServiceRequest, ServiceRequestStatus, SyncStatus,
+    now_rfc3339,
+};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::{
+    Ctx, Error, FIELD_MANAGER, FINALIZER, Result,
+    status::{self, CommitState, request_status},
+};
+use crate::{
+    core::verdict::{Outcome, Verdict, decide_request, scorecard_for},
+    git::Change,
+};
+
+/// How long to wait before retrying a failed push.
+const PUSH_RETRY: Duration = Duration::from_secs(10);
+
+/// `namespace/name` of a request.
+pub fn key(sr: &ServiceRequest) -> String {
+    format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any())
+}
+
+/// Approvals in the request's namespace that name it.
+fn approvals_for(ctx: &Ctx, sr: &ServiceRequest) -> Vec<Approval> {
+    let ns = sr.namespace().unwrap_or_default();
+    let name = sr.name_any();
+    ctx.approvals
+        .state()
+        .iter()
+        .filter(|a| a.namespace().as_deref() == Some(ns.as_str()) && a.spec.request == name)
+        .map(|a| (**a).clone())
+        .collect()
+}
+
+/// The trailers every commit for this request carries.
+pub fn trailers(sr: &ServiceRequest, verdict: &Verdict) -> Vec<(String, String)> {
+    vec![
+        ("Paver-Request".into(), key(sr)),
+        ("Paver-Request-UID".into(), sr.uid().unwrap_or_default()),
+        ("Paver-Generation".into(), sr.metadata.generation.unwrap_or(0).to_string()),
+        ("Paver-Route".into(), verdict.route.clone().unwrap_or_default()),
+        ("Paver-Bundles".into(), verdict.policy.bundle_versions.join(", ")),
+    ]
+}
+
+#[instrument(skip(sr, ctx), fields(request = %key(&sr)))]
+pub async fn reconcile(sr: Arc<ServiceRequest>, ctx: Ctx) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&sr, &ctx).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciled("servicerequest", outcome, started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
+    let ns = sr.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<ServiceRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    if sr.metadata.deletion_timestamp.is_some() {
+        return cleanup(sr, ctx, &api).await;
+    }
+    if !sr.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = sr.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": sr.resource_version()}});
+        api.patch(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        ctx.metrics.wrote("servicerequests", "patch");
+    }
+
+    let generation = sr.metadata.generation.unwrap_or(0);
+    let prev = sr.status.clone().unwrap_or_default();
+    let approvals = approvals_for(ctx, sr);
+    let verdict = {
+        let catalog = ctx.catalog.read().await;
+        let policy_started = std::time::Instant::now();
+        let v = decide_request(&catalog, sr, &approvals, &ctx.render_options(), Utc::now());
+        ctx.metrics.policy_eval_duration.observe(policy_started.elapsed().as_secs_f64());
+        v
+    };
+    for f in &verdict.policy.violations {
+        ctx.metrics
+            .violations
+            .get_or_create(&super::metrics::ViolationLabels {
+                bundle: f.bundle.clone(),
+                rule: f.rule.clone(),
+                team: sr.spec.team.clone(),
+            })
+            .inc();
+    }
+
+    // Policy changes never delete output: only an allowed verdict commits.
+    let commit = match (&verdict.outcome, &verdict.rendered) {
+        (Outcome::Allowed, Some(rendered)) => {
+            let change = Change {
+                key: key(sr),
+                dir: rendered.dir.clone(),
+                files: rendered.files.clone(),
+                delete: false,
+                trailers: trailers(sr, &verdict),
+                summary: format!(
+                    "render {} (generation {generation}) with {}",
+                    key(sr),
+                    verdict.route.clone().unwrap_or_default()
+                ),
+            };
+            let started = std::time::Instant::now();
+            match ctx.writer.submit(change).await {
+                Ok(r) => {
+                    ctx.metrics.git("commit", if r.changed { "committed" } else { "unchanged" }, started.elapsed().as_secs_f64());
+                    CommitState::Committed { revision: r.revision, changed: r.changed }
+                }
+                Err(e) => {
+                    ctx.metrics.git("commit", "failed", started.elapsed().as_secs_f64());
+                    warn!(error = %e, "failed to commit render");
+                    CommitState::Failed(e.to_string())
+                }
+            }
+        }
+        _ => CommitState::NotAttempted,
+    };
+
+    let sync = if ctx.argocd { ctx.application_status(sr) } else { None };
+    let new_status = request_status(&prev, &verdict, &commit, sync.as_ref(), ctx.argocd, generation, &now_rfc3339());
+    let drift = status::is_drift(prev.render.as_ref(), &verdict, &commit);
+    if drift {
+        ctx.metrics.drift_restored.inc();
+        publish(ctx, sr, EventType::Warning, "DriftRestored", "restored rendered files edited in the repository").await;
+    }
+    if new_status != prev {
+        write_status(&api, sr, &new_status, ctx).await?;
+        if new_status.phase != prev.phase || sr.status.is_none() {
+            announce(ctx, sr, &new_status).await;
+        }
+    }
+    if let Some(rendered) = &verdict.rendered
+        && matches!(commit, CommitState::Committed { .. })
+    {
+        let facts = ctx.writer.git_facts(&rendered.dir).await.unwrap_or_default();
+        let cluster = cluster_facts(sync.as_ref());
+        let checks = {
+            let catalog = ctx.catalog.read().await;
+            scorecard_for(&catalog, sr, &verdict, &new_status, facts, cluster, Utc::now())
+        };
+        apply_scorecard(ctx, sr, checks).await?;
+    }
+
+    Ok(match commit {
+        CommitState::Failed(_) => Action::requeue(PUSH_RETRY),
+        _ => Action::requeue(ctx.config.resync),
+    })
+}
+
+/// Facts about the cluster (Argo CD's view) for `input.cluster`.
+fn cluster_facts(sync: Option<&SyncStatus>) -> serde_json::Value {
+    match sync {
+        Some(s) => json!({
+            "application": s.application,
+            "sync": s.status,
+            "health": s.health,
+            "revision": s.revision,
+            "message": s.message,
+        }),
+        None => json!({}),
+    }
+}
+
+async fn write_status(api: &Api<ServiceRequest>, sr: &ServiceRequest, status: &ServiceRequestStatus, ctx: &Ctx) -> Result<()> {
+    let patch = json!({
+        "apiVersion": "paver.dev/v1alpha1",
+        "kind": "ServiceRequest",
+        "status": status,
+    });
+    api.patch_status(&sr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.metrics.wrote("servicerequests/status", "apply");
+    Ok(())
+}
+
+/// Writes the request's Scorecard when its content differs from what is there.
+async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardStatus) -> Result<()> {
+    let ns = sr.namespace().unwrap_or_default();
+    let name = sr.name_any();
+    let existing = ctx.scorecards.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns));
+    if let Some(existing) = existing.as_ref().and_then(|sc| sc.status.as_ref()) {
+        let mut same = existing.clone();
+        same.evaluated_at = status.evaluated_at.clone();
+        if same == status {
+            return Ok(());
+        }
+    }
+    if status.evaluated_at.is_empty() {
+        status.evaluated_at = now_rfc3339();
+    }
+    let owner = sr.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
+    let mut sc = Scorecard::new(
+        &name,
+        ScorecardSpec { request: name.clone(), team: sr.spec.team.clone(), route: sr.spec.route.clone() },
+    );
+    sc.metadata.namespace = Some(ns.clone());
+    sc.metadata.owner_references = Some(vec![owner]);
+    sc.metadata.labels = Some(BTreeMap::from([
+        ("paver.dev/team".to_string(), sr.spec.team.clone()),
+        ("paver.dev/route".to_string(), sr.spec.route.clone()),
+    ]));
+    ctx.metrics
+        .scores
+        .get_or_create(&super::metrics::ServiceLabels { namespace: ns.clone(), name: name.clone(), team: sr.spec.team.clone() })
+        .set(i64::from(status.score));
+    sc.status = Some(status);
+    let api: Api<Scorecard> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut value = serde_json::to_value(&sc).map_err(|e| Error::Git(format!("failed to encode scorecard: {e}")))?;
+    if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        meta.remove("creationTimestamp");
+    }
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value)).await?;
+    ctx.metrics.wrote("scorecards", "apply");
+    Ok(())
+}
+
+async fn publish(ctx: &Ctx, sr: &ServiceRequest, type_: EventType, reason: &str, note: impl Into<String>) {
+    let mut note: String = note.into();
+    note.truncate(1000);
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if ctx.recorder.publish(&event, &sr.object_ref(&())).await.is_ok() {
+        ctx.metrics.wrote("events", "create");
+    }
+}
+
+/// One Event per phase transition: the audit trail beside the commit history.
+async fn announce(ctx: &Ctx, sr: &ServiceRequest, status: &ServiceRequestStatus) {
+    let (type_, reason, note) = match status.phase {
+        Phase::Rejected => (EventType::Warning, "Rejected", summary(status)),
+        Phase::Failed => (EventType::Warning, "Failed", summary(status)),
+        Phase::AwaitingApproval => (EventType::Normal, "AwaitingApproval", status.approval_reasons.join("; ")),
+        Phase::Rendered => (
+            EventType::Normal,
+            "Committed",
+            status.render.as_ref().map(|r| format!("committed {} files at {}", r.files, r.revision)).unwrap_or_default(),
+        ),
+        Phase::Synced => (EventType::Normal, "Synced", "Argo CD synced the committed revision".into()),
+        Phase::Pending => (EventType::Normal, "Pending", summary(status)),
+    };
+    info!(phase = ?status.phase, "request changed phase");
+    publish(ctx, sr, type_, reason, note).await;
+}
+
+/// The message of the first condition that is not True.
+fn summary(status: &ServiceRequestStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| !c.is_true())
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_default()
+}
+
+/// Deletion: remove the request's directory in a commit, then let go.
+async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> Result<Action> {
+    if !sr.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    // The directory is where it was last committed; a request never rendered has none.
+    if let Some(render) = sr.status.as_ref().and_then(|s| s.render.as_ref()) {
+        let change = Change {
+            key: key(sr),
+            dir: render.path.clone(),
+            files: BTreeMap::new(),
+            delete: true,
+            trailers: vec![
+                ("Paver-Request".into(), key(sr)),
+                ("Paver-Request-UID".into(), sr.uid().unwrap_or_default()),
+                ("Paver-Generation".into(), sr.metadata.generation.unwrap_or(0).to_string()),
+            ],
+            summary: format!("remove {} (request deleted)", key(sr)),
+        };
+        let started = std::time::Instant::now();
+        if let Err(e) = ctx.writer.submit(change).await {
+            ctx.metrics.git("delete", "failed", started.elapsed().as_secs_f64());
+            warn!(error = %e, "failed to remove the request's directory; retrying");
+            return Ok(Action::requeue(PUSH_RETRY));
+        }
+        ctx.metrics.git("delete", "committed", started.elapsed().as_secs_f64());
+    }
+    let finalizers: Vec<String> = sr.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": sr.resource_version()}});
+    match api.patch(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => ctx.metrics.wrote("servicerequests", "patch"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+/// Transient errors retry with a short backoff.
+pub fn error_policy(_sr: Arc<ServiceRequest>, error: &Error, _ctx: Ctx) -> Action {
+    warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}

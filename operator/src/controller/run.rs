@@ -1,0 +1,374 @@
+//! Wiring: client, leader election, Git writer, catalog watchers and the
+//! ServiceRequest controller.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    hash::{Hash, Hasher},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ApiResource, DynamicObject, GroupVersionKind},
+    runtime::{
+        Controller, WatchStreamExt,
+        events::{Recorder, Reporter},
+        reflector::{self, ObjectRef},
+        watcher,
+    },
+};
+use paver_crds::{Approval, PaveRoute, PolicyBundle, Scorecard, ServiceRequest};
+use tokio::sync::{RwLock, mpsc, watch};
+use tracing::{error, info, warn};
+
+use super::{Context, Ctx, OperatorConfig, bundle, http, leader, metrics::Metrics, request, route};
+use crate::{
+    core::verdict::Catalog,
+    git::{Credentials, GitConfig, WriterHandle},
+};
+
+/// Passes a request through only when its generation or deletion state
+/// changed: Paver's own status, finalizer and label writes never wake it.
+fn generation_or_deletion(sr: &ServiceRequest) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    sr.metadata.generation.hash(&mut h);
+    sr.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+fn credentials(config: &OperatorConfig) -> Credentials {
+    match (&config.git_username_file, &config.git_token_file, &config.git_ssh_key_file) {
+        (_, _, Some(key)) => Credentials::SshKey { private_key_file: key.clone() },
+        (Some(user), Some(token), _) => {
+            Credentials::UserToken { username_file: user.clone(), token_file: token.clone() }
+        }
+        _ => Credentials::None,
+    }
+}
+
+/// Waits until every Paver CRD is Established.
+async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let names: Vec<String> =
+        paver_crds::all().iter().map(|(_, crd)| crd.metadata.name.clone().unwrap_or_default()).collect();
+    loop {
+        let mut missing = Vec::new();
+        for name in &names {
+            let established = api.get_opt(name).await?.and_then(|crd| crd.status).is_some_and(|s| {
+                s.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if !established {
+                missing.push(name.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        warn!(crds = ?missing, "waiting for CRDs to be established (install them with `paver crds | kubectl apply -f -`)");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn argocd_installed(client: &Client) -> bool {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    matches!(api.get_opt("applications.argoproj.io").await, Ok(Some(_)))
+}
+
+type Trigger = mpsc::UnboundedSender<ObjectRef<ServiceRequest>>;
+
+/// Requests that `pred` selects, re-reconciled.
+fn trigger_requests(store: &reflector::Store<ServiceRequest>, trigger: &Trigger, pred: impl Fn(&ServiceRequest) -> bool) {
+    for sr in store.state() {
+        if pred(&sr) {
+            let _ = trigger.send(ObjectRef::from_obj(&*sr));
+        }
+    }
+}
+
+/// Keeps the catalog's routes in step with the cluster.
+async fn watch_routes(ctx: Ctx, store: reflector::Store<ServiceRequest>, trigger: Trigger, ready: watch::Sender<bool>) {
+    let api: Api<PaveRoute> = Api::all(ctx.client.clone());
+    let mut seen: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    let mut listed = BTreeSet::new();
+    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "route watch failed; retrying");
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Init => listed.clear(),
+            watcher::Event::InitApply(r) | watcher::Event::Apply(r) => {
+                let name = r.name_any();
+                listed.insert(name.clone());
+                if seen.get(&name) == Some(&r.metadata.generation) {
+                    continue;
+                }
+                if let Err(e) = route::apply(&ctx, &r).await {
+                    warn!(route = %name, error = %e, "failed to report route status");
+                }
+                seen.insert(name.clone(), r.metadata.generation);
+                if *ready.borrow() {
+                    trigger_requests(&store, &trigger, |sr| sr.spec.route == name);
+                }
+            }
+            watcher::Event::Delete(r) => {
+                let name = r.name_any();
+                ctx.catalog.write().await.remove_route(&name);
+                seen.remove(&name);
+                trigger_requests(&store, &trigger, |sr| sr.spec.route == name);
+            }
+            watcher::Event::InitDone => {
+                let gone: Vec<String> = seen.keys().filter(|n| !listed.contains(*n)).cloned().collect();
+                for name in gone {
+                    ctx.catalog.write().await.remove_route(&name);
+                    seen.remove(&name);
+                    trigger_requests(&store, &trigger, |sr| sr.spec.route == name);
+                }
+                let _ = ready.send(true);
+            }
+        }
+    }
+}
+
+/// Keeps the catalog's bundles in step with the cluster.
+async fn watch_bundles(ctx: Ctx, store: reflector::Store<ServiceRequest>, trigger: Trigger, ready: watch::Sender<bool>) {
+    let api: Api<PolicyBundle> = Api::all(ctx.client.clone());
+    let mut seen: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    let mut listed = BTreeSet::new();
+    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "bundle watch failed; retrying");
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Init => listed.clear(),
+            watcher::Event::InitApply(b) | watcher::Event::Apply(b) => {
+                let name = b.name_any();
+                listed.insert(name.clone());
+                if seen.get(&name) == Some(&b.metadata.generation) {
+                    continue;
+                }
+                let changed = match bundle::apply(&ctx, &b).await {
+                    Ok(changed) => changed,
+                    Err(e) => {
+                        warn!(bundle = %name, error = %e, "failed to report bundle status");
+                        true
+                    }
+                };
+                seen.insert(name.clone(), b.metadata.generation);
+                if changed && *ready.borrow() {
+                    let catalog = ctx.catalog.read().await;
+                    trigger_requests(&store, &trigger, |sr| catalog.bundle_touches(&name, sr));
+                }
+            }
+            watcher::Event::Delete(b) => {
+                let name = b.name_any();
+                let mut catalog = ctx.catalog.write().await;
+                let touched: Vec<_> =
+                    store.state().into_iter().filter(|sr| catalog.bundle_touches(&name, sr)).collect();
+                catalog.bundles.remove(&name);
+                seen.remove(&name);
+                for sr in touched {
+                    let _ = trigger.send(ObjectRef::from_obj(&*sr));
+                }
+            }
+            watcher::Event::InitDone => {
+                let gone: Vec<String> = seen.keys().filter(|n| !listed.contains(*n)).cloned().collect();
+                for name in gone {
+                    ctx.catalog.write().await.bundles.remove(&name);
+                    seen.remove(&name);
+                }
+                let _ = ready.send(true);
+            }
+        }
+    }
+}
+
+async fn wait_ready(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the operator until a signal, or until leadership is lost.
+pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Metrics::default();
+    let health = http::Health::default();
+    {
+        let (metrics, health) = (metrics.clone(), health.clone());
+        let addr = config.metrics_addr;
+        tokio::spawn(async move {
+            if let Err(e) = http::serve(addr, metrics, health).await {
+                error!(error = %e, %addr, "failed to serve metrics and probes");
+            }
+        });
+    }
+    wait_for_crds(&client).await?;
+
+    let mut leadership = if config.lease_namespace.is_empty() {
+        watch::channel(true).1
+    } else {
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("paver-{}", std::process::id()));
+        leader::lead(
+            client.clone(),
+            leader::LeaseConfig {
+                namespace: config.lease_namespace.clone(),
+                name: config.lease_name.clone(),
+                identity,
+                duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(5),
+            },
+        )
+        .await
+    };
+
+    let writer = WriterHandle::start(GitConfig {
+        url: config.repo_url.clone(),
+        branch: config.branch.clone(),
+        root: config.root.clone(),
+        workdir: config.workdir.clone(),
+        credentials: credentials(&config),
+        author_name: config.author_name.clone(),
+        author_email: config.author_email.clone(),
+    })?;
+    let argocd = argocd_installed(&client).await;
+    if !argocd {
+        warn!("the Argo CD Application CRD is not installed: requests stop at Rendered");
+    }
+
+    let (approvals, approvals_writer) = reflector::store::<Approval>();
+    let app_resource = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
+    let (applications, applications_writer) = reflector::store_with::<DynamicObject>(app_resource.clone());
+    let (scorecards, scorecards_writer) = reflector::store::<Scorecard>();
+    let (requests, requests_writer) = reflector::store::<ServiceRequest>();
+    let reporter = Reporter { controller: "paver".into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx: Ctx = Arc::new(Context {
+        client: client.clone(),
+        config: config.clone(),
+        catalog: RwLock::new(Catalog::default()),
+        writer,
+        metrics: metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        argocd,
+        approvals: approvals.clone(),
+        scorecards: scorecards.clone(),
+        applications: applications.clone(),
+    });
+
+    let (trigger, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<ServiceRequest>>();
+    let (routes_ready_tx, mut routes_ready) = watch::channel(false);
+    let (bundles_ready_tx, mut bundles_ready) = watch::channel(false);
+    tokio::spawn(watch_routes(ctx.clone(), requests.clone(), trigger.clone(), routes_ready_tx));
+    tokio::spawn(watch_bundles(ctx.clone(), requests.clone(), trigger.clone(), bundles_ready_tx));
+
+    // An Approval re-reconciles the request it names.
+    {
+        let trigger = trigger.clone();
+        let api: Api<Approval> = Api::all(client.clone());
+        let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(approvals_writer).applied_objects();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(a) = stream.next().await {
+                if let Ok(a) = a
+                    && let Some(ns) = a.namespace()
+                {
+                    let _ = trigger.send(ObjectRef::new(&a.spec.request).within(&ns));
+                }
+            }
+        });
+    }
+    // A Scorecard deleted by hand is recreated by its request's reconcile.
+    {
+        let trigger = trigger.clone();
+        let api: Api<Scorecard> = Api::all(client.clone());
+        let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(scorecards_writer);
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                if let Ok(watcher::Event::Delete(sc)) = ev
+                    && let Some(ns) = sc.namespace()
+                {
+                    let _ = trigger.send(ObjectRef::new(&sc.spec.request).within(&ns));
+                }
+            }
+        });
+    }
+
+    // Argo CD reporting on an Application re-reconciles its request.
+    if argocd {
+        let trigger = trigger.clone();
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &app_resource);
+        let config = watcher::Config::default().labels(super::APPLICATION_SELECTOR);
+        let stream = watcher(api, config).default_backoff().reflect(applications_writer).applied_objects();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(app) = stream.next().await {
+                if let Ok(app) = app
+                    && let Some(r) = super::application_request(&app)
+                {
+                    let _ = trigger.send(r);
+                }
+            }
+        });
+    }
+
+    wait_ready(&mut routes_ready).await;
+    wait_ready(&mut bundles_ready).await;
+    info!("routes and bundles loaded; starting the ServiceRequest controller");
+    health.ready.store(true, Ordering::Relaxed);
+
+    let api: Api<ServiceRequest> = Api::all(client.clone());
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(requests_writer)
+        .applied_objects()
+        .predicate_filter(generation_or_deletion, Default::default());
+    let trigger_stream = tokio_stream_from(trigger_rx);
+    let controller = Controller::for_stream(stream, requests)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        .reconcile_on(trigger_stream)
+        .graceful_shutdown_on(async move {
+            let lost = async {
+                while *leadership.borrow() {
+                    if leadership.changed().await.is_err() {
+                        break;
+                    }
+                }
+                error!("leadership lost; stopping");
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
+                _ = lost => {}
+            }
+        })
+        .run(request::reconcile, request::error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile did not complete");
+            }
+        });
+    controller.await;
+    Ok(())
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
