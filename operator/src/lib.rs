@@ -8,3 +8,4 @@
 pub mod cli;
 pub mod content;
 pub mod core;
+pub mod git;
