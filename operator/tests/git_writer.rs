@@ -10,11 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use git2::Repository;
 use git_http::GitHttpServer;
-use paver::git::{
-    Change, Credentials, Error, GitConfig, Repo, RetryPolicy, WriterHandle, WriterOptions,
-};
+use git2::Repository;
+use paver::git::{Change, Credentials, Error, GitConfig, Repo, RetryPolicy, WriterHandle, WriterOptions};
 use tempfile::TempDir;
 
 const USER: &str = "paver-bot";
@@ -153,7 +151,10 @@ fn first_commit_into_empty_remote() {
     let files = repo.read_dir("pay/gw").expect("read");
     assert_eq!(
         files,
-        BTreeMap::from([("apps/pay/gw/deploy.yaml".to_string(), "kind: Deployment\n".to_string())])
+        BTreeMap::from([(
+            "apps/pay/gw/deploy.yaml".to_string(),
+            "kind: Deployment\n".to_string()
+        )])
     );
 }
 
@@ -220,14 +221,21 @@ fn stale_file_removed_and_deletion_removes_dir() {
         .expect("commit");
     assert!(out.changes[0].as_ref().is_ok_and(|c| c.changed));
     assert_eq!(
-        repo.read_dir("pay/gw").expect("read").into_keys().collect::<Vec<_>>(),
+        repo.read_dir("pay/gw")
+            .expect("read")
+            .into_keys()
+            .collect::<Vec<_>>(),
         vec!["apps/pay/gw/a.yaml".to_string()]
     );
 
     let out = repo.commit_batch(vec![deletion("pay/gw")]).expect("delete");
     let commit = out.commit.expect("a deletion commit");
     assert!(repo.read_dir("pay/gw").expect("read").is_empty());
-    assert_eq!(repo.read_dir("pay/other").expect("read").len(), 1, "neighbour kept");
+    assert_eq!(
+        repo.read_dir("pay/other").expect("read").len(),
+        1,
+        "neighbour kept"
+    );
     let msg = message_of(&remote, commit.parse().expect("oid"));
     assert!(msg.starts_with("paver: delete pay/gw\n"), "{msg}");
 
@@ -243,7 +251,8 @@ fn path_escapes_are_refused_alone() {
     let mut repo = fx.repo(&url_of(&remote), "work");
 
     // Someone commits a symlink where a request directory's parent would be.
-    repo.commit_batch(vec![change("ok/first", &[("a", "a")])]).expect("seed");
+    repo.commit_batch(vec![change("ok/first", &[("a", "a")])])
+        .expect("seed");
     let clone = Repository::clone(&url_of(&remote), fx.path("other2")).expect("clone");
     std::os::unix::fs::symlink("/etc", fx.path("other2/apps/linked")).expect("symlink");
     let mut index = clone.index().expect("index");
@@ -260,7 +269,9 @@ fn path_escapes_are_refused_alone() {
         .expect("push");
 
     let mut escape = change("pay/gw", &[]);
-    escape.files.insert("apps/pay/gw/../../etc/passwd".into(), "x".into());
+    escape
+        .files
+        .insert("apps/pay/gw/../../etc/passwd".into(), "x".into());
     let mut outside = change("pay/gw", &[]);
     outside.files.insert("apps/pay/other/x.yaml".into(), "x".into());
     let mut absolute = change("pay/gw", &[]);
@@ -276,7 +287,16 @@ fn path_escapes_are_refused_alone() {
     bad_trailer.trailers.push(("Bad Key".into(), "v".into()));
     let good = change("pay/good", &[("a.yaml", "fine")]);
 
-    let bad = vec![escape, outside, absolute, dotgit, bad_dir, empty_dir, through_symlink, bad_trailer];
+    let bad = vec![
+        escape,
+        outside,
+        absolute,
+        dotgit,
+        bad_dir,
+        empty_dir,
+        through_symlink,
+        bad_trailer,
+    ];
     let n = bad.len();
     let mut batch = bad;
     batch.push(good);
@@ -290,7 +310,11 @@ fn path_escapes_are_refused_alone() {
     assert!(out.changes[n].as_ref().is_ok_and(|c| c.changed));
     let files = repo.read_dir("").expect("read all");
     assert!(files.contains_key("apps/pay/good/a.yaml"));
-    assert!(!files.keys().any(|k| k.contains("etc") || k.contains(".git") || k.starts_with("apps/linked/")));
+    assert!(
+        !files
+            .keys()
+            .any(|k| k.contains("etc") || k.contains(".git") || k.starts_with("apps/linked/"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,10 +355,16 @@ async fn drift_is_visible_and_restored_through_the_writer_task() {
     assert_eq!(writer.head().await.expect("head"), restored.revision);
 
     // Author facts: both the writer and the human touched pay/gw.
-    let times = writer.last_commit_times_by_author(Some("pay/gw")).await.expect("times");
+    let times = writer
+        .last_commit_times_by_author(Some("pay/gw"))
+        .await
+        .expect("times");
     assert!(times.contains_key("human@example.com"), "{times:?}");
     assert!(times.contains_key("paver@example.com"), "{times:?}");
-    let elsewhere = writer.last_commit_times_by_author(Some("nothing/here")).await.expect("times");
+    let elsewhere = writer
+        .last_commit_times_by_author(Some("nothing/here"))
+        .await
+        .expect("times");
     assert!(elsewhere.is_empty());
 }
 
@@ -383,6 +413,21 @@ fn over_http_first_commit_and_read_back() {
         .expect("commit over http");
     assert_eq!(history(&remote)[0].to_string(), out.head);
     assert_eq!(repo.read_dir("pay/gw").expect("read").len(), 1);
+    assert!(
+        server.chunked.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "libgit2 chunked a body"
+    );
+
+    // The branch deleted on the remote: the writer starts it again.
+    Repository::open_bare(&remote)
+        .and_then(|r| r.find_reference("refs/heads/main").and_then(|mut b| b.delete()))
+        .expect("delete branch");
+    assert_eq!(repo.head().expect("head"), None);
+    let out = repo
+        .commit_batch(vec![change("pay/gw", &[("a.yaml", "a")])])
+        .expect("commit after the branch was deleted");
+    assert_eq!(history(&remote).len(), 2);
+    assert_eq!(history(&remote)[0].to_string(), out.head);
 }
 
 #[test]
@@ -409,7 +454,10 @@ fn wrong_credentials_error_does_not_leak_the_token() {
         ..fx.config(&server.url("out.git"), "work2", Credentials::None)
     };
     let err = Repo::open(config).expect("open").head().expect_err("no secret");
-    assert!(err.to_string().starts_with("failed to read credentials from"), "{err}");
+    assert!(
+        err.to_string().starts_with("failed to read credentials from"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -417,7 +465,8 @@ fn remote_down_then_retry_succeeds() {
     let (fx, remote, mut server) = http_fixture();
     let config = fx.config(&server.url("out.git"), "work", fx.token_credentials(TOKEN));
     let mut repo = Repo::open(config).expect("open");
-    repo.commit_batch(vec![change("pay/a", &[("a", "1")])]).expect("first");
+    repo.commit_batch(vec![change("pay/a", &[("a", "1")])])
+        .expect("first");
 
     server.stop();
     let err = repo
@@ -425,7 +474,10 @@ fn remote_down_then_retry_succeeds() {
         .expect_err("remote is down");
     let msg = err.to_string();
     eprintln!("{msg}");
-    assert!(msg.starts_with("failed to fetch main from http://127.0.0.1:"), "{msg}");
+    assert!(
+        msg.starts_with("failed to fetch main from http://127.0.0.1:"),
+        "{msg}"
+    );
     assert!(!msg.contains(TOKEN));
 
     server.restart().expect("restart");
@@ -439,6 +491,7 @@ fn remote_down_then_retry_succeeds() {
 
 #[test]
 fn racing_writers_both_land_with_linear_history() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let (fx, remote, server) = http_fixture();
     let url = server.url("out.git");
     // Seed, then make the next receive hold its ref update for a while, so
@@ -448,11 +501,13 @@ fn racing_writers_both_land_with_linear_history() {
         .expect("seed");
     let hook = remote.join("hooks/pre-receive");
     std::fs::write(&hook, "#!/bin/sh\nif [ -f slow ]; then rm -f slow; sleep 1; fi\n").expect("hook");
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     std::fs::write(remote.join("slow"), "").expect("marker");
 
-    let cfg = |w: &str| fx.config(&url, w, fx.token_credentials(TOKEN));
+    // Secret files are written once: rewriting them while another writer
+    // reads would be a torn read (Kubernetes swaps mounted Secrets atomically).
+    let creds = fx.token_credentials(TOKEN);
+    let cfg = |w: &str| fx.config(&url, w, creds.clone());
     let (cfg_a, cfg_b) = (cfg("work-a"), cfg("work-b"));
     let a = std::thread::spawn(move || {
         let mut repo = Repo::open(cfg_a).expect("open a").with_retry(RetryPolicy {
@@ -469,7 +524,11 @@ fn racing_writers_both_land_with_linear_history() {
     let b = b.join().expect("b thread").expect("b pushed");
     let a = a.join().expect("a thread").expect("a pushed after retry");
     assert_eq!(b.metrics.attempts, 1);
-    assert!(a.metrics.attempts >= 2, "a should have lost the race: {:?}", a.metrics);
+    assert!(
+        a.metrics.attempts >= 2,
+        "a should have lost the race: {:?}",
+        a.metrics
+    );
 
     // Then a free-for-all: four writers, three batches each.
     let handles: Vec<_> = (0..4)
@@ -495,11 +554,17 @@ fn racing_writers_both_land_with_linear_history() {
     assert_eq!(ids.len(), 1 + 1 + 2 + 12, "initial, seed, a, b, 12 more");
     let bare = Repository::open_bare(&remote).expect("open");
     for id in &ids {
-        assert!(bare.find_commit(*id).expect("commit").parent_count() <= 1, "linear");
+        assert!(
+            bare.find_commit(*id).expect("commit").parent_count() <= 1,
+            "linear"
+        );
     }
     let all = fx.repo(&url_of(&remote), "check").read_dir("").expect("read");
     for dir in ["seed/x", "team/a", "team/b"] {
-        assert!(all.keys().any(|k| k.starts_with(&format!("apps/{dir}/"))), "{dir} lost");
+        assert!(
+            all.keys().any(|k| k.starts_with(&format!("apps/{dir}/"))),
+            "{dir} lost"
+        );
     }
     assert_eq!(all.len(), 3 + 12);
 }
@@ -509,7 +574,8 @@ fn http_latency_for_one_and_a_hundred_changes() {
     let (fx, _remote, server) = http_fixture();
     let config = fx.config(&server.url("out.git"), "work", fx.token_credentials(TOKEN));
     let mut repo = Repo::open(config).expect("open");
-    repo.commit_batch(vec![change("warm/up", &[("a", "a")])]).expect("warm");
+    repo.commit_batch(vec![change("warm/up", &[("a", "a")])])
+        .expect("warm");
 
     let t = Instant::now();
     let one = repo
@@ -521,7 +587,10 @@ fn http_latency_for_one_and_a_hundred_changes() {
         .map(|i| {
             change(
                 &format!("ns{}/req{i}", i % 10),
-                &[("deploy.yaml", &format!("name: req{i}\n")), ("svc.yaml", "kind: Service\n")],
+                &[
+                    ("deploy.yaml", &format!("name: req{i}\n")),
+                    ("svc.yaml", "kind: Service\n"),
+                ],
             )
         })
         .collect();

@@ -97,14 +97,9 @@ impl Session {
                         self.token.as_deref().unwrap_or_default(),
                     )
                 }
-                Credentials::SshKey {
-                    private_key_file, ..
-                } if allowed.contains(CredentialType::SSH_KEY) => Cred::ssh_key(
-                    username_from_url.unwrap_or("git"),
-                    None,
-                    private_key_file,
-                    None,
-                ),
+                Credentials::SshKey { private_key_file, .. } if allowed.contains(CredentialType::SSH_KEY) => {
+                    Cred::ssh_key(username_from_url.unwrap_or("git"), None, private_key_file, None)
+                }
                 Credentials::SshKey { .. } if allowed.contains(CredentialType::USERNAME) => {
                     Cred::username(username_from_url.unwrap_or("git"))
                 }
@@ -162,12 +157,13 @@ pub(crate) fn display_url(url: &str) -> String {
 fn host_key_known(known_hosts: &str, host: &str, key: &[u8]) -> bool {
     known_hosts.lines().any(|line| {
         let mut fields = line.split_whitespace();
-        let (Some(hosts), Some(_kind), Some(b64)) = (fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(hosts), Some(_kind), Some(b64)) = (fields.next(), fields.next(), fields.next()) else {
             return false;
         };
         let host_matches = hosts.split(',').any(|h| {
-            let h = h.strip_prefix('[').map_or(h, |h| h.split(']').next().unwrap_or(h));
+            let h = h
+                .strip_prefix('[')
+                .map_or(h, |h| h.split(']').next().unwrap_or(h));
             h == host
         });
         host_matches

@@ -104,10 +104,7 @@ pub(crate) fn check(index: &Index, root: &str, change: &Change) -> Result<String
         }
     }
     for (key, value) in &change.trailers {
-        let key_ok = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let key_ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !key_ok {
             return Err(invalid(change, format!("trailer key {key:?} is not a token")));
         }
@@ -130,25 +127,20 @@ fn entries_under(index: &Index, full: &str) -> BTreeMap<Vec<u8>, (Oid, u32)> {
 
 /// Make `index` hold exactly `change.files` under the change's directory.
 /// Returns whether anything under it changed.
-pub(crate) fn apply(
-    repo: &Repository,
-    index: &mut Index,
-    root: &str,
-    change: &Change,
-) -> Result<bool> {
+pub(crate) fn apply(repo: &Repository, index: &mut Index, root: &str, change: &Change) -> Result<bool> {
     let full = check(index, root, change)?;
-    let git = |action: &'static str| move |e| Error::Git {
-        action,
-        source: cause(e, None),
+    let git = |action: &'static str| {
+        move |e| Error::Git {
+            action,
+            source: cause(e, None),
+        }
     };
     let before = entries_under(index, &full);
     index
         .remove_dir(Path::new(&full), 0)
         .map_err(git("remove a directory from the index"))?;
     for (path, content) in &change.files {
-        let id = repo
-            .blob(content.as_bytes())
-            .map_err(git("write a blob"))?;
+        let id = repo.blob(content.as_bytes()).map_err(git("write a blob"))?;
         index
             .add(&IndexEntry {
                 ctime: IndexTime::new(0, 0),
@@ -182,7 +174,15 @@ mod tests {
     #[test]
     fn relative_paths() {
         assert!(check_relative("a/b.yaml").is_ok());
-        for bad in ["", "/etc/passwd", "a/../b", "./a", "a//b", "a/.git/config", "a\\b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a/.git/config",
+            "a\\b",
+        ] {
             assert!(check_relative(bad).is_err(), "{bad}");
         }
     }

@@ -254,10 +254,15 @@ impl Repo {
                     .map_err(Self::git("write the initial commit"))?
             }
         };
-        let parent = self.repo.find_commit(parent).map_err(Self::git("read the head commit"))?;
+        let parent = self
+            .repo
+            .find_commit(parent)
+            .map_err(Self::git("read the head commit"))?;
         let parent_tree = parent.tree().map_err(Self::git("read the head tree"))?;
         let mut index = Index::new().map_err(Self::git("create an index"))?;
-        index.read_tree(&parent_tree).map_err(Self::git("read the head tree"))?;
+        index
+            .read_tree(&parent_tree)
+            .map_err(Self::git("read the head tree"))?;
 
         let mut changed: Vec<Result<bool>> = changes
             .iter()
@@ -368,7 +373,11 @@ impl Repo {
                 Err(e) => return Err(Self::git("look up the directory")(e)),
             }
         };
-        let prefix = if full.is_empty() { String::new() } else { format!("{full}/") };
+        let prefix = if full.is_empty() {
+            String::new()
+        } else {
+            format!("{full}/")
+        };
         let mut failure = None;
         subtree
             .walk(TreeWalkMode::PreOrder, |parent, entry| {
@@ -396,10 +405,7 @@ impl Repo {
 
     /// For each author email, the time (unix seconds) of their latest commit
     /// touching `dir` (relative to root), or anything when `dir` is `None`.
-    pub fn last_commit_times_by_author(
-        &mut self,
-        dir: Option<&str>,
-    ) -> Result<BTreeMap<String, i64>> {
+    pub fn last_commit_times_by_author(&mut self, dir: Option<&str>) -> Result<BTreeMap<String, i64>> {
         let mut times = BTreeMap::new();
         let Some(head) = self.fetch()? else {
             return Ok(times);
@@ -457,10 +463,7 @@ fn message(changes: &[Change], changed: &[Result<bool>]) -> String {
         ([one], _, _) => format!("paver: render {}", one_line(&one.key)),
         (_, n, 0) => format!("paver: render {n} requests"),
         (_, 0, n) => format!("paver: delete {n} requests"),
-        (all, r, d) => format!(
-            "paver: update {} requests ({r} rendered, {d} deleted)",
-            all.len()
-        ),
+        (all, r, d) => format!("paver: update {} requests ({r} rendered, {d} deleted)", all.len()),
     };
     let mut msg = format!("{subject}\n\n");
     for c in &included {

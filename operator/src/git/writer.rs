@@ -81,10 +81,7 @@ impl WriterHandle {
     }
 
     /// See [`Repo::last_commit_times_by_author`].
-    pub async fn last_commit_times_by_author(
-        &self,
-        dir: Option<&str>,
-    ) -> Result<BTreeMap<String, i64>> {
+    pub async fn last_commit_times_by_author(&self, dir: Option<&str>) -> Result<BTreeMap<String, i64>> {
         answer(self.send(|r| Command::AuthorTimes(dir.map(str::to_string), r))).await
     }
 

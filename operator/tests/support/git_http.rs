@@ -35,6 +35,8 @@ pub struct GitHttpServer {
     stop: Arc<AtomicBool>,
     /// Requests served (any status), for assertions and curiosity.
     pub requests: Arc<AtomicUsize>,
+    /// Requests whose body came with `Transfer-Encoding: chunked`.
+    pub chunked: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -50,23 +52,35 @@ impl GitHttpServer {
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
+        let chunked = Arc::new(AtomicUsize::new(0));
         let expected = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
         let thread = {
-            let (stop, requests, root, user) = (stop.clone(), requests.clone(), root.to_path_buf(), user.to_string());
+            let (stop, requests, chunked, root, user) = (
+                stop.clone(),
+                requests.clone(),
+                chunked.clone(),
+                root.to_path_buf(),
+                user.to_string(),
+            );
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let (root, user, expected, requests) =
-                        (root.clone(), user.clone(), expected.clone(), requests.clone());
+                    let (root, user, expected, requests, chunked) = (
+                        root.clone(),
+                        user.clone(),
+                        expected.clone(),
+                        requests.clone(),
+                        chunked.clone(),
+                    );
                     std::thread::spawn(move || {
                         requests.fetch_add(1, Ordering::SeqCst);
-                        if let Err(e) = serve(stream, &root, &user, &expected) {
+                        if let Err(e) = serve(stream, &root, &user, &expected, &chunked) {
                             eprintln!("git-http test server: {e}");
                         }
                     });
@@ -80,6 +94,7 @@ impl GitHttpServer {
             password: password.to_string(),
             stop,
             requests,
+            chunked,
             thread: Some(thread),
         })
     }
@@ -191,9 +206,21 @@ fn read_request(r: &mut impl BufRead) -> io::Result<Request> {
     Ok(req)
 }
 
-fn serve(stream: TcpStream, root: &Path, user: &str, expected_auth: &str) -> io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    root: &Path,
+    user: &str,
+    expected_auth: &str,
+    chunked: &AtomicUsize,
+) -> io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let req = read_request(&mut reader)?;
+    if req
+        .header("Transfer-Encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        chunked.fetch_add(1, Ordering::SeqCst);
+    }
     let mut out = stream;
     if req.header("Authorization") != Some(expected_auth) {
         out.write_all(
@@ -264,7 +291,11 @@ fn serve(stream: TcpStream, root: &Path, user: &str, expected_auth: &str) -> io:
 
 /// Split CGI output into its header block and body.
 fn split_cgi(raw: &[u8]) -> (&[u8], &[u8]) {
-    let find = |sep: &[u8]| raw.windows(sep.len()).position(|w| w == sep).map(|i| (i, sep.len()));
+    let find = |sep: &[u8]| {
+        raw.windows(sep.len())
+            .position(|w| w == sep)
+            .map(|i| (i, sep.len()))
+    };
     match (find(b"\r\n\r\n"), find(b"\n\n")) {
         (Some(a), Some(b)) => {
             let (i, len) = if a.0 <= b.0 { a } else { b };
