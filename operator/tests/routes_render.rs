@@ -46,7 +46,10 @@ fn routes() -> Vec<CompiledRoute> {
 }
 
 fn options() -> RenderOptions {
-    RenderOptions { repo_url: "https://git.example.com/platform/gitops.git".into(), revision: "main".into() }
+    RenderOptions {
+        repo_url: "https://git.example.com/platform/gitops.git".into(),
+        revision: "main".into(),
+    }
 }
 
 fn render_example(routes: &[CompiledRoute], file: &str) -> Rendered {
@@ -55,8 +58,12 @@ fn render_example(routes: &[CompiledRoute], file: &str) -> Rendered {
     let req = content::parse_requests(&text, file).expect("parse").remove(0);
     let route = select_route(routes, &req.spec).unwrap_or_else(|e| panic!("{file}: {e}"));
     let validated = validate_request(&req, route).unwrap_or_else(|e| panic!("{file}: {e:#?}"));
-    let est = estimate(route.route.spec.cost.as_ref(), &validated.parameters, req.spec.environment.as_str())
-        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let est = estimate(
+        route.route.spec.cost.as_ref(),
+        &validated.parameters,
+        req.spec.environment.as_str(),
+    )
+    .unwrap_or_else(|e| panic!("{file}: {e}"));
     assert!(est.monthly > 0.0, "{file}: estimate is zero");
     render(route, &req, &validated.parameters, &est, &options()).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
@@ -90,11 +97,16 @@ fn lost_fields(original: &Value, typed: &Value, path: &str, out: &mut Vec<String
 }
 
 fn strict<T: Resource + DeserializeOwned + Serialize>(doc: &Value, file: &str) {
-    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file}: not a {}: {e}", T::KIND));
+    let typed: T =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file}: not a {}: {e}", T::KIND));
     let back = serde_json::to_value(&typed).expect("serialize");
     let mut lost = Vec::new();
     lost_fields(doc, &back, "", &mut lost);
-    assert!(lost.is_empty(), "{file}: {} has unknown fields: {lost:?}", T::KIND);
+    assert!(
+        lost.is_empty(),
+        "{file}: {} has unknown fields: {lost:?}",
+        T::KIND
+    );
 }
 
 fn check_manifest(doc: &Value, file: &str) {
@@ -151,7 +163,11 @@ fn every_example_renders_strict_manifests() {
         let manifests = format!("{}/{MANIFESTS_DIR}/", rendered.dir);
         let mut kinds = BTreeMap::new();
         for (path, text) in &rendered.files {
-            assert!(path.starts_with(&format!("{}/", rendered.dir)), "{path} outside {}", rendered.dir);
+            assert!(
+                path.starts_with(&format!("{}/", rendered.dir)),
+                "{path} outside {}",
+                rendered.dir
+            );
             if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
                 continue;
             }
@@ -159,7 +175,9 @@ fn every_example_renders_strict_manifests() {
             if path.starts_with(&manifests) {
                 for doc in &docs {
                     check_manifest(doc, path);
-                    *kinds.entry(doc["kind"].as_str().unwrap_or_default().to_string()).or_insert(0) += 1;
+                    *kinds
+                        .entry(doc["kind"].as_str().unwrap_or_default().to_string())
+                        .or_insert(0) += 1;
                 }
             }
         }
@@ -171,10 +189,25 @@ fn every_example_renders_strict_manifests() {
         let app = &rendered.files[&format!("{}/{APPLICATION_FILE}", rendered.dir)];
         let app: Value = serde_yaml::from_str(app).expect("application yaml");
         assert_eq!(app["kind"], "Application");
-        assert_eq!(app["spec"]["source"]["path"], format!("{}/{MANIFESTS_DIR}", rendered.dir));
-        assert!(rendered.files.keys().any(|p| p.ends_with("/CODEOWNERS")), "{file}: no CODEOWNERS");
-        assert!(rendered.files.keys().any(|p| p.ends_with("/.github/workflows/ci.yaml")), "{file}: no CI");
-        assert!(rendered.files.keys().any(|p| p.ends_with("/slo.yaml")), "{file}: no SLO");
+        assert_eq!(
+            app["spec"]["source"]["path"],
+            format!("{}/{MANIFESTS_DIR}", rendered.dir)
+        );
+        assert!(
+            rendered.files.keys().any(|p| p.ends_with("/CODEOWNERS")),
+            "{file}: no CODEOWNERS"
+        );
+        assert!(
+            rendered
+                .files
+                .keys()
+                .any(|p| p.ends_with("/.github/workflows/ci.yaml")),
+            "{file}: no CI"
+        );
+        assert!(
+            rendered.files.keys().any(|p| p.ends_with("/slo.yaml")),
+            "{file}: no SLO"
+        );
     }
 }
 
@@ -194,8 +227,17 @@ fn payment_gateway_layout() {
     let routes = routes();
     let rendered = render_example(&routes, "payment-gateway.yaml");
     assert_eq!(rendered.dir, "payments/payments/payment-gateway");
-    for f in ["manifests/deployment.yaml", "manifests/hpa.yaml", "manifests/pdb.yaml", "manifests/ingress.yaml"] {
-        assert!(rendered.files.contains_key(&format!("{}/{f}", rendered.dir)), "missing {f}: {:?}", rendered.files.keys());
+    for f in [
+        "manifests/deployment.yaml",
+        "manifests/hpa.yaml",
+        "manifests/pdb.yaml",
+        "manifests/ingress.yaml",
+    ] {
+        assert!(
+            rendered.files.contains_key(&format!("{}/{f}", rendered.dir)),
+            "missing {f}: {:?}",
+            rendered.files.keys()
+        );
     }
     let deployment = &rendered.files["payments/payments/payment-gateway/manifests/deployment.yaml"];
     // Autoscaling owns the replica count.
@@ -207,7 +249,9 @@ fn payment_gateway_layout() {
 /// rendered examples out for a human to read.
 #[test]
 fn dump() {
-    let Some(out) = std::env::var_os("PAVER_DUMP") else { return };
+    let Some(out) = std::env::var_os("PAVER_DUMP") else {
+        return;
+    };
     let routes = routes();
     for (file, _) in EXAMPLES {
         for (path, text) in render_example(&routes, file).files {
@@ -215,5 +259,27 @@ fn dump() {
             std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
             std::fs::write(target, text).expect("write");
         }
+    }
+}
+
+#[test]
+fn shipped_schemas_name_bad_fields() {
+    let routes = routes();
+    let text = std::fs::read_to_string(root().join("examples/orders-api.yaml")).expect("example");
+    let mut req = content::parse_requests(&text, "orders-api.yaml")
+        .expect("parse")
+        .remove(0);
+    req.spec.parameters["compute"]["replicas"] = serde_json::json!("three");
+    req.spec.parameters["compute"]["memoryGB"] = serde_json::json!(2);
+    req.spec.parameters["networking"]["dependencies"][0]["url"] = serde_json::json!("inventory:8080");
+    let route = select_route(&routes, &req.spec).expect("route");
+    let errors = validate_request(&req, route).expect_err("invalid");
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    for expected in [
+        "spec.parameters.compute.replicas",
+        "spec.parameters.compute.memoryGB",
+        "spec.parameters.networking.dependencies[0].url",
+    ] {
+        assert!(fields.contains(&expected), "{expected} not in {errors:#?}");
     }
 }

@@ -56,17 +56,30 @@ fn expression_env() -> Environment<'static> {
 }
 
 fn eval(env: &Environment<'_>, expr: &str, ctx: &JinjaValue) -> Result<JinjaValue, String> {
-    let compiled = env.compile_expression(expr).map_err(|e| format!("failed to parse {expr:?}: {e}"))?;
-    compiled.eval(ctx).map_err(|e| format!("failed to evaluate {expr:?}: {e}"))
+    let compiled = env
+        .compile_expression(expr)
+        .map_err(|e| format!("failed to parse {expr:?}: {e}"))?;
+    compiled
+        .eval(ctx)
+        .map_err(|e| format!("failed to evaluate {expr:?}: {e}"))
 }
 
 /// Evaluates the price table. No table gives an empty estimate of 0.
-pub fn estimate(cost: Option<&CostModel>, parameters: &Value, environment: &str) -> Result<Estimate, FieldError> {
+pub fn estimate(
+    cost: Option<&CostModel>,
+    parameters: &Value,
+    environment: &str,
+) -> Result<Estimate, FieldError> {
     let Some(cost) = cost else {
-        return Ok(Estimate { currency: DEFAULT_CURRENCY.into(), ..Default::default() });
+        return Ok(Estimate {
+            currency: DEFAULT_CURRENCY.into(),
+            ..Default::default()
+        });
     };
     let env = expression_env();
-    let ctx = JinjaValue::from(Serde(json!({ "parameters": parameters, "environment": environment })));
+    let ctx = JinjaValue::from(Serde(
+        json!({ "parameters": parameters, "environment": environment }),
+    ));
     let mut items = Vec::new();
     let mut total = 0.0;
     for (i, item) in cost.items.iter().enumerate() {
@@ -95,15 +108,31 @@ pub fn estimate(cost: Option<&CostModel>, parameters: &Value, environment: &str)
         if !item.unit_price.is_finite() || item.unit_price < 0.0 {
             return Err(FieldError::new(
                 field("unitPrice"),
-                format!("cost item {:?}: expected a non-negative price, found {}", item.name, item.unit_price),
+                format!(
+                    "cost item {:?}: expected a non-negative price, found {}",
+                    item.name, item.unit_price
+                ),
             ));
         }
         let monthly = quantity * item.unit_price;
         total += monthly;
-        items.push(EstimateItem { name: item.name.clone(), quantity, unit_price: item.unit_price, monthly: cents(monthly) });
+        items.push(EstimateItem {
+            name: item.name.clone(),
+            quantity,
+            unit_price: item.unit_price,
+            monthly: cents(monthly),
+        });
     }
-    let currency = if cost.currency.is_empty() { DEFAULT_CURRENCY.to_string() } else { cost.currency.clone() };
-    Ok(Estimate { monthly: cents(total), currency, items })
+    let currency = if cost.currency.is_empty() {
+        DEFAULT_CURRENCY.to_string()
+    } else {
+        cost.currency.clone()
+    };
+    Ok(Estimate {
+        monthly: cents(total),
+        currency,
+        items,
+    })
 }
 
 #[cfg(test)]
@@ -113,17 +142,30 @@ mod tests {
     use super::*;
 
     fn item(name: &str, quantity: &str, unit_price: f64, when: Option<&str>) -> CostItem {
-        CostItem { name: name.into(), quantity: quantity.into(), unit_price, when: when.map(Into::into) }
+        CostItem {
+            name: name.into(),
+            quantity: quantity.into(),
+            unit_price,
+            when: when.map(Into::into),
+        }
     }
 
     fn model(items: Vec<CostItem>) -> CostModel {
-        CostModel { currency: "EUR".into(), items }
+        CostModel {
+            currency: "EUR".into(),
+            items,
+        }
     }
 
     #[test]
     fn sums_items_and_rounds_to_cents() {
         let cost = model(vec![
-            item("cpu", "parameters.compute.replicas * parameters.compute.cpu", 24.333, None),
+            item(
+                "cpu",
+                "parameters.compute.replicas * parameters.compute.cpu",
+                24.333,
+                None,
+            ),
             item("db", "1", 100.0, Some("parameters.database is defined")),
             item("prod-only", "1", 10.0, Some("environment == 'production'")),
         ]);
@@ -137,9 +179,19 @@ mod tests {
 
     #[test]
     fn sums_bucket_sizes_with_filters() {
-        let cost = model(vec![item("storage", "parameters.buckets | map(attribute='sizeGi') | sum", 0.5, None)]);
+        let cost = model(vec![item(
+            "storage",
+            "parameters.buckets | map(attribute='sizeGi') | sum",
+            0.5,
+            None,
+        )]);
         let params = json!({"buckets": [{"sizeGi": 10}, {"sizeGi": 30}]});
-        assert_eq!(estimate(Some(&cost), &params, "development").expect("estimate").monthly, 20.0);
+        assert_eq!(
+            estimate(Some(&cost), &params, "development")
+                .expect("estimate")
+                .monthly,
+            20.0
+        );
     }
 
     #[test]

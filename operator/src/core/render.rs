@@ -69,11 +69,19 @@ pub enum RenderError {
     #[error("failed to render template {template}: {message}")]
     Template { template: String, message: String },
     #[error("failed to write template {template} to {path:?}: {reason}")]
-    Path { template: String, path: String, reason: String },
+    Path {
+        template: String,
+        path: String,
+        reason: String,
+    },
     #[error("failed to render the output directory {path:?}: {reason}")]
     OutputDir { path: String, reason: String },
     #[error("failed to write {path}: both {first} and {second} render to it")]
-    Collision { path: String, first: String, second: String },
+    Collision {
+        path: String,
+        first: String,
+        second: String,
+    },
     #[error("failed to build the Argo CD Application: {0}")]
     Application(String),
 }
@@ -81,7 +89,9 @@ pub enum RenderError {
 fn describe(e: &minijinja::Error) -> String {
     if e.kind() == ErrorKind::OutOfFuel {
         let at = e.name().map(|n| format!(" (in {n})")).unwrap_or_default();
-        return format!("the template did more work than allowed (out of fuel){at}; is there an endless loop?");
+        return format!(
+            "the template did more work than allowed (out of fuel){at}; is there an endless loop?"
+        );
     }
     let mut message = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -106,7 +116,10 @@ fn sorted(v: Value) -> Value {
 
 fn to_plain(value: &JinjaValue, filter: &str) -> Result<Value, minijinja::Error> {
     if value.is_undefined() {
-        return Err(minijinja::Error::new(ErrorKind::UndefinedError, format!("{filter} got an undefined value")));
+        return Err(minijinja::Error::new(
+            ErrorKind::UndefinedError,
+            format!("{filter} got an undefined value"),
+        ));
     }
     serde_json::to_value(value)
         .map(sorted)
@@ -124,7 +137,8 @@ fn to_yaml(value: &JinjaValue) -> Result<String, minijinja::Error> {
 /// Compact JSON with sorted keys: also the safe way to quote a string in YAML.
 fn to_json(value: &JinjaValue) -> Result<String, minijinja::Error> {
     let plain = to_plain(value, "to_json")?;
-    serde_json::to_string(&plain).map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
+    serde_json::to_string(&plain)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
 }
 
 fn b64encode(value: String) -> String {
@@ -150,7 +164,13 @@ pub fn slugify(value: &str) -> String {
 pub fn label_value(value: &str) -> String {
     let cleaned: String = value
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let trim = |s: &str| s.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
     let cleaned = trim(&cleaned);
@@ -220,25 +240,40 @@ pub(crate) fn template_env(route: &PaveRoute) -> Result<Environment<'static>, Ve
     for (i, t) in route.spec.templates.inline.iter().enumerate() {
         let field = |what: &str| format!("spec.templates.inline[{i}].{what}");
         if env.get_template(&t.path).is_ok() {
-            errors.push(FieldError::new(field("path"), format!("template {} is given twice", t.path)));
+            errors.push(FieldError::new(
+                field("path"),
+                format!("template {} is given twice", t.path),
+            ));
             continue;
         }
         if let Err(e) = scratch.template_from_str(&t.path) {
-            errors.push(FieldError::new(field("path"), format!("failed to parse path {:?}: {}", t.path, describe(&e))));
+            errors.push(FieldError::new(
+                field("path"),
+                format!("failed to parse path {:?}: {}", t.path, describe(&e)),
+            ));
         }
         if let Some(when) = &t.when
             && let Err(e) = scratch.compile_expression(when)
         {
-            errors.push(FieldError::new(field("when"), format!("failed to parse {when:?}: {}", describe(&e))));
+            errors.push(FieldError::new(
+                field("when"),
+                format!("failed to parse {when:?}: {}", describe(&e)),
+            ));
         }
         if let Err(e) = env.add_template_owned(t.path.clone(), t.content.clone()) {
-            errors.push(FieldError::new(field("content"), format!("failed to parse template {}: {}", t.path, describe(&e))));
+            errors.push(FieldError::new(
+                field("content"),
+                format!("failed to parse template {}: {}", t.path, describe(&e)),
+            ));
         }
     }
     if let Some(path) = &route.spec.output.path
         && let Err(e) = scratch.template_from_str(path)
     {
-        errors.push(FieldError::new("spec.output.path", format!("failed to parse {path:?}: {}", describe(&e))));
+        errors.push(FieldError::new(
+            "spec.output.path",
+            format!("failed to parse {path:?}: {}", describe(&e)),
+        ));
     }
     if errors.is_empty() { Ok(env) } else { Err(errors) }
 }
@@ -247,12 +282,22 @@ pub(crate) fn template_env(route: &PaveRoute) -> Result<Environment<'static>, Ve
 pub fn finops_labels(req: &ServiceRequest) -> BTreeMap<String, String> {
     let name = req.metadata.name.clone().unwrap_or_default();
     let namespace = req.metadata.namespace.clone().unwrap_or_default();
-    let request_id = req.metadata.uid.clone().unwrap_or_else(|| format!("{namespace}.{name}"));
+    let request_id = req
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| format!("{namespace}.{name}"));
     BTreeMap::from([
         ("paver.dev/team".to_string(), label_value(&req.spec.team)),
         ("paver.dev/service".to_string(), label_value(&name)),
-        ("paver.dev/environment".to_string(), req.spec.environment.as_str().to_string()),
-        ("paver.dev/cost-center".to_string(), label_value(&req.spec.cost_center)),
+        (
+            "paver.dev/environment".to_string(),
+            req.spec.environment.as_str().to_string(),
+        ),
+        (
+            "paver.dev/cost-center".to_string(),
+            label_value(&req.spec.cost_center),
+        ),
         ("paver.dev/request-id".to_string(), label_value(&request_id)),
         ("app.kubernetes.io/managed-by".to_string(), "paver".to_string()),
     ])
@@ -283,7 +328,11 @@ fn context(route: &CompiledRoute, req: &ServiceRequest, parameters: &Value, esti
     })
 }
 
-fn render_str(env: &Environment<'static>, source: &str, ctx: &JinjaValue) -> Result<String, minijinja::Error> {
+fn render_str(
+    env: &Environment<'static>,
+    source: &str,
+    ctx: &JinjaValue,
+) -> Result<String, minijinja::Error> {
     env.render_str(source, ctx)
 }
 
@@ -298,11 +347,23 @@ pub fn render(
 ) -> Result<Rendered, RenderError> {
     let env = &route.env;
     let mut ctx = context(route, req, parameters, estimate);
-    let pattern = route.route.spec.output.path.as_deref().unwrap_or(DEFAULT_OUTPUT_PATH);
-    let dir = render_str(env, pattern, &JinjaValue::from(Serde(&ctx)))
-        .map_err(|e| RenderError::OutputDir { path: pattern.to_string(), reason: describe(&e) })?;
+    let pattern = route
+        .route
+        .spec
+        .output
+        .path
+        .as_deref()
+        .unwrap_or(DEFAULT_OUTPUT_PATH);
+    let dir =
+        render_str(env, pattern, &JinjaValue::from(Serde(&ctx))).map_err(|e| RenderError::OutputDir {
+            path: pattern.to_string(),
+            reason: describe(&e),
+        })?;
     let dir = dir.trim().trim_end_matches('/').to_string();
-    check_relative_path(&dir).map_err(|reason| RenderError::OutputDir { path: dir.clone(), reason })?;
+    check_relative_path(&dir).map_err(|reason| RenderError::OutputDir {
+        path: dir.clone(),
+        reason,
+    })?;
     ctx["dir"] = Value::String(dir.clone());
     ctx["manifestsDir"] = Value::String(format!("{dir}/{MANIFESTS_DIR}"));
     let jctx = JinjaValue::from(Serde(&ctx));
@@ -313,14 +374,20 @@ pub fn render(
         if is_partial(&t.path) {
             continue;
         }
-        let template_err = |e: minijinja::Error| RenderError::Template { template: t.path.clone(), message: describe(&e) };
+        let template_err = |e: minijinja::Error| RenderError::Template {
+            template: t.path.clone(),
+            message: describe(&e),
+        };
         if let Some(when) = &t.when {
             let expr = env.compile_expression(when).map_err(template_err)?;
             if !expr.eval(&jctx).map_err(template_err)?.is_true() {
                 continue;
             }
         }
-        let content = env.get_template(&t.path).and_then(|tpl| tpl.render(&jctx)).map_err(template_err)?;
+        let content = env
+            .get_template(&t.path)
+            .and_then(|tpl| tpl.render(&jctx))
+            .map_err(template_err)?;
         if content.trim().is_empty() {
             continue;
         }
@@ -331,10 +398,22 @@ pub fn render(
             path: rel.to_string(),
             reason,
         })?;
-        insert(&mut files, &mut sources, format!("{dir}/{rel}"), &t.path, format!("{}\n", content.trim_end()))?;
+        insert(
+            &mut files,
+            &mut sources,
+            format!("{dir}/{rel}"),
+            &t.path,
+            format!("{}\n", content.trim_end()),
+        )?;
     }
     if let Some(app) = application(route, req, &dir, options, env, &jctx)? {
-        insert(&mut files, &mut sources, format!("{dir}/{APPLICATION_FILE}"), "the Argo CD Application", app)?;
+        insert(
+            &mut files,
+            &mut sources,
+            format!("{dir}/{APPLICATION_FILE}"),
+            "the Argo CD Application",
+            app,
+        )?;
     }
     let digest = digest(&files);
     Ok(Rendered { dir, files, digest })
@@ -348,7 +427,11 @@ fn insert(
     content: String,
 ) -> Result<(), RenderError> {
     if let Some(first) = sources.get(&path) {
-        return Err(RenderError::Collision { path, first: first.clone(), second: source.to_string() });
+        return Err(RenderError::Collision {
+            path,
+            first: first.clone(),
+            second: source.to_string(),
+        });
     }
     sources.insert(path.clone(), source.to_string());
     files.insert(path, content);
@@ -375,15 +458,28 @@ fn application(
     env: &Environment<'static>,
     ctx: &JinjaValue,
 ) -> Result<Option<String>, RenderError> {
-    let Some(app) = &route.route.spec.output.application else { return Ok(None) };
+    let Some(app) = &route.route.spec.output.application else {
+        return Ok(None);
+    };
     let name = req.metadata.name.clone().unwrap_or_default();
     let namespace = req.metadata.namespace.clone().unwrap_or_default();
-    let or = |s: &str, default: &str| if s.is_empty() { default.to_string() } else { s.to_string() };
+    let or = |s: &str, default: &str| {
+        if s.is_empty() {
+            default.to_string()
+        } else {
+            s.to_string()
+        }
+    };
     let destination_namespace = if app.destination.namespace.is_empty() {
         namespace.clone()
     } else {
         render_str(env, &app.destination.namespace, ctx)
-            .map_err(|e| RenderError::Application(format!("failed to render destination.namespace: {}", describe(&e))))?
+            .map_err(|e| {
+                RenderError::Application(format!(
+                    "failed to render destination.namespace: {}",
+                    describe(&e)
+                ))
+            })?
             .trim()
             .to_string()
     };
@@ -393,7 +489,8 @@ fn application(
     labels.insert("paver.dev/route".into(), label_value(&route.name));
     let mut sync_policy = json!({});
     if app.sync_policy.automated {
-        sync_policy["automated"] = json!({ "prune": app.sync_policy.prune, "selfHeal": app.sync_policy.self_heal });
+        sync_policy["automated"] =
+            json!({ "prune": app.sync_policy.prune, "selfHeal": app.sync_policy.self_heal });
     }
     if !app.sync_policy.sync_options.is_empty() {
         sync_policy["syncOptions"] = json!(app.sync_policy.sync_options);
@@ -422,7 +519,9 @@ fn application(
             "syncPolicy": sync_policy,
         },
     });
-    serde_yaml::to_string(&sorted(doc)).map(Some).map_err(|e| RenderError::Application(e.to_string()))
+    serde_yaml::to_string(&sorted(doc))
+        .map(Some)
+        .map_err(|e| RenderError::Application(e.to_string()))
 }
 
 #[cfg(test)]

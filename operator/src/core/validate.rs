@@ -33,7 +33,10 @@ pub struct CompiledRoute {
 
 impl fmt::Debug for CompiledRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CompiledRoute").field("name", &self.name).field("version", &self.version).finish()
+        f.debug_struct("CompiledRoute")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish()
     }
 }
 
@@ -94,7 +97,11 @@ pub fn compile(route: PaveRoute) -> Result<CompiledRoute, Vec<FieldError>> {
             Ok(v) => Some(v),
             Err(e) => {
                 let at = e.instance_path().as_str();
-                let at = if at.is_empty() { String::new() } else { format!(" at {at}") };
+                let at = if at.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {at}")
+                };
                 errors.push(FieldError::new(
                     "spec.parameters",
                     format!("failed to compile the parameter schema{at}: {e}"),
@@ -105,16 +112,23 @@ pub fn compile(route: PaveRoute) -> Result<CompiledRoute, Vec<FieldError>> {
     };
     let env = render::template_env(&route).map_err(|e| errors.extend(e)).ok();
     match (version, env) {
-        (Some(version), Some(env)) if errors.is_empty() => {
-            Ok(CompiledRoute { route, name, version, validator, env })
-        }
+        (Some(version), Some(env)) if errors.is_empty() => Ok(CompiledRoute {
+            route,
+            name,
+            version,
+            validator,
+            env,
+        }),
         _ => Err(errors),
     }
 }
 
 /// Chooses the route a request names: the highest non-retired version of
 /// `spec.route` that satisfies `spec.routeVersion` (any version when absent).
-pub fn select_route<'a>(routes: &'a [CompiledRoute], spec: &ServiceRequestSpec) -> Result<&'a CompiledRoute, FieldError> {
+pub fn select_route<'a>(
+    routes: &'a [CompiledRoute],
+    spec: &ServiceRequestSpec,
+) -> Result<&'a CompiledRoute, FieldError> {
     let candidates: Vec<&CompiledRoute> = routes.iter().filter(|r| r.name == spec.route).collect();
     if candidates.is_empty() {
         let mut known: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
@@ -122,18 +136,28 @@ pub fn select_route<'a>(routes: &'a [CompiledRoute], spec: &ServiceRequestSpec) 
         known.dedup();
         return Err(FieldError::new(
             "spec.route",
-            format!("unknown route {:?}; known routes: {}", spec.route, known.join(", ")),
+            format!(
+                "unknown route {:?}; known routes: {}",
+                spec.route,
+                known.join(", ")
+            ),
         ));
     }
     let range = match spec.route_version.as_deref().map(str::trim) {
         None | Some("") => semver::VersionReq::STAR,
         Some(text) => semver::VersionReq::parse(text).map_err(|e| {
-            FieldError::new("spec.routeVersion", format!("failed to parse {text:?} as a semver range: {e}"))
+            FieldError::new(
+                "spec.routeVersion",
+                format!("failed to parse {text:?} as a semver range: {e}"),
+            )
         })?,
     };
     let mut available: Vec<&semver::Version> = candidates.iter().map(|r| &r.version).collect();
     available.sort();
-    let matching: Vec<&CompiledRoute> = candidates.into_iter().filter(|r| range.matches(&r.version)).collect();
+    let matching: Vec<&CompiledRoute> = candidates
+        .into_iter()
+        .filter(|r| range.matches(&r.version))
+        .collect();
     if matching.is_empty() {
         let available: Vec<String> = available.iter().map(|v| v.to_string()).collect();
         return Err(FieldError::new(
@@ -155,7 +179,10 @@ pub fn select_route<'a>(routes: &'a [CompiledRoute], spec: &ServiceRequestSpec) 
             let retired: Vec<String> = matching.iter().map(|r| r.id()).collect();
             Err(FieldError::new(
                 "spec.route",
-                format!("route {} is retired and accepts no new requests", retired.join(", ")),
+                format!(
+                    "route {} is retired and accepts no new requests",
+                    retired.join(", ")
+                ),
             ))
         }
     }
@@ -165,11 +192,22 @@ pub fn select_route<'a>(routes: &'a [CompiledRoute], spec: &ServiceRequestSpec) 
 /// schema (defaults applied first). All problems are returned together.
 pub fn validate_request(req: &ServiceRequest, route: &CompiledRoute) -> Result<Validated, Vec<FieldError>> {
     let mut errors = Vec::new();
-    check_name(&mut errors, "metadata.name", req.metadata.name.as_deref().unwrap_or(""));
-    check_name(&mut errors, "metadata.namespace", req.metadata.namespace.as_deref().unwrap_or(""));
+    check_name(
+        &mut errors,
+        "metadata.name",
+        req.metadata.name.as_deref().unwrap_or(""),
+    );
+    check_name(
+        &mut errors,
+        "metadata.namespace",
+        req.metadata.namespace.as_deref().unwrap_or(""),
+    );
     check_name(&mut errors, "spec.team", &req.spec.team);
     if req.spec.owner.trim().is_empty() {
-        errors.push(FieldError::new("spec.owner", "must name the person or group accountable for the service"));
+        errors.push(FieldError::new(
+            "spec.owner",
+            "must name the person or group accountable for the service",
+        ));
     }
 
     let mut parameters = match &req.spec.parameters {
@@ -180,8 +218,10 @@ pub fn validate_request(req: &ServiceRequest, route: &CompiledRoute) -> Result<V
         apply_defaults(schema, schema, &mut parameters, 0);
     }
     if let Some(validator) = &route.validator {
-        let mut schema_errors: Vec<FieldError> =
-            validator.iter_errors(&parameters).map(|e| schema_error(&parameters, &e)).collect();
+        let mut schema_errors: Vec<FieldError> = validator
+            .iter_errors(&parameters)
+            .map(|e| schema_error(&parameters, &e))
+            .collect();
         schema_errors.sort_by(|a, b| a.field.cmp(&b.field));
         schema_errors.dedup();
         errors.extend(schema_errors);
@@ -203,7 +243,8 @@ pub fn validate_request(req: &ServiceRequest, route: &CompiledRoute) -> Result<V
 pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -247,7 +288,10 @@ fn schema_error(parameters: &Value, e: &jsonschema::ValidationError<'_>) -> Fiel
     let path = field_path(parameters, e.instance_path().as_str());
     match e.kind() {
         ValidationErrorKind::Required { property } => {
-            let prop = property.as_str().map(str::to_string).unwrap_or_else(|| property.to_string());
+            let prop = property
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| property.to_string());
             FieldError::new(format!("{path}.{prop}"), "is required")
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => FieldError::new(
@@ -265,7 +309,11 @@ const MAX_DEFAULTS_DEPTH: usize = 32;
 fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
     let mut schema = schema;
     for _ in 0..MAX_DEFAULTS_DEPTH {
-        match schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
+        match schema
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix('#'))
+        {
             Some(pointer) => match root.pointer(pointer) {
                 Some(target) => schema = target,
                 None => break,
@@ -290,7 +338,8 @@ pub fn apply_defaults(root: &Value, schema: &Value, value: &mut Value, depth: us
         }
         return;
     }
-    let (Some(props), Value::Object(obj)) = (schema.get("properties").and_then(Value::as_object), value) else {
+    let (Some(props), Value::Object(obj)) = (schema.get("properties").and_then(Value::as_object), value)
+    else {
         return;
     };
     for (key, prop) in props {
@@ -320,4 +369,4 @@ pub fn apply_defaults(root: &Value, schema: &Value, value: &mut Value, depth: us
 
 #[cfg(test)]
 #[path = "validate_tests.rs"]
-mod tests;
+pub(crate) mod tests;
