@@ -1,1 +1,529 @@
-//! (in progress)
+//! Rendering: a route's templates plus a validated request become the files
+//! of the request's directory in the output repository, and the Argo CD
+//! Application that syncs them.
+//!
+//! Output layout (inside the repository):
+//! ```text
+//! <dir>/                         dir = output.path, default {{ team }}/{{ namespace }}/{{ name }}
+//! <dir>/manifests/...            Kubernetes objects: what Argo CD syncs
+//! <dir>/argocd-application.yaml  the Application, pointing at <dir>/manifests
+//! <dir>/...                      everything else (CI pipeline, CODEOWNERS, SLO docs)
+//! ```
+//! Template paths are relative to `<dir>`; the route's templates decide
+//! what goes under `manifests/`.
+//!
+//! The template engine is sandboxed: a fuel budget per file, no loader
+//! (includes and imports reach only the route's own templates), no
+//! auto-escaping. Undefined values are semi-strict: printing or iterating
+//! an undefined value fails (a typo must not render an empty field into a
+//! manifest), while `{% if parameters.x %}` on an optional value is false.
+//! Template files with a path segment starting with `_` are partials for
+//! `include`/`import`, never written.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use minijinja::{
+    AutoEscape, Environment, ErrorKind, UndefinedBehavior,
+    value::{Serde, Value as JinjaValue},
+};
+use paver_crds::{PaveRoute, ServiceRequest};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{FieldError, estimate::Estimate, validate::CompiledRoute};
+
+/// Fuel for rendering one template (its content, path or `when`).
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+/// The output directory when the route names none.
+pub const DEFAULT_OUTPUT_PATH: &str = "{{ team }}/{{ namespace }}/{{ name }}";
+/// Where the Kubernetes manifests live inside the request's directory.
+pub const MANIFESTS_DIR: &str = "manifests";
+/// The Argo CD Application's file inside the request's directory.
+pub const APPLICATION_FILE: &str = "argocd-application.yaml";
+
+/// Values the caller knows and the route does not.
+#[derive(Clone, Debug, Default)]
+pub struct RenderOptions {
+    /// URL of the output repository, for the Application's `repoURL`.
+    pub repo_url: String,
+    /// Branch Argo CD follows, for the Application's `targetRevision`.
+    pub revision: String,
+}
+
+/// The files of one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rendered {
+    /// The request's directory inside the repository.
+    pub dir: String,
+    /// Path relative to the repository root (always under `dir`) → content.
+    pub files: BTreeMap<String, String>,
+    /// Hex SHA-256 over the sorted paths and contents.
+    pub digest: String,
+}
+
+/// Why a request could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("failed to render template {template}: {message}")]
+    Template { template: String, message: String },
+    #[error("failed to write template {template} to {path:?}: {reason}")]
+    Path {
+        template: String,
+        path: String,
+        reason: String,
+    },
+    #[error("failed to render the output directory {path:?}: {reason}")]
+    OutputDir { path: String, reason: String },
+    #[error("failed to write {path}: both {first} and {second} render to it")]
+    Collision {
+        path: String,
+        first: String,
+        second: String,
+    },
+    #[error("failed to build the Argo CD Application: {0}")]
+    Application(String),
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    if e.kind() == ErrorKind::OutOfFuel {
+        let at = e.name().map(|n| format!(" (in {n})")).unwrap_or_default();
+        return format!(
+            "the template did more work than allowed (out of fuel){at}; is there an endless loop?"
+        );
+    }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let entries: BTreeMap<String, Value> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            Value::Object(entries.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+fn to_plain(value: &JinjaValue, filter: &str) -> Result<Value, minijinja::Error> {
+    if value.is_undefined() {
+        return Err(minijinja::Error::new(
+            ErrorKind::UndefinedError,
+            format!("{filter} got an undefined value"),
+        ));
+    }
+    serde_json::to_value(value)
+        .map(sorted)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("{filter}: {e}")))
+}
+
+/// YAML with sorted keys and no trailing newline; pair with `indent`.
+fn to_yaml(value: &JinjaValue) -> Result<String, minijinja::Error> {
+    let plain = to_plain(value, "to_yaml")?;
+    let text = serde_yaml::to_string(&plain)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("to_yaml: {e}")))?;
+    Ok(text.trim_end_matches('\n').to_string())
+}
+
+/// Compact JSON with sorted keys: also the safe way to quote a string in YAML.
+fn to_json(value: &JinjaValue) -> Result<String, minijinja::Error> {
+    let plain = to_plain(value, "to_json")?;
+    serde_json::to_string(&plain)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
+}
+
+fn b64encode(value: String) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value)
+}
+
+/// Lowercase letters, digits and single dashes; at most 63 characters.
+pub fn slugify(value: &str) -> String {
+    let mut out = String::new();
+    for c in value.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(63);
+    out.trim_end_matches('-').to_string()
+}
+
+/// A valid Kubernetes label value built from any string: invalid characters
+/// become `-`; over-long values are cut and suffixed with a short hash.
+pub fn label_value(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trim = |s: &str| s.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
+    let cleaned = trim(&cleaned);
+    if cleaned.len() <= 63 {
+        return cleaned;
+    }
+    let hash = hex(&Sha256::digest(value.as_bytes()))[..8].to_string();
+    format!("{}-{hash}", trim(&cleaned[..54]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a relative output path: no `..` or `.`, not absolute, no empty
+/// segments, no backslashes, NUL or control characters.
+pub fn check_relative_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the path is empty".into());
+    }
+    if path.starts_with('/') {
+        return Err("absolute paths are not allowed".into());
+    }
+    if path.contains('\\') {
+        return Err("backslashes are not allowed".into());
+    }
+    if path.chars().any(char::is_control) {
+        return Err("NUL and control characters are not allowed".into());
+    }
+    if path.len() > 1024 {
+        return Err("the path is longer than 1024 bytes".into());
+    }
+    for segment in path.split('/') {
+        match segment {
+            "" => return Err("empty path segments are not allowed".into()),
+            "." | ".." => return Err(format!("{segment:?} segments are not allowed")),
+            s if s.len() > 255 => return Err("a path segment is longer than 255 bytes".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn is_partial(path: &str) -> bool {
+    path.split('/').any(|s| s.starts_with('_'))
+}
+
+fn base_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.add_filter("to_yaml", to_yaml);
+    env.add_filter("to_json", to_json);
+    env.add_filter("b64encode", b64encode);
+    env.add_filter("slugify", |v: String| slugify(&v));
+    env.add_filter("label_value", |v: String| label_value(&v));
+    env
+}
+
+/// Parses a route's templates (contents, paths, `when` expressions) into
+/// the environment renders use. Problems name the route field.
+pub(crate) fn template_env(route: &PaveRoute) -> Result<Environment<'static>, Vec<FieldError>> {
+    let mut env = base_env();
+    let mut errors = Vec::new();
+    let scratch = base_env();
+    for (i, t) in route.spec.templates.inline.iter().enumerate() {
+        let field = |what: &str| format!("spec.templates.inline[{i}].{what}");
+        if env.get_template(&t.path).is_ok() {
+            errors.push(FieldError::new(
+                field("path"),
+                format!("template {} is given twice", t.path),
+            ));
+            continue;
+        }
+        if let Err(e) = scratch.template_from_str(&t.path) {
+            errors.push(FieldError::new(
+                field("path"),
+                format!("failed to parse path {:?}: {}", t.path, describe(&e)),
+            ));
+        }
+        if let Some(when) = &t.when
+            && let Err(e) = scratch.compile_expression(when)
+        {
+            errors.push(FieldError::new(
+                field("when"),
+                format!("failed to parse {when:?}: {}", describe(&e)),
+            ));
+        }
+        if let Err(e) = env.add_template_owned(t.path.clone(), t.content.clone()) {
+            errors.push(FieldError::new(
+                field("content"),
+                format!("failed to parse template {}: {}", t.path, describe(&e)),
+            ));
+        }
+    }
+    if let Some(path) = &route.spec.output.path
+        && let Err(e) = scratch.template_from_str(path)
+    {
+        errors.push(FieldError::new(
+            "spec.output.path",
+            format!("failed to parse {path:?}: {}", describe(&e)),
+        ));
+    }
+    if errors.is_empty() { Ok(env) } else { Err(errors) }
+}
+
+/// The FinOps label set every rendered object carries.
+pub fn finops_labels(req: &ServiceRequest) -> BTreeMap<String, String> {
+    let name = req.metadata.name.clone().unwrap_or_default();
+    let namespace = req.metadata.namespace.clone().unwrap_or_default();
+    let request_id = req
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| format!("{namespace}.{name}"));
+    BTreeMap::from([
+        ("paver.dev/team".to_string(), label_value(&req.spec.team)),
+        ("paver.dev/service".to_string(), label_value(&name)),
+        (
+            "paver.dev/environment".to_string(),
+            req.spec.environment.as_str().to_string(),
+        ),
+        (
+            "paver.dev/cost-center".to_string(),
+            label_value(&req.spec.cost_center),
+        ),
+        ("paver.dev/request-id".to_string(), label_value(&request_id)),
+        ("app.kubernetes.io/managed-by".to_string(), "paver".to_string()),
+    ])
+}
+
+fn context(route: &CompiledRoute, req: &ServiceRequest, parameters: &Value, estimate: &Estimate) -> Value {
+    let mut request = serde_json::to_value(req).unwrap_or(Value::Null);
+    if let Some(obj) = request.as_object_mut() {
+        // Status and server bookkeeping would make renders depend on their own results.
+        obj.remove("status");
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+            meta.remove("resourceVersion");
+        }
+    }
+    json!({
+        "name": req.metadata.name.clone().unwrap_or_default(),
+        "namespace": req.metadata.namespace.clone().unwrap_or_default(),
+        "team": req.spec.team,
+        "owner": req.spec.owner,
+        "environment": req.spec.environment.as_str(),
+        "costCenter": req.spec.cost_center,
+        "route": { "name": route.name, "version": route.version.to_string() },
+        "parameters": parameters,
+        "estimate": estimate,
+        "request": request,
+        "labels": finops_labels(req),
+    })
+}
+
+fn render_str(
+    env: &Environment<'static>,
+    source: &str,
+    ctx: &JinjaValue,
+) -> Result<String, minijinja::Error> {
+    env.render_str(source, ctx)
+}
+
+/// Renders a request on a route. `parameters` are the validated parameters
+/// (defaults applied), `estimate` the request's estimate.
+pub fn render(
+    route: &CompiledRoute,
+    req: &ServiceRequest,
+    parameters: &Value,
+    estimate: &Estimate,
+    options: &RenderOptions,
+) -> Result<Rendered, RenderError> {
+    let env = &route.env;
+    let mut ctx = context(route, req, parameters, estimate);
+    let pattern = route
+        .route
+        .spec
+        .output
+        .path
+        .as_deref()
+        .unwrap_or(DEFAULT_OUTPUT_PATH);
+    let dir =
+        render_str(env, pattern, &JinjaValue::from(Serde(&ctx))).map_err(|e| RenderError::OutputDir {
+            path: pattern.to_string(),
+            reason: describe(&e),
+        })?;
+    let dir = dir.trim().trim_end_matches('/').to_string();
+    check_relative_path(&dir).map_err(|reason| RenderError::OutputDir {
+        path: dir.clone(),
+        reason,
+    })?;
+    ctx["dir"] = Value::String(dir.clone());
+    ctx["manifestsDir"] = Value::String(format!("{dir}/{MANIFESTS_DIR}"));
+    let jctx = JinjaValue::from(Serde(&ctx));
+
+    let mut files = BTreeMap::new();
+    let mut sources: BTreeMap<String, String> = BTreeMap::new();
+    for t in &route.route.spec.templates.inline {
+        if is_partial(&t.path) {
+            continue;
+        }
+        let template_err = |e: minijinja::Error| RenderError::Template {
+            template: t.path.clone(),
+            message: describe(&e),
+        };
+        if let Some(when) = &t.when {
+            let expr = env.compile_expression(when).map_err(template_err)?;
+            if !expr.eval(&jctx).map_err(template_err)?.is_true() {
+                continue;
+            }
+        }
+        let content = env
+            .get_template(&t.path)
+            .and_then(|tpl| tpl.render(&jctx))
+            .map_err(template_err)?;
+        if content.trim().is_empty() {
+            continue;
+        }
+        let rel = render_str(env, &t.path, &jctx).map_err(template_err)?;
+        let rel = rel.trim();
+        check_relative_path(rel).map_err(|reason| RenderError::Path {
+            template: t.path.clone(),
+            path: rel.to_string(),
+            reason,
+        })?;
+        insert(
+            &mut files,
+            &mut sources,
+            format!("{dir}/{rel}"),
+            &t.path,
+            format!("{}\n", content.trim_end()),
+        )?;
+    }
+    if let Some(app) = application(route, req, &dir, options, env, &jctx)? {
+        insert(
+            &mut files,
+            &mut sources,
+            format!("{dir}/{APPLICATION_FILE}"),
+            "the Argo CD Application",
+            app,
+        )?;
+    }
+    let digest = digest(&files);
+    Ok(Rendered { dir, files, digest })
+}
+
+fn insert(
+    files: &mut BTreeMap<String, String>,
+    sources: &mut BTreeMap<String, String>,
+    path: String,
+    source: &str,
+    content: String,
+) -> Result<(), RenderError> {
+    if let Some(first) = sources.get(&path) {
+        return Err(RenderError::Collision {
+            path,
+            first: first.clone(),
+            second: source.to_string(),
+        });
+    }
+    sources.insert(path.clone(), source.to_string());
+    files.insert(path, content);
+    Ok(())
+}
+
+/// Hex SHA-256 over the files in path order, each framed by its lengths.
+pub fn digest(files: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    for (path, content) in files {
+        hasher.update((path.len() as u64).to_be_bytes());
+        hasher.update(path.as_bytes());
+        hasher.update((content.len() as u64).to_be_bytes());
+        hasher.update(content.as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+fn application(
+    route: &CompiledRoute,
+    req: &ServiceRequest,
+    dir: &str,
+    options: &RenderOptions,
+    env: &Environment<'static>,
+    ctx: &JinjaValue,
+) -> Result<Option<String>, RenderError> {
+    let Some(app) = &route.route.spec.output.application else {
+        return Ok(None);
+    };
+    let name = req.metadata.name.clone().unwrap_or_default();
+    let namespace = req.metadata.namespace.clone().unwrap_or_default();
+    let or = |s: &str, default: &str| {
+        if s.is_empty() {
+            default.to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let destination_namespace = if app.destination.namespace.is_empty() {
+        namespace.clone()
+    } else {
+        render_str(env, &app.destination.namespace, ctx)
+            .map_err(|e| {
+                RenderError::Application(format!(
+                    "failed to render destination.namespace: {}",
+                    describe(&e)
+                ))
+            })?
+            .trim()
+            .to_string()
+    };
+    let mut labels = finops_labels(req);
+    labels.insert("paver.dev/request-namespace".into(), label_value(&namespace));
+    labels.insert("paver.dev/request-name".into(), label_value(&name));
+    labels.insert("paver.dev/route".into(), label_value(&route.name));
+    let mut sync_policy = json!({});
+    if app.sync_policy.automated {
+        sync_policy["automated"] =
+            json!({ "prune": app.sync_policy.prune, "selfHeal": app.sync_policy.self_heal });
+    }
+    if !app.sync_policy.sync_options.is_empty() {
+        sync_policy["syncOptions"] = json!(app.sync_policy.sync_options);
+    }
+    let doc = json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {
+            "name": format!("{namespace}-{name}"),
+            "namespace": or(&app.namespace, "argocd"),
+            "labels": labels,
+            "annotations": { "paver.dev/route": route.id() },
+            "finalizers": ["resources-finalizer.argocd.argoproj.io"],
+        },
+        "spec": {
+            "project": or(&app.project, "default"),
+            "source": {
+                "repoURL": options.repo_url,
+                "targetRevision": or(&options.revision, "HEAD"),
+                "path": format!("{dir}/{MANIFESTS_DIR}"),
+            },
+            "destination": {
+                "server": or(&app.destination.server, "https://kubernetes.default.svc"),
+                "namespace": destination_namespace,
+            },
+            "syncPolicy": sync_policy,
+        },
+    });
+    serde_yaml::to_string(&sorted(doc))
+        .map(Some)
+        .map_err(|e| RenderError::Application(e.to_string()))
+}
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;

@@ -1,0 +1,235 @@
+use std::time::{Duration, Instant};
+
+use paver_crds::{ApplicationTemplate, Lifecycle, TemplateFile};
+use serde_json::json;
+
+use super::*;
+use crate::core::validate::{
+    compile,
+    tests::{request, route as bare_route},
+};
+
+fn file(path: &str, content: &str) -> TemplateFile {
+    TemplateFile {
+        path: path.into(),
+        content: content.into(),
+        when: None,
+    }
+}
+
+fn route_with(files: Vec<TemplateFile>) -> PaveRoute {
+    let mut r = bare_route("svc", "1.2.3", Lifecycle::Active, None);
+    r.spec.templates.inline = files;
+    r
+}
+
+fn try_render(files: Vec<TemplateFile>) -> Result<Rendered, RenderError> {
+    let compiled = compile(route_with(files)).expect("compile");
+    let req = request(json!({"replicas": 2}));
+    render(
+        &compiled,
+        &req,
+        &req.spec.parameters,
+        &Estimate::default(),
+        &RenderOptions::default(),
+    )
+}
+
+fn render_one(content: &str) -> Result<String, RenderError> {
+    let out = try_render(vec![file("out.txt", content)])?;
+    Ok(out
+        .files
+        .get("commerce/commerce/orders-api/out.txt")
+        .cloned()
+        .unwrap_or_default())
+}
+
+#[test]
+fn renders_context_and_helpers() {
+    let out = render_one(
+        "{{ name }} {{ namespace }} {{ team }} {{ environment }} {{ costCenter }} {{ route.name }}@{{ route.version }}\n\
+         {{ {'b': 1, 'a': [1, 2]} | to_yaml }}\n{{ {'b': 1, 'a': 'x'} | to_json }}\n{{ 'hi' | b64encode }} {{ 'Hello, World!' | slugify }}\n\
+         {{ labels['paver.dev/request-id'] }} {{ dir }} {{ parameters.replicas }}",
+    )
+    .expect("render");
+    assert_eq!(
+        out,
+        "orders-api commerce commerce development CC-1 svc@1.2.3\na:\n- 1\n- 2\nb: 1\n{\"a\":\"x\",\"b\":1}\naGk= hello-world\n\
+         commerce.orders-api commerce/commerce/orders-api 2\n"
+    );
+}
+
+#[test]
+fn undefined_values_fail_when_printed_but_not_when_tested() {
+    let err = render_one("{{ parameters.replicaz }}").expect_err("undefined");
+    assert!(err.to_string().contains("out.txt"), "{err}");
+    assert_eq!(
+        render_one("{% if parameters.nothing %}x{% endif %}y").expect("render"),
+        "y\n"
+    );
+}
+
+#[test]
+fn skips_blank_and_when_false_and_partials() {
+    let mut conditional = file("cond.yaml", "kind: X");
+    conditional.when = Some("environment == 'production'".into());
+    let out = try_render(vec![
+        file("blank.yaml", "{% if false %}kind: X{% endif %}\n  \n"),
+        conditional,
+        file("_helpers.j2", "{% macro greet(n) %}hello {{ n }}{% endmacro %}"),
+        file(
+            "manifests/a.yaml",
+            "{% from '_helpers.j2' import greet %}{{ greet(name) }}",
+        ),
+    ])
+    .expect("render");
+    let paths: Vec<&str> = out.files.keys().map(String::as_str).collect();
+    assert_eq!(paths, ["commerce/commerce/orders-api/manifests/a.yaml"]);
+    assert_eq!(
+        out.files["commerce/commerce/orders-api/manifests/a.yaml"],
+        "hello orders-api\n"
+    );
+}
+
+#[test]
+fn paths_are_templates_and_must_stay_inside() {
+    let out = try_render(vec![file("manifests/{{ name }}.yaml", "x")]).expect("render");
+    assert!(
+        out.files
+            .contains_key("commerce/commerce/orders-api/manifests/orders-api.yaml")
+    );
+    for bad in [
+        "../x",
+        "a/../../x",
+        "/etc/passwd",
+        "{{ '' }}",
+        "a//b",
+        "a\\b",
+        "a/\u{0}b",
+        "./a",
+        "a/",
+    ] {
+        let err = try_render(vec![file(bad, "content")]).expect_err(bad);
+        match &err {
+            RenderError::Path { template, .. } => assert_eq!(template, bad),
+            other => panic!("{bad}: unexpected {other}"),
+        }
+    }
+}
+
+#[test]
+fn output_dir_must_stay_inside_the_repo() {
+    for bad in ["../{{ name }}", "/{{ team }}", "{{ team }}//x", ""] {
+        let mut r = route_with(vec![file("a", "x")]);
+        r.spec.output.path = Some(bad.into());
+        let compiled = compile(r).expect("compile");
+        let req = request(json!({}));
+        let err = render(
+            &compiled,
+            &req,
+            &json!({}),
+            &Estimate::default(),
+            &RenderOptions::default(),
+        )
+        .expect_err(bad);
+        assert!(matches!(err, RenderError::OutputDir { .. }), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn endless_loops_run_out_of_fuel_quickly() {
+    for body in [
+        "{% for i in range(999999999) %}{{ i }}{% endfor %}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "{% for i in range(100000) %}{{ \"x\" * 100000 }}{% endfor %}",
+    ] {
+        let start = Instant::now();
+        let err = render_one(body).expect_err(body);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{body}: took {:?}",
+            start.elapsed()
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("out.txt"), "{msg}");
+        assert!(
+            ["fuel", "recursion", "too many elements"]
+                .iter()
+                .any(|w| msg.contains(w)),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn includes_reach_only_route_templates() {
+    for target in ["/etc/passwd", "../../../../etc/passwd", "file:///etc/passwd"] {
+        let err = render_one(&format!("{{% include {target:?} %}}")).expect_err(target);
+        assert!(err.to_string().contains("not found"), "{target}: {err}");
+    }
+}
+
+#[test]
+fn two_templates_writing_one_path_collide() {
+    let err = try_render(vec![file("a-{{ 1 }}", "x"), file("a-1", "y")]).expect_err("collision");
+    assert!(matches!(err, RenderError::Collision { .. }), "{err}");
+}
+
+#[test]
+fn template_syntax_errors_are_named_at_compile() {
+    let errors = compile(route_with(vec![file("ok", "x"), file("bad", "{% if %}")])).expect_err("syntax");
+    assert_eq!(errors[0].field, "spec.templates.inline[1].content");
+}
+
+#[test]
+fn renders_application_with_defaults() {
+    let mut r = route_with(vec![file("manifests/a.yaml", "x")]);
+    r.spec.output.application = Some(ApplicationTemplate::default());
+    let compiled = compile(r).expect("compile");
+    let mut req = request(json!({}));
+    req.metadata.uid = Some("1234-abcd".into());
+    let options = RenderOptions {
+        repo_url: "https://git.example/out.git".into(),
+        revision: "main".into(),
+    };
+    let out = render(&compiled, &req, &json!({}), &Estimate::default(), &options).expect("render");
+    let app: Value = serde_yaml::from_str(&out.files["commerce/commerce/orders-api/argocd-application.yaml"])
+        .expect("yaml");
+    assert_eq!(app["metadata"]["name"], "commerce-orders-api");
+    assert_eq!(app["metadata"]["namespace"], "argocd");
+    assert_eq!(app["metadata"]["labels"]["paver.dev/request-id"], "1234-abcd");
+    assert_eq!(
+        app["metadata"]["finalizers"][0],
+        "resources-finalizer.argocd.argoproj.io"
+    );
+    assert_eq!(app["spec"]["project"], "default");
+    assert_eq!(
+        app["spec"]["source"]["path"],
+        "commerce/commerce/orders-api/manifests"
+    );
+    assert_eq!(app["spec"]["source"]["repoURL"], "https://git.example/out.git");
+    assert_eq!(
+        app["spec"]["destination"]["server"],
+        "https://kubernetes.default.svc"
+    );
+    assert_eq!(app["spec"]["destination"]["namespace"], "commerce");
+    let again = render(&compiled, &req, &json!({}), &Estimate::default(), &options).expect("render");
+    assert_eq!(out.digest, again.digest);
+}
+
+#[test]
+fn digest_changes_with_content() {
+    let a = try_render(vec![file("a", "x")]).expect("a");
+    let b = try_render(vec![file("a", "y")]).expect("b");
+    assert_ne!(a.digest, b.digest);
+}
+
+#[test]
+fn label_values_are_label_safe() {
+    assert_eq!(label_value("CC 4021/finance"), "CC-4021-finance");
+    assert_eq!(label_value("-x-"), "x");
+    let long = label_value(&"a".repeat(100));
+    assert!(long.len() <= 63, "{long}");
+    assert_ne!(label_value(&"a".repeat(100)), label_value(&"a".repeat(101)));
+}
