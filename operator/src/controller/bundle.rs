@@ -11,14 +11,13 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{Ctx, FIELD_MANAGER, Result};
-use crate::core::policy::Activation;
+use crate::core::policy::BundleReport;
 
 /// The status a bundle should have after an activation attempt.
 pub fn bundle_status(
     prev: &PolicyBundleStatus,
     bundle: &PolicyBundle,
-    activation: &Activation,
-    active_version: Option<String>,
+    report: &BundleReport,
     now: &str,
 ) -> PolicyBundleStatus {
     let generation = bundle.metadata.generation;
@@ -27,10 +26,10 @@ pub fn bundle_status(
         set_condition(&mut conditions, Condition { observed_generation: generation, ..c }, now);
     };
     let version = &bundle.spec.version;
-    if activation.errors.is_empty() {
+    if report.errors.is_empty() {
         set(Condition::new("Compiled", true, "Compiled", format!("version {version} compiled")));
     } else {
-        let msg = activation
+        let msg = report
             .errors
             .iter()
             .map(|e| match e.line {
@@ -41,20 +40,21 @@ pub fn bundle_status(
             .join("; ");
         set(Condition::new("Compiled", false, "CompileError", msg));
     }
-    let failed: Vec<&str> = activation.tests.iter().filter(|t| !t.pass).map(|t| t.name.as_str()).collect();
-    if !activation.errors.is_empty() {
+    let failed: Vec<&str> = report.tests.iter().filter(|t| !t.pass).map(|t| t.name.as_str()).collect();
+    if !report.errors.is_empty() {
         set(Condition { status: "Unknown".into(), ..Condition::new("TestsPassed", false, "NotRun", "the bundle did not compile") });
     } else if failed.is_empty() {
-        set(Condition::new("TestsPassed", true, "Passed", format!("{} test(s) passed", activation.tests.len())));
+        set(Condition::new("TestsPassed", true, "Passed", format!("{} test(s) passed", report.tests.len())));
     } else {
         set(Condition::new(
             "TestsPassed",
             false,
             "TestsFailed",
-            format!("{} of {} test(s) failed: {}", failed.len(), activation.tests.len(), failed.join(", ")),
+            format!("{} of {} test(s) failed: {}", failed.len(), report.tests.len(), failed.join(", ")),
         ));
     }
-    let active = activation.compiled.is_some();
+    let active = report.activated;
+    let active_version = report.active_version.clone();
     let active_msg = match (&active_version, active) {
         (Some(v), true) => format!("version {v} is enforced"),
         (Some(v), false) => format!("version {version} was not activated; the last good version {v} stays in force"),
@@ -64,36 +64,29 @@ pub fn bundle_status(
     PolicyBundleStatus {
         conditions,
         active_version,
-        test_results: activation.tests.clone(),
-        errors: activation.errors.clone(),
+        test_results: report.tests.clone(),
+        errors: report.errors.clone(),
         observed_generation: generation,
     }
 }
 
 /// Activates `bundle` in the catalog and writes its status if it changed.
-/// Returns whether the version in force changed.
+/// Returns whether the update was put in force.
 pub async fn apply(ctx: &Ctx, bundle: &PolicyBundle) -> Result<bool> {
     let name = bundle.name_any();
-    let (activation, active_version, changed) = {
-        let mut catalog = ctx.catalog.write().await;
-        let before = catalog.bundles.active_version(&name);
-        let activation = catalog.bundles.update(&name, &bundle.spec);
-        let after = catalog.bundles.active_version(&name);
-        let changed = activation.compiled.is_some() || before != after;
-        (activation, after, changed)
-    };
-    if activation.compiled.is_some() {
+    let report = ctx.catalog.write().await.bundles.update(&name, &bundle.spec);
+    if report.activated {
         info!(bundle = %name, version = %bundle.spec.version, "bundle activated");
     } else {
-        warn!(bundle = %name, version = %bundle.spec.version, errors = activation.errors.len(), "bundle not activated; keeping last good version");
+        warn!(bundle = %name, version = %bundle.spec.version, errors = report.errors.len(), "bundle not activated; keeping last good version");
     }
     let prev = bundle.status.clone().unwrap_or_default();
-    let status = bundle_status(&prev, bundle, &activation, active_version, &now_rfc3339());
+    let status = bundle_status(&prev, bundle, &report, &now_rfc3339());
     if status != prev {
         let api: Api<PolicyBundle> = Api::all(ctx.client.clone());
         let patch = json!({"apiVersion": "paver.dev/v1alpha1", "kind": "PolicyBundle", "status": status});
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         ctx.metrics.wrote("policybundles/status", "apply");
     }
-    Ok(changed)
+    Ok(report.activated)
 }

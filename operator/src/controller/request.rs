@@ -121,8 +121,10 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
             let started = std::time::Instant::now();
             match ctx.writer.submit(change).await {
                 Ok(r) => {
-                    ctx.metrics.git("commit", if r.changed { "committed" } else { "unchanged" }, started.elapsed().as_secs_f64());
-                    CommitState::Committed { revision: r.revision, changed: r.changed }
+                    let outcome = if r.changed { "committed" } else { "unchanged" };
+                    ctx.metrics.git("commit", outcome, started.elapsed().as_secs_f64());
+                    ctx.metrics.git("push", outcome, r.metrics.push.as_secs_f64());
+                    CommitState::Committed { revision: r.revision.unwrap_or_default(), changed: r.changed }
                 }
                 Err(e) => {
                     ctx.metrics.git("commit", "failed", started.elapsed().as_secs_f64());
@@ -150,7 +152,7 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
     if let Some(rendered) = &verdict.rendered
         && matches!(commit, CommitState::Committed { .. })
     {
-        let facts = ctx.writer.git_facts(&rendered.dir).await.unwrap_or_default();
+        let facts = git_facts(ctx, &rendered.dir).await;
         let cluster = cluster_facts(sync.as_ref());
         let checks = {
             let catalog = ctx.catalog.read().await;
@@ -163,6 +165,18 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
         CommitState::Failed(_) => Action::requeue(PUSH_RETRY),
         _ => Action::requeue(ctx.config.resync),
     })
+}
+
+/// Facts read from the output repository for `input.git`: the last commit
+/// time (unix seconds) of each author who touched the request's directory.
+async fn git_facts(ctx: &Ctx, dir: &str) -> serde_json::Value {
+    match ctx.writer.last_commit_times_by_author(Some(dir)).await {
+        Ok(times) => json!({ "last_commit_by_author": times, "now": Utc::now().timestamp() }),
+        Err(e) => {
+            warn!(error = %e, "failed to read commit history for scorecard checks");
+            json!({})
+        }
+    }
 }
 
 /// Facts about the cluster (Argo CD's view) for `input.cluster`.

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use super::{Context, Ctx, OperatorConfig, bundle, http, leader, metrics::Metrics, request, route};
 use crate::{
     core::verdict::Catalog,
-    git::{Credentials, GitConfig, WriterHandle},
+    git::{Credentials, GitConfig, WriterHandle, WriterOptions},
 };
 
 /// Passes a request through only when its generation or deletion state
@@ -41,7 +41,7 @@ fn generation_or_deletion(sr: &ServiceRequest) -> Option<u64> {
 
 fn credentials(config: &OperatorConfig) -> Credentials {
     match (&config.git_username_file, &config.git_token_file, &config.git_ssh_key_file) {
-        (_, _, Some(key)) => Credentials::SshKey { private_key_file: key.clone() },
+        (_, _, Some(key)) => Credentials::SshKey { private_key_file: key.clone(), known_hosts: None },
         (Some(user), Some(token), _) => {
             Credentials::UserToken { username_file: user.clone(), token_file: token.clone() }
         }
@@ -238,15 +238,15 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .await
     };
 
-    let writer = WriterHandle::start(GitConfig {
+    let writer = WriterHandle::spawn(GitConfig {
         url: config.repo_url.clone(),
         branch: config.branch.clone(),
-        root: config.root.clone(),
+        root: String::new(),
         workdir: config.workdir.clone(),
         credentials: credentials(&config),
         author_name: config.author_name.clone(),
         author_email: config.author_email.clone(),
-    })?;
+    }, WriterOptions::default());
     let argocd = argocd_installed(&client).await;
     if !argocd {
         warn!("the Argo CD Application CRD is not installed: requests stop at Rendered");

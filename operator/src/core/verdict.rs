@@ -1,27 +1,119 @@
 //! The one decision both shells print: a request walked through validate,
 //! estimate, policy, approval and render against a [`Catalog`].
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use paver_crds::{Approval, Decision, PaveRoute, PolicyBundle, ServiceRequest};
+use kube::ResourceExt;
+use paver_crds::{
+    Approval, CheckResult, Decision, PaveRoute, ScorecardStatus, ServiceRequest, ServiceRequestStatus,
+    find_condition,
+};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{
     FieldError,
     estimate::{Estimate, estimate},
-    policy::{Activation, BundleSet, PolicyInput, PolicyOutcome, RuleSet},
+    policy::{BundleSet, PolicyInput, PolicyOutcome, RuleKind, evaluate},
     render::{RenderOptions, Rendered, render},
-    validate::{CompiledRoute, select_route, validate_request},
+    score::score,
+    validate::{CompiledRoute, compile, select_route, validate_request},
 };
+use crate::content::Content;
 
 /// Routes and bundles in force: what a request is judged against.
 #[derive(Default)]
 pub struct Catalog {
-    routes: BTreeMap<String, Arc<CompiledRoute>>,
+    routes: Vec<CompiledRoute>,
+    /// `input.route` of each route (the route without its templates), built once.
+    route_docs: BTreeMap<String, Value>,
+    /// Routes whose latest version does not compile, with why.
     route_errors: BTreeMap<String, Vec<FieldError>>,
     pub bundles: BundleSet,
+}
+
+impl Catalog {
+    /// A catalog of every route and bundle in `content`, and the problems
+    /// found loading them (a route that does not compile, a bundle whose
+    /// tests fail), one line each.
+    pub fn from_content(content: Content) -> (Catalog, Vec<String>) {
+        let mut catalog = Catalog::default();
+        let mut problems = Vec::new();
+        for route in content.routes {
+            let name = route.name_any();
+            for e in catalog.upsert_route(route) {
+                problems.push(format!("route {name}: {e}"));
+            }
+        }
+        for bundle in content.bundles {
+            let name = bundle.name_any();
+            let report = catalog.bundles.update(&name, &bundle.spec);
+            for e in &report.errors {
+                let at = e.line.map(|l| format!(":{l}")).unwrap_or_default();
+                problems.push(format!("bundle {name}: {}{at}: {}", e.module, e.message));
+            }
+            for t in report.tests.iter().filter(|t| !t.pass) {
+                problems.push(format!("bundle {name}: test {} failed {}", t.name, t.message));
+            }
+        }
+        (catalog, problems)
+    }
+
+    /// Compiles `route` and puts it in force, replacing the route of the
+    /// same name. A route that does not compile is taken out of force (its
+    /// requests are told why) and its errors are returned.
+    pub fn upsert_route(&mut self, route: PaveRoute) -> Vec<FieldError> {
+        let name = route.name_any();
+        self.remove_route(&name);
+        let mut doc = serde_json::to_value(&route).unwrap_or(Value::Null);
+        if let Some(obj) = doc.as_object_mut() {
+            obj.remove("status");
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("managedFields");
+            }
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("templates");
+            }
+        }
+        match compile(route) {
+            Ok(compiled) => {
+                self.route_docs.insert(name, doc);
+                self.routes.push(compiled);
+                Vec::new()
+            }
+            Err(errors) => {
+                self.route_errors.insert(name, errors.clone());
+                errors
+            }
+        }
+    }
+
+    /// Takes a route out of force.
+    pub fn remove_route(&mut self, name: &str) {
+        self.routes.retain(|r| r.name != name);
+        self.route_docs.remove(name);
+        self.route_errors.remove(name);
+    }
+
+    /// The routes in force.
+    pub fn routes(&self) -> &[CompiledRoute] {
+        &self.routes
+    }
+
+    /// Whether bundle `name` applies to `sr` (so a change to it must
+    /// re-evaluate the request).
+    pub fn bundle_touches(&self, name: &str, sr: &ServiceRequest) -> bool {
+        let route_bundles =
+            self.routes.iter().find(|r| r.name == sr.spec.route).map(|r| r.route.spec.policy_bundles.clone());
+        let (found, missing) = self.bundles.applicable(
+            &sr.spec.route,
+            &route_bundles.unwrap_or_default(),
+            &sr.namespace().unwrap_or_default(),
+            sr.labels(),
+        );
+        found.iter().any(|b| b.name == name) || missing.iter().any(|m| m == name)
+    }
 }
 
 /// Why a request cannot go ahead, or that it can.
@@ -96,4 +188,269 @@ pub struct Verdict {
     /// Render error, when rendering failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub render_error: Option<String>,
+}
+
+impl Verdict {
+    fn new(request: String) -> Self {
+        Verdict {
+            request,
+            outcome: Outcome::Invalid,
+            errors: Vec::new(),
+            notices: Vec::new(),
+            route: None,
+            route_version: None,
+            parameters: None,
+            estimate: None,
+            policy: PolicyOutcome::default(),
+            missing_bundles: Vec::new(),
+            approval: None,
+            rendered: None,
+            render_error: None,
+        }
+    }
+
+    /// The CLI's exit status for this verdict: 0 allowed, 1 denied, 2 unusable.
+    pub fn exit_code(&self) -> u8 {
+        if self.render_error.is_some() { 2 } else { self.outcome.exit_code() }
+    }
+
+    fn invalid(mut self, errors: Vec<FieldError>) -> Self {
+        self.outcome = Outcome::Invalid;
+        self.errors = errors;
+        self
+    }
+}
+
+/// The request as policy sees it: no status, no server bookkeeping.
+fn request_doc(req: &ServiceRequest) -> Value {
+    let mut doc = serde_json::to_value(req).unwrap_or(Value::Null);
+    if let Some(obj) = doc.as_object_mut() {
+        obj.remove("status");
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+    }
+    doc
+}
+
+/// The decision of the approvers on the request's current generation:
+/// a rejection wins over an approval; approvals of other generations do
+/// not count.
+fn approval_decision(req: &ServiceRequest, approvals: &[Approval]) -> Option<(Decision, ApprovalRef)> {
+    let generation = req.metadata.generation.unwrap_or(0);
+    let name = req.name_any();
+    let ns = req.namespace();
+    let mut current: Vec<&Approval> = approvals
+        .iter()
+        .filter(|a| a.spec.request == name && a.spec.generation == generation && a.namespace() == ns)
+        .collect();
+    current.sort_by_key(|a| (a.spec.decision != Decision::Reject, a.name_any()));
+    current.first().map(|a| {
+        (
+            a.spec.decision,
+            ApprovalRef {
+                name: a.name_any(),
+                approver: a.spec.approver.clone(),
+                reason: a.spec.reason.clone(),
+                generation,
+            },
+        )
+    })
+}
+
+/// Walks a request through validate, estimate, policy, approval and
+/// render. Renders when policy allows it (also while it awaits approval,
+/// so the CLI can show the files; the operator commits only `Allowed`).
+pub fn decide_request(
+    catalog: &Catalog,
+    req: &ServiceRequest,
+    approvals: &[Approval],
+    options: &RenderOptions,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let key = format!("{}/{}", req.namespace().unwrap_or_default(), req.name_any());
+    let mut v = Verdict::new(key.clone());
+
+    if let Some(errors) = catalog.route_errors.get(&req.spec.route) {
+        let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        return v.invalid(vec![FieldError::new(
+            "spec.route",
+            format!("route {:?} is not usable: {detail}", req.spec.route),
+        )]);
+    }
+    let route = match select_route(&catalog.routes, &req.spec) {
+        Ok(r) => r,
+        Err(e) => return v.invalid(vec![e]),
+    };
+    v.route = Some(route.id());
+    v.route_version = Some(route.version.to_string());
+    let validated = match validate_request(req, route) {
+        Ok(valid) => valid,
+        Err(errors) => return v.invalid(errors),
+    };
+    v.notices = validated.warnings;
+    let estimate = match estimate(route.route.spec.cost.as_ref(), &validated.parameters, req.spec.environment.as_str())
+    {
+        Ok(e) => e,
+        Err(e) => return v.invalid(vec![e]),
+    };
+
+    let (bundles, missing) = catalog.bundles.applicable(
+        &route.name,
+        &route.route.spec.policy_bundles,
+        &req.namespace().unwrap_or_default(),
+        req.labels(),
+    );
+    let input = PolicyInput {
+        request: request_doc(req),
+        parameters: validated.parameters.clone(),
+        route: catalog.route_docs.get(&route.name).cloned().unwrap_or(Value::Null),
+        estimate: serde_json::to_value(&estimate).unwrap_or(Value::Null),
+        ..Default::default()
+    };
+    v.parameters = Some(validated.parameters);
+    v.estimate = Some(estimate);
+    let evaluated = input.prepare().and_then(|prepared| {
+        evaluate(&bundles, &prepared, &[RuleKind::Deny, RuleKind::Warn, RuleKind::NeedsApproval], &key, req.labels(), now)
+    });
+    match evaluated {
+        Ok(outcome) => v.policy = outcome,
+        Err(e) => {
+            v.outcome = Outcome::PolicyUnavailable;
+            v.errors.push(FieldError::new("policy", e.to_string()));
+            return v;
+        }
+    }
+    if !missing.is_empty() {
+        v.missing_bundles = missing;
+        v.outcome = Outcome::PolicyUnavailable;
+        return v;
+    }
+    if !v.policy.violations.is_empty() {
+        v.outcome = Outcome::Denied;
+        return v;
+    }
+    v.outcome = Outcome::Allowed;
+    if !v.policy.approval_reasons.is_empty() {
+        match approval_decision(req, approvals) {
+            Some((Decision::Reject, a)) => {
+                v.approval = Some(a);
+                v.outcome = Outcome::ApprovalRejected;
+                return v;
+            }
+            Some((Decision::Approve, a)) => v.approval = Some(a),
+            None => v.outcome = Outcome::NeedsApproval,
+        }
+    }
+    let (Some(parameters), Some(estimate)) = (&v.parameters, &v.estimate) else { return v };
+    match render(route, req, parameters, estimate, options) {
+        Ok(rendered) => v.rendered = Some(rendered),
+        Err(e) => v.render_error = Some(e.to_string()),
+    }
+    v
+}
+
+fn builtin(id: &str, category: &str, level: &str, pass: bool, message: String) -> CheckResult {
+    CheckResult {
+        id: id.into(),
+        category: category.into(),
+        level: level.into(),
+        pass,
+        message,
+        source: "paver".into(),
+    }
+}
+
+/// Paver's own checks: facts only the operator knows (the commit, drift,
+/// Argo CD's report).
+fn builtin_checks(status: &ServiceRequestStatus, cluster: &Value) -> Vec<CheckResult> {
+    let mut checks = Vec::new();
+    let committed = find_condition(&status.conditions, "Committed");
+    checks.push(builtin(
+        "gitops-managed",
+        "ownership",
+        "bronze",
+        committed.is_some_and(|c| c.is_true()),
+        committed.map(|c| c.message.clone()).unwrap_or_else(|| "not committed".into()),
+    ));
+    let drift = committed.is_some_and(|c| c.reason == "DriftRestored");
+    checks.push(builtin(
+        "no-manual-edits",
+        "reliability",
+        "silver",
+        !drift,
+        if drift {
+            "rendered files were edited by hand in the repository and restored".into()
+        } else {
+            "the repository matches the render".into()
+        },
+    ));
+    if let Some(app) = cluster.get("application").and_then(Value::as_str) {
+        let sync = cluster["sync"].as_str().unwrap_or("Unknown");
+        let revision = cluster["revision"].as_str().unwrap_or("");
+        let want = status.render.as_ref().map(|r| r.revision.as_str()).unwrap_or("");
+        let synced = sync == "Synced" && !want.is_empty() && revision == want;
+        checks.push(builtin(
+            "argocd-synced",
+            "cluster",
+            "silver",
+            synced,
+            if synced {
+                format!("{app} is synced at the committed revision {want}")
+            } else {
+                format!("{app} is {sync} at {revision:?}; Paver committed {want:?}")
+            },
+        ));
+        let health = cluster["health"].as_str().unwrap_or("Unknown");
+        let message = cluster["message"].as_str().unwrap_or("");
+        checks.push(builtin(
+            "argocd-healthy",
+            "cluster",
+            "silver",
+            health == "Healthy",
+            if message.is_empty() { format!("{app} health is {health}") } else { format!("{app} health is {health}: {message}") },
+        ));
+    }
+    checks
+}
+
+/// The Scorecard of a rendered request: the `checks` of every bundle that
+/// applies, evaluated with the rendered files, the Git facts and the
+/// cluster's report, plus Paver's own checks, scored against the route's
+/// levels. The status is the one just computed for the request.
+pub fn scorecard_for(
+    catalog: &Catalog,
+    req: &ServiceRequest,
+    verdict: &Verdict,
+    status: &ServiceRequestStatus,
+    git: Value,
+    cluster: Value,
+    now: DateTime<Utc>,
+) -> ScorecardStatus {
+    let key = verdict.request.clone();
+    let route = catalog.routes.iter().find(|r| Some(r.id()) == verdict.route);
+    let mut checks = builtin_checks(status, &cluster);
+    if let Some(route) = route {
+        let (bundles, _) = catalog.bundles.applicable(
+            &route.name,
+            &route.route.spec.policy_bundles,
+            &req.namespace().unwrap_or_default(),
+            req.labels(),
+        );
+        let input = PolicyInput {
+            request: request_doc(req),
+            parameters: verdict.parameters.clone().unwrap_or(Value::Null),
+            route: catalog.route_docs.get(&route.name).cloned().unwrap_or(Value::Null),
+            estimate: serde_json::to_value(&verdict.estimate).unwrap_or(Value::Null),
+            rendered: verdict.rendered.as_ref().map(|r| r.files.clone()),
+            git: Some(git),
+            cluster: Some(cluster),
+        };
+        match input.prepare().and_then(|p| evaluate(&bundles, &p, &[RuleKind::Checks], &key, req.labels(), now)) {
+            Ok(outcome) => checks.extend(outcome.checks),
+            Err(e) => checks.push(builtin("policy-evaluated", "scorecard", "bronze", false, e.to_string())),
+        }
+    }
+    let levels = route.and_then(|r| r.route.spec.scorecard.as_ref());
+    score(&checks, levels, &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
