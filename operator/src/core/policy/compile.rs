@@ -301,6 +301,7 @@ struct RuleHeadInfo {
     name: String,
     is_func: bool,
     line: u32,
+    /// Where the rule starts, after a function's own name, in bytes.
     start: u32,
     end: u32,
 }
@@ -311,21 +312,23 @@ fn rule_heads(engine: &mut Engine) -> Vec<RuleHeadInfo> {
         let module_name = module.package.span.source.get_path().clone();
         let package = format!("data.{}", module.package.refr.span().text());
         for rule in &module.policy {
-            let (refr, is_func) = match rule.as_ref() {
-                Rule::Spec { head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. }, .. } => (refr, false),
-                Rule::Spec { head: RuleHead::Func { refr, .. }, .. } => (refr, true),
-                Rule::Default { refr, args, .. } => (refr, !args.is_empty()),
+            let span = rule.span();
+            let (refr, is_func, body_start) = match rule.as_ref() {
+                Rule::Spec { head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. }, .. } => {
+                    (refr, false, span.start)
+                }
+                Rule::Spec { head: RuleHead::Func { refr, .. }, .. } => (refr, true, refr.span().end),
+                Rule::Default { refr, args, .. } => (refr, !args.is_empty(), span.start),
             };
             let text = refr.span().text();
             let name = text.split('[').next().unwrap_or(text).trim().to_string();
-            let span = rule.span();
             out.push(RuleHeadInfo {
                 module: module_name.clone(),
                 package: package.clone(),
                 name,
                 is_func,
                 line: span.line,
-                start: span.start,
+                start: body_start,
                 end: span.end,
             });
         }
