@@ -1,0 +1,433 @@
+//! Compiling a bundle: load modules and data into a regorus engine, refuse
+//! what regorus would only notice at request time, run the tests.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    num::NonZeroU32,
+};
+
+use chrono::{DateTime, Utc};
+use paver_crds::{
+    BundleError, BundleMatch, LabelSelector, PolicyBundleSpec, PolicyException, PolicyMode, RegoModule, TestResult,
+};
+use regorus::{
+    Engine, Value,
+    unstable::{Lexer, Rule, RuleHead, TokenKind},
+    utils::limits::ExecutionTimerConfig,
+};
+
+use super::{EVAL_TIME_LIMIT, outcome::RuleKind};
+
+/// A bundle that compiled, passed its tests and is ready to evaluate.
+/// Evaluation clones the prepared engine; nothing is parsed again.
+#[derive(Clone)]
+pub struct CompiledBundle {
+    /// Bundle name (metadata.name).
+    pub name: String,
+    /// Bundle version (spec.version).
+    pub version: String,
+    /// How `deny` results count.
+    pub mode: PolicyMode,
+    /// Before this instant an `enforce` bundle behaves as `warn`.
+    pub enforce_after: Option<DateTime<Utc>>,
+    /// Which requests the bundle applies to besides those whose route names it.
+    pub match_: Option<BundleMatch>,
+    /// Waivers, with their expiry parsed.
+    pub exceptions: Vec<CompiledException>,
+    /// Packages of the bundle's modules, e.g. `data.paver.security`, sorted.
+    pub packages: Vec<String>,
+    /// `(package, rule)` pairs the modules declare, sorted.
+    pub(super) rules: Vec<(String, RuleKind)>,
+    /// Modules and data loaded, already prepared by activation's evaluation.
+    pub(super) engine: Engine,
+}
+
+impl std::fmt::Debug for CompiledBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledBundle")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("mode", &self.mode)
+            .field("enforce_after", &self.enforce_after)
+            .field("packages", &self.packages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompiledBundle {
+    /// `name@version`, as recorded on commits.
+    pub fn name_version(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// Whether `deny` results block at `now` (enforce mode, past `enforceAfter`).
+    pub fn enforcing(&self, now: DateTime<Utc>) -> bool {
+        self.mode == PolicyMode::Enforce && self.enforce_after.is_none_or(|t| now >= t)
+    }
+}
+
+/// A waiver with its expiry parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledException {
+    pub name: String,
+    /// `namespace/name` of the request it applies to.
+    pub request: Option<String>,
+    /// Labels of the requests it applies to.
+    pub selector: Option<LabelSelector>,
+    /// Rule ids waived; `*` waives all.
+    pub rules: Vec<String>,
+    pub reason: String,
+    pub expires: DateTime<Utc>,
+}
+
+impl CompiledException {
+    /// Whether the waiver covers `rule` for the request at `now`.
+    pub fn applies(&self, rule: &str, request_ref: &str, labels: &BTreeMap<String, String>, now: DateTime<Utc>) -> bool {
+        now < self.expires
+            && self.rules.iter().any(|r| r == "*" || r == rule)
+            && (self.request.as_deref() == Some(request_ref) || self.selector.as_ref().is_some_and(|s| s.matches(labels)))
+    }
+}
+
+/// The outcome of activating a bundle: the compiled bundle when it compiled
+/// and every test passed, and the report either way.
+#[derive(Debug, Default)]
+pub struct Activation {
+    pub compiled: Option<CompiledBundle>,
+    /// Compile, load and activation-time evaluation errors.
+    pub errors: Vec<BundleError>,
+    /// One result per `test_` rule.
+    pub tests: Vec<TestResult>,
+}
+
+/// Compiles `spec`, evaluates every rule once against an empty input (so
+/// unsafe variables and rule conflicts surface now, not at request time),
+/// and runs its tests. The bundle is activated only when there is no error
+/// and every test passes.
+pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
+    let mut errors = Vec::new();
+    let enforce_after = spec.enforce_after.as_deref().and_then(|t| {
+        parse_time(t)
+            .map_err(|e| errors.push(field_error("spec.enforceAfter", format!("failed to parse enforceAfter: {e}"))))
+            .ok()
+    });
+    let exceptions = spec
+        .exceptions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| compile_exception(i, e).map_err(|err| errors.push(err)).ok())
+        .collect();
+    if spec.modules.is_empty() {
+        errors.push(field_error("spec.modules", "a bundle needs at least one Rego module".into()));
+    }
+    let Some((engine, test_engine)) = load(spec, &mut errors) else {
+        return Activation { compiled: None, errors, tests: Vec::new() };
+    };
+    let mut engine = engine;
+    let mut test_engine = test_engine;
+    let policy_rules = rule_heads(&mut engine);
+    if let Some(err) = recursive_function(&mut test_engine) {
+        errors.push(err);
+    }
+    if !errors.is_empty() {
+        return Activation { compiled: None, errors, tests: Vec::new() };
+    }
+    engine.set_input(Value::new_object());
+    for rule in policy_rules.iter().filter(|r| !r.is_func) {
+        if let Err(e) = engine.eval_rule(format!("{}.{}", rule.package, rule.name)) {
+            errors.push(parse_regorus_error(&rule.module, &e.to_string()));
+        }
+    }
+    let tests = run_test_rules(&mut test_engine, spec);
+    if !errors.is_empty() || tests.iter().any(|t| !t.pass) {
+        return Activation { compiled: None, errors, tests };
+    }
+    let packages: BTreeSet<String> = policy_rules.iter().map(|r| r.package.clone()).collect();
+    let rules: BTreeSet<(String, RuleKind)> = policy_rules
+        .iter()
+        .filter_map(|r| RuleKind::from_rule_name(&r.name).map(|k| (r.package.clone(), k)))
+        .collect();
+    let compiled = CompiledBundle {
+        name: name.to_string(),
+        version: spec.version.clone(),
+        mode: spec.mode,
+        enforce_after,
+        match_: spec.match_.clone(),
+        exceptions,
+        packages: packages.into_iter().collect(),
+        rules: rules.into_iter().collect(),
+        engine,
+    };
+    Activation { compiled: Some(compiled), errors, tests }
+}
+
+/// Runs a bundle's tests the way `opa test` does, for `paver test`:
+/// compile errors, then one result per `test_` rule.
+pub fn run_tests(spec: &PolicyBundleSpec) -> (Vec<BundleError>, Vec<TestResult>) {
+    let mut errors = Vec::new();
+    let Some((_, mut test_engine)) = load(spec, &mut errors) else {
+        return (errors, Vec::new());
+    };
+    if let Some(err) = recursive_function(&mut test_engine) {
+        errors.push(err);
+        return (errors, Vec::new());
+    }
+    let tests = run_test_rules(&mut test_engine, spec);
+    (errors, tests)
+}
+
+fn field_error(field: &str, message: String) -> BundleError {
+    BundleError { module: field.to_string(), line: None, message }
+}
+
+pub(super) fn parse_time(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc))
+}
+
+fn compile_exception(i: usize, e: &PolicyException) -> Result<CompiledException, BundleError> {
+    let field = format!("spec.exceptions[{i}]");
+    let expires = parse_time(&e.expires).map_err(|err| {
+        field_error(&field, format!("failed to parse expires of exception {:?}: {err}", e.name))
+    })?;
+    if e.request.is_none() && e.selector.is_none() {
+        return Err(field_error(&field, format!("exception {:?} names neither a request nor a selector", e.name)));
+    }
+    if let Some(r) = &e.request
+        && r.split('/').filter(|s| !s.is_empty()).count() != 2
+    {
+        return Err(field_error(&field, format!("exception {:?}: request must be namespace/name, got {r:?}", e.name)));
+    }
+    if e.rules.is_empty() {
+        return Err(field_error(&field, format!("exception {:?} waives no rules (use \"*\" for all)", e.name)));
+    }
+    Ok(CompiledException {
+        name: e.name.clone(),
+        request: e.request.clone(),
+        selector: e.selector.clone(),
+        rules: e.rules.clone(),
+        reason: e.reason.clone(),
+        expires,
+    })
+}
+
+fn new_engine() -> Engine {
+    let mut engine = Engine::new();
+    // Rego v1 is regorus's default; say so for the reader.
+    engine.set_rego_v0(false);
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: EVAL_TIME_LIMIT,
+        check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+    });
+    engine
+}
+
+/// Loads data and modules into a policy engine, and the same plus the test
+/// modules into a test engine. `None` when anything failed to load.
+fn load(spec: &PolicyBundleSpec, errors: &mut Vec<BundleError>) -> Option<(Engine, Engine)> {
+    let mut engine = new_engine();
+    if let Some(data) = &spec.data {
+        if !data.is_object() {
+            errors.push(field_error("spec.data", "data must be a JSON object (it is loaded at the data root)".into()));
+        } else {
+            match <Value as serde::Deserialize>::deserialize(data) {
+                Ok(value) => {
+                    if let Err(e) = engine.add_data(value) {
+                        errors.push(field_error("spec.data", format!("failed to load data: {e}")));
+                    }
+                }
+                Err(e) => errors.push(field_error("spec.data", format!("failed to load data: {e}"))),
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut add = |engine: &mut Engine, module: &RegoModule, errors: &mut Vec<BundleError>| {
+        if !seen.insert(module.name.clone()) {
+            errors.push(BundleError { module: module.name.clone(), line: None, message: "duplicate module name".into() });
+        } else if let Err(e) = engine.add_policy(module.name.clone(), module.source.clone()) {
+            errors.push(parse_regorus_error(&module.name, &e.to_string()));
+        }
+    };
+    for module in &spec.modules {
+        add(&mut engine, module, errors);
+    }
+    let mut test_engine = engine.clone();
+    for module in &spec.tests {
+        add(&mut test_engine, module, errors);
+    }
+    errors.is_empty().then_some((engine, test_engine))
+}
+
+fn run_test_rules(test_engine: &mut Engine, spec: &PolicyBundleSpec) -> Vec<TestResult> {
+    let test_modules: BTreeSet<&str> = spec.tests.iter().map(|m| m.name.as_str()).collect();
+    let mut names = BTreeSet::new();
+    let tests: Vec<(String, String)> = rule_heads(test_engine)
+        .into_iter()
+        .filter(|r| !r.is_func && r.name.starts_with("test_") && test_modules.contains(r.module.as_str()))
+        .map(|r| (format!("{}.{}", r.package, r.name), r.module))
+        .filter(|(path, _)| names.insert(path.clone()))
+        .collect();
+    test_engine.set_input(Value::new_object());
+    test_engine.set_gather_prints(true);
+    tests
+        .into_iter()
+        .map(|(path, module)| {
+            let result = test_engine.eval_rule(path.clone());
+            let prints = test_engine.take_prints().unwrap_or_default();
+            let (pass, mut message) = match result {
+                Ok(Value::Bool(true)) => (true, String::new()),
+                Ok(Value::Undefined) => (false, "test failed (a condition did not hold)".to_string()),
+                Ok(other) => (false, format!("test must be true, got {other}")),
+                Err(e) => {
+                    let err = parse_regorus_error(&module, &e.to_string());
+                    let at = err.line.map(|l| format!("{}:{l}: ", err.module)).unwrap_or_default();
+                    (false, format!("test errored: {at}{}", err.message))
+                }
+            };
+            if !pass && !prints.is_empty() {
+                message = format!("{message}; printed: {}", prints.join(" | "));
+            }
+            TestResult { name: path, pass, message }
+        })
+        .collect()
+}
+
+/// One rule head found in a loaded module.
+#[derive(Debug)]
+struct RuleHeadInfo {
+    module: String,
+    /// `data.<package>`.
+    package: String,
+    /// Name relative to the package, e.g. `deny` or `test_x`.
+    name: String,
+    is_func: bool,
+    line: u32,
+    /// Where the rule starts, after a function's own name, in bytes.
+    start: u32,
+    end: u32,
+}
+
+fn rule_heads(engine: &mut Engine) -> Vec<RuleHeadInfo> {
+    let mut out = Vec::new();
+    for module in engine.get_modules() {
+        let module_name = module.package.span.source.get_path().clone();
+        let package = format!("data.{}", module.package.refr.span().text());
+        for rule in &module.policy {
+            let span = rule.span();
+            let (refr, is_func, body_start) = match rule.as_ref() {
+                Rule::Spec { head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. }, .. } => {
+                    (refr, false, span.start)
+                }
+                Rule::Spec { head: RuleHead::Func { refr, .. }, .. } => (refr, true, refr.span().end),
+                Rule::Default { refr, args, .. } => (refr, !args.is_empty(), span.start),
+            };
+            let text = refr.span().text();
+            let name = text.split('[').next().unwrap_or(text).trim().to_string();
+            out.push(RuleHeadInfo {
+                module: module_name.clone(),
+                package: package.clone(),
+                name,
+                is_func,
+                line: span.line,
+                start: body_start,
+                end: span.end,
+            });
+        }
+    }
+    out
+}
+
+/// Finds a cycle of function calls. regorus detects recursive rules when
+/// evaluating them but recurses into recursive functions until the stack
+/// overflows, which would abort the operator; OPA refuses both at compile
+/// time. Calls are matched by the function's last name segment, which may
+/// over-approximate across packages (never under-approximate).
+fn recursive_function(engine: &mut Engine) -> Option<BundleError> {
+    let heads = rule_heads(engine);
+    let funcs: Vec<&RuleHeadInfo> = heads.iter().filter(|r| r.is_func).collect();
+    let short = |name: &str| name.rsplit('.').next().unwrap_or(name).to_string();
+    let names: BTreeSet<String> = funcs.iter().map(|f| short(&f.name)).collect();
+    let mut calls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for module in engine.get_modules() {
+        let source = module.package.span.source.clone();
+        let path = source.get_path().clone();
+        let mut lexer = Lexer::new(&source);
+        let mut prev_ident: Option<(String, u32)> = None;
+        while let Ok(token) = lexer.next_token() {
+            let text = token.1.text();
+            match token.0 {
+                TokenKind::Eof => break,
+                TokenKind::Ident => prev_ident = Some((text.to_string(), token.1.start)),
+                TokenKind::Symbol if text == "(" => {
+                    if let Some((callee, at)) = prev_ident.take()
+                        && names.contains(&callee)
+                        && let Some(caller) = funcs.iter().find(|f| f.module == path && f.start <= at && at < f.end)
+                    {
+                        calls.entry(short(&caller.name)).or_default().insert(callee);
+                    }
+                }
+                TokenKind::Symbol if text == "." => {}
+                _ => prev_ident = None,
+            }
+        }
+    }
+    for start in &names {
+        if let Some(cycle) = find_cycle(start, &calls) {
+            let at = funcs.iter().find(|f| short(&f.name) == *start);
+            return Some(BundleError {
+                module: at.map(|f| f.module.clone()).unwrap_or_default(),
+                line: at.map(|f| f.line),
+                message: format!("recursive function calls are not allowed: {}", cycle.join(" -> ")),
+            });
+        }
+    }
+    None
+}
+
+fn find_cycle(start: &str, calls: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    // Depth-first search for a path from `start` back to itself.
+    let mut stack = vec![(start.to_string(), vec![start.to_string()])];
+    let mut visited = BTreeSet::new();
+    while let Some((node, path)) = stack.pop() {
+        for next in calls.get(&node).into_iter().flatten() {
+            if next == start {
+                let mut cycle = path.clone();
+                cycle.push(next.clone());
+                return Some(cycle);
+            }
+            if visited.insert(next.clone()) {
+                let mut p = path.clone();
+                p.push(next.clone());
+                stack.push((next.clone(), p));
+            }
+        }
+    }
+    None
+}
+
+/// Turns regorus's error text (`--> file:line:col` … `error: message`)
+/// into a [`BundleError`]; `module` is used when the text names none.
+pub(super) fn parse_regorus_error(module: &str, text: &str) -> BundleError {
+    let mut found_module = module.to_string();
+    let mut line = None;
+    if let Some(loc) = text.lines().find_map(|l| l.trim_start().strip_prefix("--> ")) {
+        let mut parts = loc.rsplitn(3, ':');
+        let (_col, l, file) = (parts.next(), parts.next(), parts.next());
+        if let (Some(l), Some(file)) = (l, file)
+            && let Ok(n) = l.parse::<u32>()
+        {
+            line = Some(n);
+            found_module = file.to_string();
+        }
+    }
+    let message = match text.find("error: ") {
+        Some(i) => {
+            let rest = &text[i + "error: ".len()..];
+            let mut lines = rest.lines();
+            let first = lines.next().unwrap_or_default().trim().to_string();
+            let chain: Vec<&str> = lines.filter_map(|l| l.trim_start().strip_prefix("--> ")).collect();
+            if chain.is_empty() { first } else { format!("{first} {}", chain.join(" -> ")) }
+        }
+        None => text.trim().to_string(),
+    };
+    BundleError { module: found_module, line, message }
+}

@@ -1,0 +1,91 @@
+//! The input document every rule sees, built once per request.
+
+use std::collections::BTreeMap;
+
+use regorus::Value;
+use serde::Deserialize;
+
+use super::PolicyError;
+
+/// What policy sees as `input`. `rendered`, `git` and `cluster` are only
+/// known after render / sync and only matter to `checks`; when absent they
+/// are left out of the document (rules see them as undefined).
+#[derive(Clone, Debug, Default)]
+pub struct PolicyInput {
+    /// `input.request`: the whole ServiceRequest object.
+    pub request: serde_json::Value,
+    /// `input.parameters`: `spec.parameters` with the route's defaults applied.
+    pub parameters: serde_json::Value,
+    /// `input.route`: the PaveRoute object the request is on.
+    pub route: serde_json::Value,
+    /// `input.estimate`: `{"monthly": number, "currency": "USD", "items": [...]}`.
+    pub estimate: serde_json::Value,
+    /// `input.rendered`: rendered file path → content.
+    pub rendered: Option<BTreeMap<String, String>>,
+    /// `input.git`: facts read from the output repository.
+    pub git: Option<serde_json::Value>,
+    /// `input.cluster`: Argo CD sync and health of the request's Application.
+    pub cluster: Option<serde_json::Value>,
+}
+
+/// An input converted into regorus's value type, ready to evaluate any
+/// number of bundles against. Cloning it is cheap (reference counted).
+#[derive(Clone, Debug)]
+pub struct PreparedInput(pub(super) Value);
+
+impl PreparedInput {
+    /// The document as regorus sees it.
+    pub fn value(&self) -> &Value {
+        &self.0
+    }
+}
+
+fn convert(field: &str, json: &serde_json::Value) -> Result<Value, PolicyError> {
+    // Deserializing from `&serde_json::Value` walks the tree directly, with
+    // no JSON text in between and no copy of the source tree.
+    Value::deserialize(json).map_err(|e| PolicyError::Input(format!("failed to convert input.{field}: {e}")))
+}
+
+impl PolicyInput {
+    /// Converts the input once; evaluate as many bundles as needed against the result.
+    pub fn prepare(&self) -> Result<PreparedInput, PolicyError> {
+        let mut doc = BTreeMap::new();
+        doc.insert(Value::from("request"), convert("request", &self.request)?);
+        doc.insert(Value::from("parameters"), convert("parameters", &self.parameters)?);
+        doc.insert(Value::from("route"), convert("route", &self.route)?);
+        doc.insert(Value::from("estimate"), convert("estimate", &self.estimate)?);
+        if let Some(rendered) = &self.rendered {
+            let files: BTreeMap<Value, Value> =
+                rendered.iter().map(|(path, content)| (Value::from(path.as_str()), Value::from(content.as_str()))).collect();
+            doc.insert(Value::from("rendered"), Value::from(files));
+        }
+        if let Some(git) = &self.git {
+            doc.insert(Value::from("git"), convert("git", git)?);
+        }
+        if let Some(cluster) = &self.cluster {
+            doc.insert(Value::from("cluster"), convert("cluster", cluster)?);
+        }
+        Ok(PreparedInput(Value::from(doc)))
+    }
+
+    /// The same document as JSON (what `opa eval --input` would be given).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut doc = serde_json::Map::new();
+        doc.insert("request".into(), self.request.clone());
+        doc.insert("parameters".into(), self.parameters.clone());
+        doc.insert("route".into(), self.route.clone());
+        doc.insert("estimate".into(), self.estimate.clone());
+        if let Some(rendered) = &self.rendered {
+            let files = rendered.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            doc.insert("rendered".into(), serde_json::Value::Object(files));
+        }
+        if let Some(git) = &self.git {
+            doc.insert("git".into(), git.clone());
+        }
+        if let Some(cluster) = &self.cluster {
+            doc.insert("cluster".into(), cluster.clone());
+        }
+        serde_json::Value::Object(doc)
+    }
+}
+

@@ -1,0 +1,260 @@
+//! Evaluating bundles against a prepared input and folding their rule
+//! output into one deterministic [`PolicyOutcome`].
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use paver_crds::{CheckResult, Finding, PolicyMode};
+use regorus::Value;
+use serde_json::Value as Json;
+
+use super::{CompiledBundle, PolicyError, PreparedInput, compile::parse_regorus_error};
+
+/// Rule id given to rule output of the wrong shape.
+pub const INVALID_OUTPUT_RULE: &str = "invalid-output";
+/// Rule id of a `needs_approval` reason reported as a finding (warn and
+/// dryrun bundles report approvals instead of requiring them).
+pub const NEEDS_APPROVAL_RULE: &str = "needs-approval";
+
+/// The rules Paver reads from every package of a bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuleKind {
+    Deny,
+    Warn,
+    NeedsApproval,
+    Checks,
+}
+
+impl RuleKind {
+    /// What admission reads: everything but `checks`.
+    pub const ADMISSION: [RuleKind; 3] = [RuleKind::Deny, RuleKind::Warn, RuleKind::NeedsApproval];
+    /// Every rule kind.
+    pub const ALL: [RuleKind; 4] = [RuleKind::Deny, RuleKind::Warn, RuleKind::NeedsApproval, RuleKind::Checks];
+
+    /// The rule's name in Rego.
+    pub fn rule_name(self) -> &'static str {
+        match self {
+            RuleKind::Deny => "deny",
+            RuleKind::Warn => "warn",
+            RuleKind::NeedsApproval => "needs_approval",
+            RuleKind::Checks => "checks",
+        }
+    }
+
+    pub(super) fn from_rule_name(name: &str) -> Option<RuleKind> {
+        RuleKind::ALL.into_iter().find(|k| k.rule_name() == name)
+    }
+}
+
+/// Everything policy said about one request, sorted and deduplicated.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyOutcome {
+    /// `deny` results of enforcing bundles: they block the request.
+    pub violations: Vec<Finding>,
+    /// `warn` results, and `deny` results of bundles in warn mode or before `enforceAfter`.
+    pub warnings: Vec<Finding>,
+    /// Results of dryrun bundles: reported, never blocking.
+    pub dryrun: Vec<Finding>,
+    /// Findings an unexpired exception covers.
+    pub waived: Vec<Finding>,
+    /// `needs_approval` reasons of enforcing bundles, as `<bundle>: <reason>`.
+    pub approval_reasons: Vec<String>,
+    /// `checks` results, for the scorecard.
+    pub checks: Vec<CheckResult>,
+    /// `name@version` of every bundle evaluated.
+    pub bundle_versions: Vec<String>,
+}
+
+impl PolicyOutcome {
+    /// Whether nothing blocks the request.
+    pub fn allowed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Where a bundle's deny/warn/approval output goes, from its mode at `now`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    Enforce,
+    Warn,
+    Dryrun,
+}
+
+/// Evaluates `rules` of every bundle against `input`. `request_ref`
+/// (`namespace/name`) and `labels` select exceptions; `now` decides
+/// `enforceAfter` and exception expiry. A rule that fails to evaluate
+/// (runtime error, time limit) fails the whole evaluation: the caller must
+/// not treat the request as compliant.
+pub fn evaluate(
+    bundles: &[Arc<CompiledBundle>],
+    input: &PreparedInput,
+    rules: &[RuleKind],
+    request_ref: &str,
+    labels: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<PolicyOutcome, PolicyError> {
+    let mut out = PolicyOutcome::default();
+    for bundle in bundles {
+        let routing = match bundle.mode {
+            PolicyMode::Dryrun => Routing::Dryrun,
+            _ if bundle.enforcing(now) => Routing::Enforce,
+            _ => Routing::Warn,
+        };
+        let mut engine = bundle.engine.clone();
+        engine.set_input(input.0.clone());
+        for (package, kind) in bundle.rules.iter().filter(|(_, k)| rules.contains(k)) {
+            let path = format!("{package}.{}", kind.rule_name());
+            let value = engine.eval_rule(path.clone()).map_err(|e| {
+                let err = parse_regorus_error("", &e.to_string());
+                let at = err.line.map(|l| format!(" at {}:{l}", err.module)).unwrap_or_default();
+                PolicyError::Evaluate { bundle: bundle.name.clone(), rule: path.clone(), message: format!("{}{at}", err.message) }
+            })?;
+            let default_id = package.rsplit('.').next().unwrap_or(package);
+            for item in elements(&value) {
+                let item = serde_json::to_value(item).unwrap_or(Json::Null);
+                let finding = |item: &Json| to_finding(&bundle.name, default_id, &path, item);
+                match (kind, routing) {
+                    (RuleKind::Checks, _) => out.checks.push(to_check(&bundle.name, &path, &item)),
+                    (RuleKind::Deny, Routing::Enforce) => out.violations.push(finding(&item)),
+                    (RuleKind::Deny | RuleKind::Warn, Routing::Enforce | Routing::Warn) => out.warnings.push(finding(&item)),
+                    (RuleKind::Deny | RuleKind::Warn, Routing::Dryrun) => out.dryrun.push(finding(&item)),
+                    (RuleKind::NeedsApproval, Routing::Enforce) => {
+                        out.approval_reasons.push(format!("{}: {}", bundle.name, to_reason(&path, &item)))
+                    }
+                    (RuleKind::NeedsApproval, Routing::Warn) => out.warnings.push(approval_finding(bundle, &path, &item)),
+                    (RuleKind::NeedsApproval, Routing::Dryrun) => out.dryrun.push(approval_finding(bundle, &path, &item)),
+                }
+            }
+        }
+        waive(bundle, &mut out, request_ref, labels, now);
+        out.bundle_versions.push(bundle.name_version());
+    }
+    normalize(&mut out);
+    Ok(out)
+}
+
+/// The members of a set (or array) result; an undefined rule has none; any
+/// other value is one (malformed) member.
+fn elements(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Undefined => Vec::new(),
+        Value::Set(set) => set.iter().collect(),
+        Value::Array(array) => array.iter().collect(),
+        other => vec![other],
+    }
+}
+
+fn opt_string(item: &Json, key: &str) -> Result<Option<String>, ()> {
+    match item.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(()),
+    }
+}
+
+fn to_finding(bundle: &str, default_id: &str, path: &str, item: &Json) -> Finding {
+    let parsed = match item {
+        Json::String(msg) => Ok((default_id.to_string(), msg.clone(), None, None)),
+        Json::Object(_) => match (opt_string(item, "id"), opt_string(item, "msg"), opt_string(item, "severity"), opt_string(item, "path")) {
+            (Ok(id), Ok(Some(msg)), Ok(severity), Ok(field)) => {
+                Ok((id.filter(|i| !i.is_empty()).unwrap_or_else(|| default_id.to_string()), msg, severity, field))
+            }
+            _ => Err(()),
+        },
+        _ => Err(()),
+    };
+    match parsed {
+        Ok((rule, message, severity, path)) => Finding { bundle: bundle.to_string(), rule, message, severity, path },
+        Err(()) => Finding {
+            bundle: bundle.to_string(),
+            rule: INVALID_OUTPUT_RULE.to_string(),
+            message: format!(
+                "{path} produced {item}, expected a string or an object with a string \"msg\" \
+                 (and optional string \"id\", \"severity\", \"path\")"
+            ),
+            severity: None,
+            path: None,
+        },
+    }
+}
+
+fn to_reason(path: &str, item: &Json) -> String {
+    match item {
+        Json::String(s) => s.clone(),
+        Json::Object(o) => match o.get("msg") {
+            Some(Json::String(s)) => s.clone(),
+            _ => format!("{path} produced {item}, expected a string"),
+        },
+        _ => format!("{path} produced {item}, expected a string"),
+    }
+}
+
+fn approval_finding(bundle: &CompiledBundle, path: &str, item: &Json) -> Finding {
+    Finding {
+        bundle: bundle.name.clone(),
+        rule: NEEDS_APPROVAL_RULE.to_string(),
+        message: format!("would need approval: {}", to_reason(path, item)),
+        severity: None,
+        path: None,
+    }
+}
+
+fn to_check(bundle: &str, path: &str, item: &Json) -> CheckResult {
+    let field = |k: &str| item.get(k).and_then(Json::as_str).map(str::to_string);
+    let source = format!("bundle/{bundle}");
+    match (field("id"), field("category"), field("level"), item.get("pass").and_then(Json::as_bool), field("msg")) {
+        (Some(id), Some(category), Some(level), Some(pass), Some(message))
+            if matches!(level.as_str(), "bronze" | "silver" | "gold") =>
+        {
+            CheckResult { id, category, level, pass, message, source }
+        }
+        _ => CheckResult {
+            id: INVALID_OUTPUT_RULE.to_string(),
+            category: "policy".to_string(),
+            level: "bronze".to_string(),
+            pass: false,
+            message: format!(
+                "{path} produced {item}, expected {{\"id\", \"category\", \"level\" (bronze|silver|gold), \"pass\" (bool), \"msg\"}}"
+            ),
+            source,
+        },
+    }
+}
+
+/// Moves this bundle's findings that an unexpired exception covers to `waived`.
+fn waive(
+    bundle: &CompiledBundle,
+    out: &mut PolicyOutcome,
+    request_ref: &str,
+    labels: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) {
+    if bundle.exceptions.is_empty() {
+        return;
+    }
+    let covered = |f: &Finding| {
+        f.bundle == bundle.name && bundle.exceptions.iter().any(|e| e.applies(&f.rule, request_ref, labels, now))
+    };
+    for list in [&mut out.violations, &mut out.warnings, &mut out.dryrun] {
+        let (waived, kept): (Vec<Finding>, Vec<Finding>) = std::mem::take(list).into_iter().partition(covered);
+        *list = kept;
+        out.waived.extend(waived);
+    }
+}
+
+fn normalize(out: &mut PolicyOutcome) {
+    for list in [&mut out.violations, &mut out.warnings, &mut out.dryrun, &mut out.waived] {
+        list.sort();
+        list.dedup();
+    }
+    out.approval_reasons.sort();
+    out.approval_reasons.dedup();
+    out.checks.sort_by(|a, b| {
+        (&a.source, &a.id, &a.level, &a.category, a.pass, &a.message)
+            .cmp(&(&b.source, &b.id, &b.level, &b.category, b.pass, &b.message))
+    });
+    out.checks.dedup();
+    out.bundle_versions.sort();
+    out.bundle_versions.dedup();
+}

@@ -1,0 +1,413 @@
+use std::{collections::BTreeMap, sync::Arc};
+
+use chrono::{DateTime, Duration, Utc};
+use paver_crds::{BundleMatch, LabelSelector, PolicyBundleSpec, PolicyException, PolicyMode, RegoModule};
+use serde_json::json;
+
+use super::*;
+
+fn module(name: &str, source: &str) -> RegoModule {
+    RegoModule { name: name.into(), source: source.into() }
+}
+
+const POLICY: &str = r#"package paver.demo
+
+deny contains {"id": "no-public", "msg": "public is not allowed", "path": "parameters.public"} if input.parameters.public
+deny contains "plain string" if input.parameters.plain
+warn contains {"id": "small", "msg": "replicas are few"} if input.parameters.replicas < 2
+needs_approval contains "big spender" if input.estimate.monthly > data.budget
+checks contains {"id": "c1", "category": "security", "level": "bronze", "pass": true, "msg": "ok"}
+"#;
+
+const TESTS: &str = r#"package paver.demo_test
+
+import data.paver.demo
+
+test_public_denied if {
+    count(demo.deny) == 1 with input as {"parameters": {"public": true}}
+}
+
+test_quiet if {
+    count(demo.deny) == 0 with input as {"parameters": {}}
+}
+"#;
+
+fn spec(modules: Vec<RegoModule>, tests: Vec<RegoModule>) -> PolicyBundleSpec {
+    PolicyBundleSpec {
+        version: "1.0.0".into(),
+        modules,
+        tests,
+        data: Some(json!({"budget": 100})),
+        ..Default::default()
+    }
+}
+
+fn demo() -> PolicyBundleSpec {
+    spec(vec![module("demo.rego", POLICY)], vec![module("demo_test.rego", TESTS)])
+}
+
+fn compiled(spec: &PolicyBundleSpec) -> Arc<CompiledBundle> {
+    let a = activate("demo", spec);
+    assert!(a.errors.is_empty(), "{:?}", a.errors);
+    Arc::new(a.compiled.expect("bundle activates"))
+}
+
+fn input(parameters: serde_json::Value, monthly: f64) -> PreparedInput {
+    PolicyInput {
+        request: json!({"metadata": {"name": "svc", "namespace": "team"}}),
+        parameters,
+        route: json!({}),
+        estimate: json!({"monthly": monthly, "currency": "USD"}),
+        ..Default::default()
+    }
+    .prepare()
+    .expect("input converts")
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").expect("valid time").with_timezone(&Utc)
+}
+
+fn eval(bundle: &Arc<CompiledBundle>, params: serde_json::Value, labels: &BTreeMap<String, String>) -> PolicyOutcome {
+    evaluate(std::slice::from_ref(bundle), &input(params, 50.0), &RuleKind::ALL, "team/svc", labels, now())
+        .expect("evaluates")
+}
+
+#[test]
+fn compiled_bundle_is_shareable() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CompiledBundle>();
+}
+
+#[test]
+fn activates_and_reports_tests() {
+    let a = activate("demo", &demo());
+    assert!(a.errors.is_empty());
+    assert_eq!(a.tests.len(), 2);
+    assert!(a.tests.iter().all(|t| t.pass), "{:?}", a.tests);
+    assert_eq!(a.tests[0].name, "data.paver.demo_test.test_public_denied");
+    let c = a.compiled.expect("activated");
+    assert_eq!(c.packages, vec!["data.paver.demo".to_string()]);
+    assert_eq!(c.name_version(), "demo@1.0.0");
+}
+
+#[test]
+fn compile_error_names_module_and_line() {
+    let s = spec(vec![module("ok.rego", POLICY), module("bad.rego", "package bad\n\ndeny contains x if {\n  x := \n}\n")], vec![]);
+    let a = activate("demo", &s);
+    assert!(a.compiled.is_none());
+    assert_eq!(a.errors.len(), 1);
+    assert_eq!(a.errors[0].module, "bad.rego");
+    assert_eq!(a.errors[0].line, Some(4));
+    assert!(!a.errors[0].message.contains("-->"), "{}", a.errors[0].message);
+}
+
+#[test]
+fn rego_v0_syntax_is_refused() {
+    let a = activate("demo", &spec(vec![module("v0.rego", "package v0\n\ndeny[msg] { msg := \"x\" }\n")], vec![]));
+    assert!(a.compiled.is_none());
+    assert!(a.errors[0].message.contains("`if` keyword"), "{:?}", a.errors);
+}
+
+#[test]
+fn unsafe_variable_is_caught_at_activation() {
+    let src = "package u\n\nallow if input.x == 1\n\ndeny contains x if {\n  input.a == 1\n  y == 1\n  x := \"a\"\n}\n";
+    let a = activate("demo", &spec(vec![module("u.rego", src)], vec![]));
+    assert!(a.compiled.is_none());
+    assert_eq!(a.errors[0].module, "u.rego");
+    assert_eq!(a.errors[0].line, Some(7));
+    assert!(a.errors[0].message.contains("unsafe"), "{:?}", a.errors);
+}
+
+#[test]
+fn rule_conflict_is_caught_at_activation() {
+    let a = activate("demo", &spec(vec![module("c.rego", "package c\n\nx := 1\nx := 2\n")], vec![]));
+    assert!(a.compiled.is_none());
+    assert!(a.errors[0].message.contains("conflict"), "{:?}", a.errors);
+}
+
+#[test]
+fn recursive_functions_are_refused_not_run() {
+    // regorus would overflow the stack on this; OPA refuses it at compile time.
+    let src = "package r\n\nf(x) := g(x)\ng(x) := f(x + 1)\n\ndeny contains y if y := f(1)\n";
+    let a = activate("demo", &spec(vec![module("r.rego", src)], vec![]));
+    assert!(a.compiled.is_none());
+    assert_eq!(a.errors[0].module, "r.rego");
+    assert!(a.errors[0].message.contains("recursive function calls"), "{:?}", a.errors);
+    // A recursive rule is reported by regorus itself.
+    let a = activate("demo", &spec(vec![module("r.rego", "package r\n\na if b\nb if a\n")], vec![]));
+    assert!(a.errors[0].message.contains("recursion"), "{:?}", a.errors);
+}
+
+#[test]
+fn huge_comprehension_hits_the_time_limit() {
+    let src = "package h\n\ndeny contains n if {\n  some i in numbers.range(1, 3000)\n  some j in numbers.range(1, 3000)\n  n := i * j\n  n < 0\n}\n";
+    let start = std::time::Instant::now();
+    let a = activate("demo", &spec(vec![module("h.rego", src)], vec![]));
+    assert!(a.compiled.is_none());
+    assert!(a.errors[0].message.contains("time limit"), "{:?}", a.errors);
+    assert!(start.elapsed() < EVAL_TIME_LIMIT * 3);
+}
+
+#[test]
+fn failing_test_refuses_activation_and_keeps_last_good() {
+    let mut set = BundleSet::new();
+    let report = set.update("demo", &demo());
+    assert!(report.activated && report.tests_passed && report.compiled);
+    assert_eq!(report.active_version.as_deref(), Some("1.0.0"));
+
+    let mut broken = demo();
+    broken.version = "2.0.0".into();
+    broken.tests.push(module("fail_test.rego", "package paver.fail_test\n\ntest_fails if {\n  print(\"seen\")\n  1 == 2\n}\n"));
+    let report = set.update("demo", &broken);
+    assert!(report.compiled && !report.tests_passed && !report.activated);
+    assert_eq!(report.active_version.as_deref(), Some("1.0.0"));
+    let failed = report.tests.iter().find(|t| !t.pass).expect("a failed test");
+    assert_eq!(failed.name, "data.paver.fail_test.test_fails");
+    assert!(failed.message.contains("seen"), "{}", failed.message);
+    assert_eq!(set.get("demo").expect("still good").version, "1.0.0");
+    assert_eq!(set.failure("demo").expect("failure kept").version, "2.0.0");
+
+    let mut uncompilable = demo();
+    uncompilable.modules[0].source.push_str("\ndeny contains if {\n");
+    let report = set.update("demo", &uncompilable);
+    assert!(!report.compiled && !report.activated);
+    assert_eq!(set.get("demo").expect("still good").version, "1.0.0");
+
+    let mut fixed = demo();
+    fixed.version = "2.0.1".into();
+    assert!(set.update("demo", &fixed).activated);
+    assert!(set.failure("demo").is_none());
+    set.remove("demo");
+    assert!(set.get("demo").is_none());
+}
+
+#[test]
+fn run_tests_reports_like_opa_test() {
+    let (errors, tests) = run_tests(&demo());
+    assert!(errors.is_empty());
+    assert_eq!(tests.iter().filter(|t| t.pass).count(), 2);
+}
+
+#[test]
+fn evaluates_findings_approvals_and_checks() {
+    let b = compiled(&demo());
+    let out = evaluate(
+        &[b],
+        &input(json!({"public": true, "plain": true, "replicas": 1}), 150.0),
+        &RuleKind::ALL,
+        "team/svc",
+        &BTreeMap::new(),
+        now(),
+    )
+    .expect("evaluates");
+    let rules: Vec<&str> = out.violations.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(rules, vec!["demo", "no-public"], "string findings take the package's last segment");
+    assert_eq!(out.violations[1].path.as_deref(), Some("parameters.public"));
+    assert_eq!(out.warnings.len(), 1);
+    assert_eq!(out.approval_reasons, vec!["demo: big spender".to_string()]);
+    assert_eq!(out.checks.len(), 1);
+    assert_eq!(out.checks[0].source, "bundle/demo");
+    assert_eq!(out.bundle_versions, vec!["demo@1.0.0".to_string()]);
+    assert!(!out.allowed());
+}
+
+#[test]
+fn rule_selection_limits_what_is_read() {
+    let b = compiled(&demo());
+    let out = evaluate(&[b], &input(json!({"public": true}), 150.0), &[RuleKind::Checks], "team/svc", &BTreeMap::new(), now())
+        .expect("evaluates");
+    assert!(out.violations.is_empty() && out.approval_reasons.is_empty());
+    assert_eq!(out.checks.len(), 1);
+}
+
+#[test]
+fn modes_and_enforce_after() {
+    let params = json!({"public": true});
+    let mut s = demo();
+    s.mode = PolicyMode::Warn;
+    let out = eval(&compiled(&s), params.clone(), &BTreeMap::new());
+    assert!(out.violations.is_empty());
+    assert_eq!(out.warnings.len(), 1);
+
+    s.mode = PolicyMode::Dryrun;
+    let out = eval(&compiled(&s), params.clone(), &BTreeMap::new());
+    assert!(out.violations.is_empty() && out.warnings.is_empty());
+    assert_eq!(out.dryrun.len(), 1);
+
+    s.mode = PolicyMode::Enforce;
+    s.enforce_after = Some((now() + Duration::days(1)).to_rfc3339());
+    let b = compiled(&s);
+    let out = eval(&b, params.clone(), &BTreeMap::new());
+    assert!(out.violations.is_empty());
+    assert_eq!(out.warnings.len(), 1, "before enforceAfter deny only warns");
+    let later = evaluate(&[b], &input(params, 10.0), &RuleKind::ALL, "team/svc", &BTreeMap::new(), now() + Duration::days(2))
+        .expect("evaluates");
+    assert_eq!(later.violations.len(), 1, "after enforceAfter deny blocks");
+
+    s.enforce_after = Some("next tuesday".into());
+    let a = activate("demo", &s);
+    assert!(a.compiled.is_none());
+    assert_eq!(a.errors[0].module, "spec.enforceAfter");
+}
+
+#[test]
+fn warn_mode_reports_approvals_instead_of_requiring_them() {
+    let mut s = demo();
+    s.mode = PolicyMode::Warn;
+    let b = compiled(&s);
+    let out = evaluate(&[b], &input(json!({}), 1000.0), &RuleKind::ALL, "team/svc", &BTreeMap::new(), now()).expect("ok");
+    assert!(out.approval_reasons.is_empty());
+    assert_eq!(out.warnings[0].rule, NEEDS_APPROVAL_RULE);
+}
+
+fn exception(request: Option<&str>, selector: Option<LabelSelector>, rules: &[&str], expires: DateTime<Utc>) -> PolicyException {
+    PolicyException {
+        name: "waiver".into(),
+        request: request.map(str::to_string),
+        selector,
+        rules: rules.iter().map(|r| r.to_string()).collect(),
+        reason: "migration".into(),
+        expires: expires.to_rfc3339(),
+    }
+}
+
+#[test]
+fn exceptions_waive_until_they_expire() {
+    let params = json!({"public": true, "plain": true});
+    let mut s = demo();
+    s.exceptions = vec![exception(Some("team/svc"), None, &["no-public"], now() + Duration::hours(1))];
+    let out = eval(&compiled(&s), params.clone(), &BTreeMap::new());
+    assert_eq!(out.waived.len(), 1);
+    assert_eq!(out.waived[0].rule, "no-public");
+    assert_eq!(out.violations.len(), 1, "the other rule still applies");
+
+    s.exceptions = vec![exception(Some("other/svc"), None, &["*"], now() + Duration::hours(1))];
+    assert!(eval(&compiled(&s), params.clone(), &BTreeMap::new()).waived.is_empty(), "names another request");
+
+    s.exceptions = vec![exception(Some("team/svc"), None, &["*"], now() - Duration::seconds(1))];
+    let out = eval(&compiled(&s), params.clone(), &BTreeMap::new());
+    assert!(out.waived.is_empty(), "expired");
+    assert_eq!(out.violations.len(), 2);
+
+    let selector = LabelSelector { match_labels: [("tier".to_string(), "legacy".to_string())].into(), ..Default::default() };
+    s.exceptions = vec![exception(None, Some(selector), &["*"], now() + Duration::hours(1))];
+    let b = compiled(&s);
+    let labels: BTreeMap<String, String> = [("tier".to_string(), "legacy".to_string())].into();
+    assert_eq!(eval(&b, params.clone(), &labels).waived.len(), 2);
+    assert!(eval(&b, params, &BTreeMap::new()).waived.is_empty());
+
+    s.exceptions = vec![exception(None, None, &["*"], now())];
+    assert!(activate("demo", &s).compiled.is_none(), "an exception must name a request or selector");
+    s.exceptions = vec![PolicyException { expires: "soon".into(), ..exception(Some("a/b"), None, &["*"], now()) }];
+    assert_eq!(activate("demo", &s).errors[0].module, "spec.exceptions[0]");
+}
+
+#[test]
+fn match_semantics() {
+    let mut set = BundleSet::new();
+    let mut routed = demo();
+    routed.match_ = None;
+    set.update("routed", &routed);
+    let mut global = demo();
+    global.match_ = Some(BundleMatch::default());
+    set.update("global", &global);
+    let mut narrow = demo();
+    narrow.match_ = Some(BundleMatch {
+        routes: vec!["microservice".into()],
+        namespaces: vec!["payments".into()],
+        label_selector: Some(LabelSelector { match_labels: [("pci".to_string(), "true".to_string())].into(), ..Default::default() }),
+    });
+    set.update("narrow", &narrow);
+    let pci: BTreeMap<String, String> = [("pci".to_string(), "true".to_string())].into();
+    let names = |(found, _): &(Vec<Arc<CompiledBundle>>, Vec<String>)| found.iter().map(|b| b.name.clone()).collect::<Vec<_>>();
+
+    let r = set.applicable("microservice", &[], "payments", &pci);
+    assert_eq!(names(&r), vec!["global", "narrow"]);
+    let r = set.applicable("microservice", &[], "web", &pci);
+    assert_eq!(names(&r), vec!["global"], "namespace criterion fails");
+    let r = set.applicable("microservice", &[], "payments", &BTreeMap::new());
+    assert_eq!(names(&r), vec!["global"], "selector criterion fails");
+    let r = set.applicable("batch-job", &["routed".into(), "absent".into()], "payments", &pci);
+    assert_eq!(names(&r), vec!["global", "routed"]);
+    assert_eq!(r.1, vec!["absent".to_string()]);
+
+    // A matching bundle that never activated holds requests back.
+    let mut broken = demo();
+    broken.match_ = Some(BundleMatch::default());
+    broken.modules[0].source = "package x\n\ndeny contains".into();
+    set.update("broken", &broken);
+    assert_eq!(set.applicable("microservice", &[], "web", &pci).1, vec!["broken".to_string()]);
+}
+
+#[test]
+fn output_is_deterministic() {
+    let src = r#"package d
+
+deny contains {"id": "b", "msg": "second"} if true
+deny contains {"id": "a", "msg": "first"} if true
+deny contains {"id": "a", "msg": "first"} if input.parameters.x
+checks contains {"id": "z", "category": "c", "level": "gold", "pass": false, "msg": "m"}
+checks contains {"id": "y", "category": "c", "level": "bronze", "pass": true, "msg": "m"}
+"#;
+    let b = compiled(&spec(vec![module("d.rego", src)], vec![]));
+    let first = eval(&b, json!({"x": true}), &BTreeMap::new());
+    for _ in 0..5 {
+        assert_eq!(eval(&b, json!({"x": true}), &BTreeMap::new()), first);
+    }
+    let rules: Vec<&str> = first.violations.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(rules, vec!["a", "b"]);
+    assert_eq!(first.checks.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["y", "z"]);
+}
+
+#[test]
+fn malformed_output_fails_closed() {
+    let src = r#"package m
+
+deny contains 42 if true
+deny contains {"message": "no msg key"} if true
+warn := "not a set"
+needs_approval contains {"why": 1} if true
+checks contains {"id": "c", "pass": "yes"} if true
+"#;
+    let b = compiled(&spec(vec![module("m.rego", src)], vec![]));
+    let out = eval(&b, json!({}), &BTreeMap::new());
+    assert_eq!(out.violations.len(), 2);
+    assert!(out.violations.iter().all(|f| f.rule == INVALID_OUTPUT_RULE));
+    assert!(out.violations.iter().any(|f| f.message.contains("produced 42")), "{:?}", out.violations);
+    assert_eq!(out.warnings.len(), 1);
+    assert_eq!(out.approval_reasons.len(), 1, "a malformed approval still asks for one");
+    assert_eq!(out.checks.len(), 1);
+    assert!(!out.checks[0].pass);
+}
+
+#[test]
+fn runtime_errors_are_errors_not_panics() {
+    let src = "package e\n\ndeny contains x if { x := 1 / input.parameters.zero }\n";
+    let b = compiled(&spec(vec![module("e.rego", src)], vec![]));
+    let err = evaluate(&[b], &input(json!({"zero": 0}), 1.0), &RuleKind::ALL, "team/svc", &BTreeMap::new(), now())
+        .expect_err("division by zero");
+    let PolicyError::Evaluate { bundle, rule, message } = &err else { panic!("unexpected {err:?}") };
+    assert_eq!((bundle.as_str(), rule.as_str()), ("demo", "data.e.deny"));
+    assert!(message.contains("divide by zero") && message.contains("e.rego:3"), "{message}");
+    assert!(err.to_string().starts_with("failed to evaluate data.e.deny of bundle demo"));
+}
+
+#[test]
+fn data_must_be_an_object() {
+    let mut s = demo();
+    s.data = Some(json!([1, 2]));
+    let a = activate("demo", &s);
+    assert!(a.compiled.is_none());
+    assert_eq!(a.errors[0].module, "spec.data");
+}
+
+#[test]
+fn input_carries_check_facts_only_when_known() {
+    let mut i = PolicyInput { request: json!({"a": 1}), ..Default::default() };
+    assert!(i.to_json().get("rendered").is_none());
+    i.rendered = Some([("k.yaml".to_string(), "x".to_string())].into());
+    i.cluster = Some(json!({"sync": "Synced"}));
+    let v = i.prepare().expect("converts");
+    assert_eq!(serde_json::to_value(v.value()).expect("json"), i.to_json());
+}

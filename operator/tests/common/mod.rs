@@ -1,0 +1,97 @@
+//! Helpers shared by the policy integration tests: the shipped bundles, the
+//! example requests, and the input Paver builds for them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use paver::{
+    content,
+    core::policy::{BundleSet, CompiledBundle, PolicyInput},
+};
+use paver_crds::PolicyBundleSpec;
+use serde_json::{Value, json};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every shipped bundle folder, by name.
+pub fn bundle_dirs() -> Vec<(String, PathBuf)> {
+    let dir = repo_root().join("policy-bundles");
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .expect("policy-bundles/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.join("bundle.yaml").is_file())
+        .map(|p| (p.file_name().expect("name").to_string_lossy().into_owned(), p))
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn load_bundle(dir: &Path) -> (String, PolicyBundleSpec) {
+    let bundle = content::load_bundle_dir(dir).expect("bundle loads");
+    (bundle.metadata.name.clone().expect("bundle has a name"), bundle.spec)
+}
+
+/// The example ServiceRequests as JSON objects, by file stem.
+pub fn examples() -> Vec<(String, Value)> {
+    let dir = repo_root().join("examples");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).expect("readable example");
+            for doc in content::yaml_documents(&text, &path.display().to_string()).expect("valid YAML") {
+                out.push((path.file_stem().expect("stem").to_string_lossy().into_owned(), doc));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// A fixed monthly estimate per example (the estimator is tested elsewhere):
+/// the payment gateway is over the 5000 USD production budget.
+pub fn monthly_estimate(example: &str) -> f64 {
+    match example {
+        "payment-gateway" => 7400.0,
+        "storefront-web" => 2100.0,
+        "orders-api" => 640.0,
+        "invoice-reconciler" => 180.0,
+        _ => 95.5,
+    }
+}
+
+/// The input Paver builds for a request (without route defaults: the
+/// examples spell out what the policies read).
+pub fn input_for(request: &Value, monthly: f64) -> PolicyInput {
+    let route = request["spec"]["route"].as_str().unwrap_or_default();
+    PolicyInput {
+        request: request.clone(),
+        parameters: request["spec"]["parameters"].clone(),
+        route: json!({"apiVersion": "paver.dev/v1alpha1", "kind": "PaveRoute", "metadata": {"name": route}}),
+        estimate: json!({"monthly": monthly, "currency": "USD", "items": []}),
+        rendered: Some(
+            [
+                ("deployment.yaml".to_string(), "kind: Deployment\nlivenessProbe: {}\nreadinessProbe: {}\n".to_string()),
+                ("networkpolicy.yaml".to_string(), "kind: NetworkPolicy\n".to_string()),
+            ]
+            .into(),
+        ),
+        git: Some(json!({"last_commit_by_owner_days": 12})),
+        cluster: Some(json!({"sync": "Synced", "health": "Healthy"})),
+    }
+}
+
+/// All shipped bundles activated, or a panic naming what failed.
+pub fn activated() -> (BundleSet, Vec<std::sync::Arc<CompiledBundle>>) {
+    let mut set = BundleSet::new();
+    let mut all = Vec::new();
+    for (_, dir) in bundle_dirs() {
+        let (name, spec) = load_bundle(&dir);
+        let report = set.update(&name, &spec);
+        assert!(report.activated, "bundle {name} did not activate: {:?} {:?}", report.errors, report.tests);
+        all.push(set.get(&name).expect("activated"));
+    }
+    (set, all)
+}
