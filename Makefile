@@ -1,7 +1,7 @@
 # Paver — the commands the README names. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt crds
+.PHONY: help build test lint fmt crds pack
 .DEFAULT_GOAL := help
 
 help: ## Show this help
@@ -22,3 +22,6 @@ fmt: ## Format the code
 
 crds: ## Regenerate crds/*.yaml from the Rust types
 	$(CARGO) run -q -p paver -- crds --out-dir crds
+
+pack: ## Pack routes/ and policy-bundles/ into manifests/ (embedded in the binary)
+	$(CARGO) run -q -p paver -- pack

@@ -3,6 +3,8 @@
 
 mod offline;
 
+pub use offline::packed;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -52,7 +54,7 @@ pub enum Command {
     /// 2 unusable input.
     Validate {
         /// ServiceRequest YAML files (several documents per file allowed).
-        #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+        #[arg(short = 'f', long = "file", value_name = "FILE", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
         #[command(flatten)]
         sources: Sources,

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::MicroTime,
+    jiff::{SignedDuration, Timestamp},
 };
 use kube::{
     Api, Client,
@@ -27,7 +27,7 @@ pub struct LeaseConfig {
 }
 
 fn lease_spec(identity: &str, duration: Duration, transitions: i32, acquired: Option<MicroTime>) -> LeaseSpec {
-    let now = MicroTime(Utc::now().into());
+    let now = MicroTime(Timestamp::now());
     LeaseSpec {
         holder_identity: Some(identity.to_string()),
         lease_duration_seconds: Some(duration.as_secs() as i32),
@@ -40,8 +40,7 @@ fn lease_spec(identity: &str, duration: Duration, transitions: i32, acquired: Op
 
 fn expired(spec: &LeaseSpec) -> bool {
     let (Some(renew), Some(secs)) = (&spec.renew_time, spec.lease_duration_seconds) else { return true };
-    let renewed: chrono::DateTime<Utc> = renew.0.into();
-    Utc::now() > renewed + chrono::Duration::seconds(i64::from(secs))
+    Timestamp::now() > renew.0 + SignedDuration::from_secs(i64::from(secs))
 }
 
 /// Tries once to take or renew the lease. Returns whether we hold it.

@@ -254,7 +254,8 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     let (approvals, approvals_writer) = reflector::store::<Approval>();
     let app_resource = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
-    let (applications, applications_writer) = reflector::store_with::<DynamicObject>(app_resource.clone());
+    let applications_writer = reflector::store::Writer::<DynamicObject>::new(app_resource.clone());
+    let applications = applications_writer.as_reader();
     let (scorecards, scorecards_writer) = reflector::store::<Scorecard>();
     let (requests, requests_writer) = reflector::store::<ServiceRequest>();
     let reporter = Reporter { controller: "paver".into(), instance: std::env::var("POD_NAME").ok() };

@@ -59,9 +59,13 @@ pub fn request_status(
     now: &str,
 ) -> ServiceRequestStatus {
     let mut conditions = prev.conditions.clone();
-    let mut set = |c: Condition| {
-        set_condition(&mut conditions, Condition { observed_generation: Some(generation), ..c }, now);
-    };
+    macro_rules! set {
+        ($c:expr) => {
+            {
+                set_condition(&mut conditions, Condition { observed_generation: Some(generation), ..$c }, now);
+            }
+        };
+    }
     let route = verdict.route.clone().unwrap_or_default();
 
     // Validated
@@ -71,17 +75,17 @@ pub fn request_status(
             msg.push_str("; ");
             msg.push_str(n);
         }
-        set(Condition::new(VALIDATED, true, "Valid", msg));
+        set!(Condition::new(VALIDATED, true, "Valid", msg));
     } else {
         let msg = verdict.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        set(Condition::new(VALIDATED, false, "InvalidSpec", msg));
+        set!(Condition::new(VALIDATED, false, "InvalidSpec", msg));
     }
 
     // PolicyCompliant
     let policy = &verdict.policy;
     match verdict.outcome {
-        Outcome::Invalid => set(unknown(POLICY_COMPLIANT, "NotEvaluated", "the request is not valid")),
-        Outcome::PolicyUnavailable => set(unknown(
+        Outcome::Invalid => set!(unknown(POLICY_COMPLIANT, "NotEvaluated", "the request is not valid")),
+        Outcome::PolicyUnavailable => set!(unknown(
             POLICY_COMPLIANT,
             "PolicyUnavailable",
             format!(
@@ -89,14 +93,14 @@ pub fn request_status(
                 verdict.missing_bundles.join(", ")
             ),
         )),
-        Outcome::Denied => set(Condition::new(
+        Outcome::Denied => set!(Condition::new(
             POLICY_COMPLIANT,
             false,
             "PolicyViolation",
             format!("{} violation(s): {}", policy.violations.len(), join_findings(&policy.violations)),
         )),
-        _ if policy.warnings.is_empty() => set(Condition::new(POLICY_COMPLIANT, true, "Compliant", "no violations")),
-        _ => set(Condition::new(
+        _ if policy.warnings.is_empty() => set!(Condition::new(POLICY_COMPLIANT, true, "Compliant", "no violations")),
+        _ => set!(Condition::new(
             POLICY_COMPLIANT,
             true,
             "CompliantWithWarnings",
@@ -106,7 +110,7 @@ pub fn request_status(
 
     // Approved
     match (&verdict.outcome, &verdict.approval) {
-        (Outcome::NeedsApproval, _) => set(Condition::new(
+        (Outcome::NeedsApproval, _) => set!(Condition::new(
             APPROVED,
             false,
             "AwaitingApproval",
@@ -115,29 +119,29 @@ pub fn request_status(
                 policy.approval_reasons.join("; ")
             ),
         )),
-        (Outcome::ApprovalRejected, Some(a)) => set(Condition::new(
+        (Outcome::ApprovalRejected, Some(a)) => set!(Condition::new(
             APPROVED,
             false,
             "Rejected",
             format!("generation {} rejected by {}: {}", a.generation, a.approver, a.reason),
         )),
-        (Outcome::Allowed, Some(a)) => set(Condition::new(
+        (Outcome::Allowed, Some(a)) => set!(Condition::new(
             APPROVED,
             true,
             "Approved",
             format!("generation {} approved by {}: {}", a.generation, a.approver, a.reason),
         )),
-        (Outcome::Allowed, None) => set(Condition::new(APPROVED, true, "NotRequired", "policy asks for no approval")),
-        _ => set(unknown(APPROVED, "NotEvaluated", "policy did not allow the request")),
+        (Outcome::Allowed, None) => set!(Condition::new(APPROVED, true, "NotRequired", "policy asks for no approval")),
+        _ => set!(unknown(APPROVED, "NotEvaluated", "policy did not allow the request")),
     }
 
     // Rendered
     if let Some(r) = &verdict.rendered {
-        set(Condition::new(RENDERED, true, "Rendered", format!("{} file(s) in {}", r.files.len(), r.dir)));
+        set!(Condition::new(RENDERED, true, "Rendered", format!("{} file(s) in {}", r.files.len(), r.dir)));
     } else if let Some(e) = &verdict.render_error {
-        set(Condition::new(RENDERED, false, "RenderFailed", e.clone()));
+        set!(Condition::new(RENDERED, false, "RenderFailed", e.clone()));
     } else if find_condition(&conditions, RENDERED).is_none() {
-        set(unknown(RENDERED, "NotRendered", "the request has not been rendered"));
+        set!(unknown(RENDERED, "NotRendered", "the request has not been rendered"));
     }
 
     // Committed, and the render status that goes with it.
@@ -158,22 +162,22 @@ pub fn request_status(
                 });
             }
             if drift {
-                set(Condition::new(
+                set!(Condition::new(
                     COMMITTED,
                     true,
                     "DriftRestored",
                     format!("rendered files had been edited in the repository; restored at {revision}"),
                 ));
             } else {
-                set(Condition::new(COMMITTED, true, "Committed", format!("revision {revision}")));
+                set!(Condition::new(COMMITTED, true, "Committed", format!("revision {revision}")));
             }
         }
         CommitState::Failed(e) => {
-            set(Condition::new(COMMITTED, false, "PushFailed", format!("{e}; retrying with backoff")))
+            set!(Condition::new(COMMITTED, false, "PushFailed", format!("{e}; retrying with backoff")))
         }
         CommitState::NotAttempted => {
             if find_condition(&conditions, COMMITTED).is_none() {
-                set(unknown(COMMITTED, "NotCommitted", "nothing has been committed for this request"));
+                set!(unknown(COMMITTED, "NotCommitted", "nothing has been committed for this request"));
             }
         }
     }
@@ -184,7 +188,7 @@ pub fn request_status(
         || (matches!(commit, CommitState::NotAttempted) && render.is_some());
     let (synced, healthy) = match (argocd, sync) {
         (false, _) => {
-            set(unknown(
+            set!(unknown(
                 SYNCED,
                 "ArgoCDNotInstalled",
                 "the Argo CD Application CRD is not installed; the request stops at Rendered",
@@ -192,7 +196,7 @@ pub fn request_status(
             (false, false)
         }
         (true, None) => {
-            set(unknown(SYNCED, "WaitingForArgoCD", "Argo CD has not reported on the Application yet"));
+            set!(unknown(SYNCED, "WaitingForArgoCD", "Argo CD has not reported on the Application yet"));
             (false, false)
         }
         (true, Some(s)) => {
@@ -205,7 +209,7 @@ pub fn request_status(
             } else {
                 format!("{} is {}: {}", s.application, s.status, s.message)
             };
-            set(Condition::new(SYNCED, ok, if ok { "Synced" } else { "OutOfSync" }, msg));
+            set!(Condition::new(SYNCED, ok, if ok { "Synced" } else { "OutOfSync" }, msg));
             (ok, s.health == "Healthy")
         }
     };
@@ -218,7 +222,7 @@ pub fn request_status(
     } else {
         "not committed yet".to_string()
     };
-    set(Condition::new(
+    set!(Condition::new(
         READY,
         ready,
         if ready { "Ready" } else if argocd && committed_now { "NotHealthy" } else { "NotReady" },
