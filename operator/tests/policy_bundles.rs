@@ -12,7 +12,10 @@ use paver::core::policy::{RuleKind, activate, evaluate};
 fn every_shipped_bundle_activates_with_all_tests_passing() {
     let dirs = common::bundle_dirs();
     let names: Vec<&str> = dirs.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, vec!["compliance", "finops", "reliability", "scorecard", "security"]);
+    assert_eq!(
+        names,
+        vec!["compliance", "finops", "reliability", "scorecard", "security"]
+    );
     for (dir_name, dir) in &dirs {
         let (name, spec) = common::load_bundle(dir);
         assert_eq!(&name, dir_name);
@@ -39,19 +42,48 @@ fn examples_are_allowed_by_the_shipped_bundles() {
         let (bundles, missing) = set.applicable(route, &[], ns, &labels);
         assert!(missing.is_empty());
         assert_eq!(bundles.len(), 5, "every shipped bundle is global");
-        let input = common::input_for(request, common::monthly_estimate(name)).prepare().expect("input");
-        let out = evaluate(&bundles, &input, &RuleKind::ALL, &format!("{ns}/{name}"), &labels, Utc::now())
-            .expect("evaluates");
+        let input = common::input_for(request, common::monthly_estimate(name))
+            .prepare()
+            .expect("input");
+        let out = evaluate(
+            &bundles,
+            &input,
+            &RuleKind::ALL,
+            &format!("{ns}/{name}"),
+            &labels,
+            Utc::now(),
+        )
+        .expect("evaluates");
         assert!(out.violations.is_empty(), "{name} denied: {:#?}", out.violations);
         assert!(!out.checks.is_empty());
-        assert!(out.checks.iter().all(|c| c.message != "" && c.source == "bundle/scorecard"));
+        assert!(
+            out.checks
+                .iter()
+                .all(|c| !c.message.is_empty() && c.source == "bundle/scorecard")
+        );
         if name == "payment-gateway" {
             assert_eq!(out.approval_reasons.len(), 2, "{:?}", out.approval_reasons);
-            assert!(out.approval_reasons.iter().any(|r| r.starts_with("security: a PCI-scoped service")));
-            assert!(out.approval_reasons.iter().any(|r| r.starts_with("finops: the estimate of 7400 USD/month")));
-            assert!(out.checks.iter().all(|c| c.pass), "the gateway scores gold: {:?}", out.checks);
+            assert!(
+                out.approval_reasons
+                    .iter()
+                    .any(|r| r.starts_with("security: a PCI-scoped service"))
+            );
+            assert!(
+                out.approval_reasons
+                    .iter()
+                    .any(|r| r.starts_with("finops: the estimate of 7400 USD/month"))
+            );
+            assert!(
+                out.checks.iter().all(|c| c.pass),
+                "the gateway scores gold: {:?}",
+                out.checks
+            );
         } else {
-            assert!(out.approval_reasons.is_empty(), "{name}: {:?}", out.approval_reasons);
+            assert!(
+                out.approval_reasons.is_empty(),
+                "{name}: {:?}",
+                out.approval_reasons
+            );
         }
     }
 }

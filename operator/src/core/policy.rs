@@ -54,7 +54,11 @@ pub const EVAL_TIME_LIMIT: Duration = Duration::from_secs(2);
 pub enum PolicyError {
     /// A rule failed at evaluation time (runtime error, time limit).
     #[error("failed to evaluate {rule} of bundle {bundle}: {message}")]
-    Evaluate { bundle: String, rule: String, message: String },
+    Evaluate {
+        bundle: String,
+        rule: String,
+        message: String,
+    },
     /// The input document could not be built.
     #[error("failed to build policy input: {0}")]
     Input(String),

@@ -30,7 +30,10 @@ pub fn bundle_dirs() -> Vec<(String, PathBuf)> {
 
 pub fn load_bundle(dir: &Path) -> (String, PolicyBundleSpec) {
     let bundle = content::load_bundle_dir(dir).expect("bundle loads");
-    (bundle.metadata.name.clone().expect("bundle has a name"), bundle.spec)
+    (
+        bundle.metadata.name.clone().expect("bundle has a name"),
+        bundle.spec,
+    )
 }
 
 /// The example ServiceRequests as JSON objects, by file stem.
@@ -42,7 +45,10 @@ pub fn examples() -> Vec<(String, Value)> {
         if path.extension().is_some_and(|e| e == "yaml") {
             let text = std::fs::read_to_string(&path).expect("readable example");
             for doc in content::yaml_documents(&text, &path.display().to_string()).expect("valid YAML") {
-                out.push((path.file_stem().expect("stem").to_string_lossy().into_owned(), doc));
+                out.push((
+                    path.file_stem().expect("stem").to_string_lossy().into_owned(),
+                    doc,
+                ));
             }
         }
     }
@@ -73,8 +79,14 @@ pub fn input_for(request: &Value, monthly: f64) -> PolicyInput {
         estimate: json!({"monthly": monthly, "currency": "USD", "items": []}),
         rendered: Some(
             [
-                ("deployment.yaml".to_string(), "kind: Deployment\nlivenessProbe: {}\nreadinessProbe: {}\n".to_string()),
-                ("networkpolicy.yaml".to_string(), "kind: NetworkPolicy\n".to_string()),
+                (
+                    "deployment.yaml".to_string(),
+                    "kind: Deployment\nlivenessProbe: {}\nreadinessProbe: {}\n".to_string(),
+                ),
+                (
+                    "networkpolicy.yaml".to_string(),
+                    "kind: NetworkPolicy\n".to_string(),
+                ),
             ]
             .into(),
         ),
@@ -90,7 +102,11 @@ pub fn activated() -> (BundleSet, Vec<std::sync::Arc<CompiledBundle>>) {
     for (_, dir) in bundle_dirs() {
         let (name, spec) = load_bundle(&dir);
         let report = set.update(&name, &spec);
-        assert!(report.activated, "bundle {name} did not activate: {:?} {:?}", report.errors, report.tests);
+        assert!(
+            report.activated,
+            "bundle {name} did not activate: {:?} {:?}",
+            report.errors, report.tests
+        );
         all.push(set.get(&name).expect("activated"));
     }
     (set, all)

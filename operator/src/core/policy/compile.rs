@@ -8,7 +8,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use paver_crds::{
-    BundleError, BundleMatch, LabelSelector, PolicyBundleSpec, PolicyException, PolicyMode, RegoModule, TestResult,
+    BundleError, BundleMatch, LabelSelector, PolicyBundleSpec, PolicyException, PolicyMode, RegoModule,
+    TestResult,
 };
 use regorus::{
     Engine, Value,
@@ -82,10 +83,17 @@ pub struct CompiledException {
 
 impl CompiledException {
     /// Whether the waiver covers `rule` for the request at `now`.
-    pub fn applies(&self, rule: &str, request_ref: &str, labels: &BTreeMap<String, String>, now: DateTime<Utc>) -> bool {
+    pub fn applies(
+        &self,
+        rule: &str,
+        request_ref: &str,
+        labels: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> bool {
         now < self.expires
             && self.rules.iter().any(|r| r == "*" || r == rule)
-            && (self.request.as_deref() == Some(request_ref) || self.selector.as_ref().is_some_and(|s| s.matches(labels)))
+            && (self.request.as_deref() == Some(request_ref)
+                || self.selector.as_ref().is_some_and(|s| s.matches(labels)))
     }
 }
 
@@ -108,7 +116,12 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
     let mut errors = Vec::new();
     let enforce_after = spec.enforce_after.as_deref().and_then(|t| {
         parse_time(t)
-            .map_err(|e| errors.push(field_error("spec.enforceAfter", format!("failed to parse enforceAfter: {e}"))))
+            .map_err(|e| {
+                errors.push(field_error(
+                    "spec.enforceAfter",
+                    format!("failed to parse enforceAfter: {e}"),
+                ))
+            })
             .ok()
     });
     let exceptions = spec
@@ -118,10 +131,17 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         .filter_map(|(i, e)| compile_exception(i, e).map_err(|err| errors.push(err)).ok())
         .collect();
     if spec.modules.is_empty() {
-        errors.push(field_error("spec.modules", "a bundle needs at least one Rego module".into()));
+        errors.push(field_error(
+            "spec.modules",
+            "a bundle needs at least one Rego module".into(),
+        ));
     }
     let Some((engine, test_engine)) = load(spec, &mut errors) else {
-        return Activation { compiled: None, errors, tests: Vec::new() };
+        return Activation {
+            compiled: None,
+            errors,
+            tests: Vec::new(),
+        };
     };
     let mut engine = engine;
     let mut test_engine = test_engine;
@@ -130,7 +150,11 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         errors.push(err);
     }
     if !errors.is_empty() {
-        return Activation { compiled: None, errors, tests: Vec::new() };
+        return Activation {
+            compiled: None,
+            errors,
+            tests: Vec::new(),
+        };
     }
     engine.set_input(Value::new_object());
     for rule in policy_rules.iter().filter(|r| !r.is_func) {
@@ -140,7 +164,11 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
     }
     let tests = run_test_rules(&mut test_engine, spec);
     if !errors.is_empty() || tests.iter().any(|t| !t.pass) {
-        return Activation { compiled: None, errors, tests };
+        return Activation {
+            compiled: None,
+            errors,
+            tests,
+        };
     }
     let packages: BTreeSet<String> = policy_rules.iter().map(|r| r.package.clone()).collect();
     let rules: BTreeSet<(String, RuleKind)> = policy_rules
@@ -158,7 +186,11 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         rules: rules.into_iter().collect(),
         engine,
     };
-    Activation { compiled: Some(compiled), errors, tests }
+    Activation {
+        compiled: Some(compiled),
+        errors,
+        tests,
+    }
 }
 
 /// Runs a bundle's tests the way `opa test` does, for `paver test`:
@@ -177,7 +209,11 @@ pub fn run_tests(spec: &PolicyBundleSpec) -> (Vec<BundleError>, Vec<TestResult>)
 }
 
 fn field_error(field: &str, message: String) -> BundleError {
-    BundleError { module: field.to_string(), line: None, message }
+    BundleError {
+        module: field.to_string(),
+        line: None,
+        message,
+    }
 }
 
 pub(super) fn parse_time(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
@@ -187,18 +223,33 @@ pub(super) fn parse_time(text: &str) -> Result<DateTime<Utc>, chrono::ParseError
 fn compile_exception(i: usize, e: &PolicyException) -> Result<CompiledException, BundleError> {
     let field = format!("spec.exceptions[{i}]");
     let expires = parse_time(&e.expires).map_err(|err| {
-        field_error(&field, format!("failed to parse expires of exception {:?}: {err}", e.name))
+        field_error(
+            &field,
+            format!("failed to parse expires of exception {:?}: {err}", e.name),
+        )
     })?;
     if e.request.is_none() && e.selector.is_none() {
-        return Err(field_error(&field, format!("exception {:?} names neither a request nor a selector", e.name)));
+        return Err(field_error(
+            &field,
+            format!("exception {:?} names neither a request nor a selector", e.name),
+        ));
     }
     if let Some(r) = &e.request
         && r.split('/').filter(|s| !s.is_empty()).count() != 2
     {
-        return Err(field_error(&field, format!("exception {:?}: request must be namespace/name, got {r:?}", e.name)));
+        return Err(field_error(
+            &field,
+            format!(
+                "exception {:?}: request must be namespace/name, got {r:?}",
+                e.name
+            ),
+        ));
     }
     if e.rules.is_empty() {
-        return Err(field_error(&field, format!("exception {:?} waives no rules (use \"*\" for all)", e.name)));
+        return Err(field_error(
+            &field,
+            format!("exception {:?} waives no rules (use \"*\" for all)", e.name),
+        ));
     }
     Ok(CompiledException {
         name: e.name.clone(),
@@ -227,7 +278,10 @@ fn load(spec: &PolicyBundleSpec, errors: &mut Vec<BundleError>) -> Option<(Engin
     let mut engine = new_engine();
     if let Some(data) = &spec.data {
         if !data.is_object() {
-            errors.push(field_error("spec.data", "data must be a JSON object (it is loaded at the data root)".into()));
+            errors.push(field_error(
+                "spec.data",
+                "data must be a JSON object (it is loaded at the data root)".into(),
+            ));
         } else {
             match <Value as serde::Deserialize>::deserialize(data) {
                 Ok(value) => {
@@ -242,7 +296,11 @@ fn load(spec: &PolicyBundleSpec, errors: &mut Vec<BundleError>) -> Option<(Engin
     let mut seen = BTreeSet::new();
     let mut add = |engine: &mut Engine, module: &RegoModule, errors: &mut Vec<BundleError>| {
         if !seen.insert(module.name.clone()) {
-            errors.push(BundleError { module: module.name.clone(), line: None, message: "duplicate module name".into() });
+            errors.push(BundleError {
+                module: module.name.clone(),
+                line: None,
+                message: "duplicate module name".into(),
+            });
         } else if let Err(e) = engine.add_policy(module.name.clone(), module.source.clone()) {
             errors.push(parse_regorus_error(&module.name, &e.to_string()));
         }
@@ -279,14 +337,21 @@ fn run_test_rules(test_engine: &mut Engine, spec: &PolicyBundleSpec) -> Vec<Test
                 Ok(other) => (false, format!("test must be true, got {other}")),
                 Err(e) => {
                     let err = parse_regorus_error(&module, &e.to_string());
-                    let at = err.line.map(|l| format!("{}:{l}: ", err.module)).unwrap_or_default();
+                    let at = err
+                        .line
+                        .map(|l| format!("{}:{l}: ", err.module))
+                        .unwrap_or_default();
                     (false, format!("test errored: {at}{}", err.message))
                 }
             };
             if !pass && !prints.is_empty() {
                 message = format!("{message}; printed: {}", prints.join(" | "));
             }
-            TestResult { name: path, pass, message }
+            TestResult {
+                name: path,
+                pass,
+                message,
+            }
         })
         .collect()
 }
@@ -314,10 +379,14 @@ fn rule_heads(engine: &mut Engine) -> Vec<RuleHeadInfo> {
         for rule in &module.policy {
             let span = rule.span();
             let (refr, is_func, body_start) = match rule.as_ref() {
-                Rule::Spec { head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. }, .. } => {
-                    (refr, false, span.start)
-                }
-                Rule::Spec { head: RuleHead::Func { refr, .. }, .. } => (refr, true, refr.span().end),
+                Rule::Spec {
+                    head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. },
+                    ..
+                } => (refr, false, span.start),
+                Rule::Spec {
+                    head: RuleHead::Func { refr, .. },
+                    ..
+                } => (refr, true, refr.span().end),
                 Rule::Default { refr, args, .. } => (refr, !args.is_empty(), span.start),
             };
             let text = refr.span().text();
@@ -360,7 +429,9 @@ fn recursive_function(engine: &mut Engine) -> Option<BundleError> {
                 TokenKind::Symbol if text == "(" => {
                     if let Some((callee, at)) = prev_ident.take()
                         && names.contains(&callee)
-                        && let Some(caller) = funcs.iter().find(|f| f.module == path && f.start <= at && at < f.end)
+                        && let Some(caller) = funcs
+                            .iter()
+                            .find(|f| f.module == path && f.start <= at && at < f.end)
                     {
                         calls.entry(short(&caller.name)).or_default().insert(callee);
                     }
@@ -424,10 +495,20 @@ pub(super) fn parse_regorus_error(module: &str, text: &str) -> BundleError {
             let rest = &text[i + "error: ".len()..];
             let mut lines = rest.lines();
             let first = lines.next().unwrap_or_default().trim().to_string();
-            let chain: Vec<&str> = lines.filter_map(|l| l.trim_start().strip_prefix("--> ")).collect();
-            if chain.is_empty() { first } else { format!("{first} {}", chain.join(" -> ")) }
+            let chain: Vec<&str> = lines
+                .filter_map(|l| l.trim_start().strip_prefix("--> "))
+                .collect();
+            if chain.is_empty() {
+                first
+            } else {
+                format!("{first} {}", chain.join(" -> "))
+            }
         }
         None => text.trim().to_string(),
     };
-    BundleError { module: found_module, line, message }
+    BundleError {
+        module: found_module,
+        line,
+        message,
+    }
 }

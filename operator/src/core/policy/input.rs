@@ -51,12 +51,17 @@ impl PolicyInput {
     pub fn prepare(&self) -> Result<PreparedInput, PolicyError> {
         let mut doc = BTreeMap::new();
         doc.insert(Value::from("request"), convert("request", &self.request)?);
-        doc.insert(Value::from("parameters"), convert("parameters", &self.parameters)?);
+        doc.insert(
+            Value::from("parameters"),
+            convert("parameters", &self.parameters)?,
+        );
         doc.insert(Value::from("route"), convert("route", &self.route)?);
         doc.insert(Value::from("estimate"), convert("estimate", &self.estimate)?);
         if let Some(rendered) = &self.rendered {
-            let files: BTreeMap<Value, Value> =
-                rendered.iter().map(|(path, content)| (Value::from(path.as_str()), Value::from(content.as_str()))).collect();
+            let files: BTreeMap<Value, Value> = rendered
+                .iter()
+                .map(|(path, content)| (Value::from(path.as_str()), Value::from(content.as_str())))
+                .collect();
             doc.insert(Value::from("rendered"), Value::from(files));
         }
         if let Some(git) = &self.git {
@@ -76,7 +81,10 @@ impl PolicyInput {
         doc.insert("route".into(), self.route.clone());
         doc.insert("estimate".into(), self.estimate.clone());
         if let Some(rendered) = &self.rendered {
-            let files = rendered.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            let files = rendered
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
             doc.insert("rendered".into(), serde_json::Value::Object(files));
         }
         if let Some(git) = &self.git {
@@ -88,4 +96,3 @@ impl PolicyInput {
         serde_json::Value::Object(doc)
     }
 }
-

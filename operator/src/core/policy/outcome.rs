@@ -29,7 +29,12 @@ impl RuleKind {
     /// What admission reads: everything but `checks`.
     pub const ADMISSION: [RuleKind; 3] = [RuleKind::Deny, RuleKind::Warn, RuleKind::NeedsApproval];
     /// Every rule kind.
-    pub const ALL: [RuleKind; 4] = [RuleKind::Deny, RuleKind::Warn, RuleKind::NeedsApproval, RuleKind::Checks];
+    pub const ALL: [RuleKind; 4] = [
+        RuleKind::Deny,
+        RuleKind::Warn,
+        RuleKind::NeedsApproval,
+        RuleKind::Checks,
+    ];
 
     /// The rule's name in Rego.
     pub fn rule_name(self) -> &'static str {
@@ -107,8 +112,15 @@ pub fn evaluate(
             let path = format!("{package}.{}", kind.rule_name());
             let value = engine.eval_rule(path.clone()).map_err(|e| {
                 let err = parse_regorus_error("", &e.to_string());
-                let at = err.line.map(|l| format!(" at {}:{l}", err.module)).unwrap_or_default();
-                PolicyError::Evaluate { bundle: bundle.name.clone(), rule: path.clone(), message: format!("{}{at}", err.message) }
+                let at = err
+                    .line
+                    .map(|l| format!(" at {}:{l}", err.module))
+                    .unwrap_or_default();
+                PolicyError::Evaluate {
+                    bundle: bundle.name.clone(),
+                    rule: path.clone(),
+                    message: format!("{}{at}", err.message),
+                }
             })?;
             let default_id = package.rsplit('.').next().unwrap_or(package);
             for item in elements(&value) {
@@ -117,13 +129,20 @@ pub fn evaluate(
                 match (kind, routing) {
                     (RuleKind::Checks, _) => out.checks.push(to_check(&bundle.name, &path, &item)),
                     (RuleKind::Deny, Routing::Enforce) => out.violations.push(finding(&item)),
-                    (RuleKind::Deny | RuleKind::Warn, Routing::Enforce | Routing::Warn) => out.warnings.push(finding(&item)),
+                    (RuleKind::Deny | RuleKind::Warn, Routing::Enforce | Routing::Warn) => {
+                        out.warnings.push(finding(&item))
+                    }
                     (RuleKind::Deny | RuleKind::Warn, Routing::Dryrun) => out.dryrun.push(finding(&item)),
                     (RuleKind::NeedsApproval, Routing::Enforce) => {
-                        out.approval_reasons.push(format!("{}: {}", bundle.name, to_reason(&path, &item)))
+                        out.approval_reasons
+                            .push(format!("{}: {}", bundle.name, to_reason(&path, &item)))
                     }
-                    (RuleKind::NeedsApproval, Routing::Warn) => out.warnings.push(approval_finding(bundle, &path, &item)),
-                    (RuleKind::NeedsApproval, Routing::Dryrun) => out.dryrun.push(approval_finding(bundle, &path, &item)),
+                    (RuleKind::NeedsApproval, Routing::Warn) => {
+                        out.warnings.push(approval_finding(bundle, &path, &item))
+                    }
+                    (RuleKind::NeedsApproval, Routing::Dryrun) => {
+                        out.dryrun.push(approval_finding(bundle, &path, &item))
+                    }
                 }
             }
         }
@@ -156,16 +175,31 @@ fn opt_string(item: &Json, key: &str) -> Result<Option<String>, ()> {
 fn to_finding(bundle: &str, default_id: &str, path: &str, item: &Json) -> Finding {
     let parsed = match item {
         Json::String(msg) => Ok((default_id.to_string(), msg.clone(), None, None)),
-        Json::Object(_) => match (opt_string(item, "id"), opt_string(item, "msg"), opt_string(item, "severity"), opt_string(item, "path")) {
-            (Ok(id), Ok(Some(msg)), Ok(severity), Ok(field)) => {
-                Ok((id.filter(|i| !i.is_empty()).unwrap_or_else(|| default_id.to_string()), msg, severity, field))
-            }
+        Json::Object(_) => match (
+            opt_string(item, "id"),
+            opt_string(item, "msg"),
+            opt_string(item, "severity"),
+            opt_string(item, "path"),
+        ) {
+            (Ok(id), Ok(Some(msg)), Ok(severity), Ok(field)) => Ok((
+                id.filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| default_id.to_string()),
+                msg,
+                severity,
+                field,
+            )),
             _ => Err(()),
         },
         _ => Err(()),
     };
     match parsed {
-        Ok((rule, message, severity, path)) => Finding { bundle: bundle.to_string(), rule, message, severity, path },
+        Ok((rule, message, severity, path)) => Finding {
+            bundle: bundle.to_string(),
+            rule,
+            message,
+            severity,
+            path,
+        },
         Err(()) => Finding {
             bundle: bundle.to_string(),
             rule: INVALID_OUTPUT_RULE.to_string(),
@@ -203,11 +237,24 @@ fn approval_finding(bundle: &CompiledBundle, path: &str, item: &Json) -> Finding
 fn to_check(bundle: &str, path: &str, item: &Json) -> CheckResult {
     let field = |k: &str| item.get(k).and_then(Json::as_str).map(str::to_string);
     let source = format!("bundle/{bundle}");
-    match (field("id"), field("category"), field("level"), item.get("pass").and_then(Json::as_bool), field("msg")) {
+    match (
+        field("id"),
+        field("category"),
+        field("level"),
+        item.get("pass").and_then(Json::as_bool),
+        field("msg"),
+    ) {
         (Some(id), Some(category), Some(level), Some(pass), Some(message))
             if matches!(level.as_str(), "bronze" | "silver" | "gold") =>
         {
-            CheckResult { id, category, level, pass, message, source }
+            CheckResult {
+                id,
+                category,
+                level,
+                pass,
+                message,
+                source,
+            }
         }
         _ => CheckResult {
             id: INVALID_OUTPUT_RULE.to_string(),
@@ -234,25 +281,41 @@ fn waive(
         return;
     }
     let covered = |f: &Finding| {
-        f.bundle == bundle.name && bundle.exceptions.iter().any(|e| e.applies(&f.rule, request_ref, labels, now))
+        f.bundle == bundle.name
+            && bundle
+                .exceptions
+                .iter()
+                .any(|e| e.applies(&f.rule, request_ref, labels, now))
     };
     for list in [&mut out.violations, &mut out.warnings, &mut out.dryrun] {
-        let (waived, kept): (Vec<Finding>, Vec<Finding>) = std::mem::take(list).into_iter().partition(covered);
+        let (waived, kept): (Vec<Finding>, Vec<Finding>) =
+            std::mem::take(list).into_iter().partition(covered);
         *list = kept;
         out.waived.extend(waived);
     }
 }
 
 fn normalize(out: &mut PolicyOutcome) {
-    for list in [&mut out.violations, &mut out.warnings, &mut out.dryrun, &mut out.waived] {
+    for list in [
+        &mut out.violations,
+        &mut out.warnings,
+        &mut out.dryrun,
+        &mut out.waived,
+    ] {
         list.sort();
         list.dedup();
     }
     out.approval_reasons.sort();
     out.approval_reasons.dedup();
     out.checks.sort_by(|a, b| {
-        (&a.source, &a.id, &a.level, &a.category, a.pass, &a.message)
-            .cmp(&(&b.source, &b.id, &b.level, &b.category, b.pass, &b.message))
+        (&a.source, &a.id, &a.level, &a.category, a.pass, &a.message).cmp(&(
+            &b.source,
+            &b.id,
+            &b.level,
+            &b.category,
+            b.pass,
+            &b.message,
+        ))
     });
     out.checks.dedup();
     out.bundle_versions.sort();

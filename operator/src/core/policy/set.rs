@@ -124,7 +124,12 @@ impl BundleSet {
             })
         };
         let mut wanted: BTreeSet<&str> = route_bundles.iter().map(String::as_str).collect();
-        wanted.extend(self.good.iter().filter(|(_, b)| matches(&b.match_)).map(|(n, _)| n.as_str()));
+        wanted.extend(
+            self.good
+                .iter()
+                .filter(|(_, b)| matches(&b.match_))
+                .map(|(n, _)| n.as_str()),
+        );
         // A failed bundle with no good version holds back what it would match.
         wanted.extend(
             self.failures

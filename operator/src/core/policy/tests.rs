@@ -7,7 +7,10 @@ use serde_json::json;
 use super::*;
 
 fn module(name: &str, source: &str) -> RegoModule {
-    RegoModule { name: name.into(), source: source.into() }
+    RegoModule {
+        name: name.into(),
+        source: source.into(),
+    }
 }
 
 const POLICY: &str = r#"package paver.demo
@@ -43,7 +46,10 @@ fn spec(modules: Vec<RegoModule>, tests: Vec<RegoModule>) -> PolicyBundleSpec {
 }
 
 fn demo() -> PolicyBundleSpec {
-    spec(vec![module("demo.rego", POLICY)], vec![module("demo_test.rego", TESTS)])
+    spec(
+        vec![module("demo.rego", POLICY)],
+        vec![module("demo_test.rego", TESTS)],
+    )
 }
 
 fn compiled(spec: &PolicyBundleSpec) -> Arc<CompiledBundle> {
@@ -65,12 +71,25 @@ fn input(parameters: serde_json::Value, monthly: f64) -> PreparedInput {
 }
 
 fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").expect("valid time").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+        .expect("valid time")
+        .with_timezone(&Utc)
 }
 
-fn eval(bundle: &Arc<CompiledBundle>, params: serde_json::Value, labels: &BTreeMap<String, String>) -> PolicyOutcome {
-    evaluate(std::slice::from_ref(bundle), &input(params, 50.0), &RuleKind::ALL, "team/svc", labels, now())
-        .expect("evaluates")
+fn eval(
+    bundle: &Arc<CompiledBundle>,
+    params: serde_json::Value,
+    labels: &BTreeMap<String, String>,
+) -> PolicyOutcome {
+    evaluate(
+        std::slice::from_ref(bundle),
+        &input(params, 50.0),
+        &RuleKind::ALL,
+        "team/svc",
+        labels,
+        now(),
+    )
+    .expect("evaluates")
 }
 
 #[test]
@@ -93,7 +112,13 @@ fn activates_and_reports_tests() {
 
 #[test]
 fn compile_error_names_module_and_line() {
-    let s = spec(vec![module("ok.rego", POLICY), module("bad.rego", "package bad\n\ndeny contains x if {\n  x := \n}\n")], vec![]);
+    let s = spec(
+        vec![
+            module("ok.rego", POLICY),
+            module("bad.rego", "package bad\n\ndeny contains x if {\n  x := \n}\n"),
+        ],
+        vec![],
+    );
     let a = activate("demo", &s);
     assert!(a.compiled.is_none());
     assert_eq!(a.errors.len(), 1);
@@ -104,7 +129,13 @@ fn compile_error_names_module_and_line() {
 
 #[test]
 fn rego_v0_syntax_is_refused() {
-    let a = activate("demo", &spec(vec![module("v0.rego", "package v0\n\ndeny[msg] { msg := \"x\" }\n")], vec![]));
+    let a = activate(
+        "demo",
+        &spec(
+            vec![module("v0.rego", "package v0\n\ndeny[msg] { msg := \"x\" }\n")],
+            vec![],
+        ),
+    );
     assert!(a.compiled.is_none());
     assert!(a.errors[0].message.contains("`if` keyword"), "{:?}", a.errors);
 }
@@ -121,7 +152,10 @@ fn unsafe_variable_is_caught_at_activation() {
 
 #[test]
 fn rule_conflict_is_caught_at_activation() {
-    let a = activate("demo", &spec(vec![module("c.rego", "package c\n\nx := 1\nx := 2\n")], vec![]));
+    let a = activate(
+        "demo",
+        &spec(vec![module("c.rego", "package c\n\nx := 1\nx := 2\n")], vec![]),
+    );
     assert!(a.compiled.is_none());
     assert!(a.errors[0].message.contains("conflict"), "{:?}", a.errors);
 }
@@ -133,9 +167,16 @@ fn recursive_functions_are_refused_not_run() {
     let a = activate("demo", &spec(vec![module("r.rego", src)], vec![]));
     assert!(a.compiled.is_none());
     assert_eq!(a.errors[0].module, "r.rego");
-    assert!(a.errors[0].message.contains("recursive function calls"), "{:?}", a.errors);
+    assert!(
+        a.errors[0].message.contains("recursive function calls"),
+        "{:?}",
+        a.errors
+    );
     // A recursive rule is reported by regorus itself.
-    let a = activate("demo", &spec(vec![module("r.rego", "package r\n\na if b\nb if a\n")], vec![]));
+    let a = activate(
+        "demo",
+        &spec(vec![module("r.rego", "package r\n\na if b\nb if a\n")], vec![]),
+    );
     assert!(a.errors[0].message.contains("recursion"), "{:?}", a.errors);
 }
 
@@ -158,7 +199,10 @@ fn failing_test_refuses_activation_and_keeps_last_good() {
 
     let mut broken = demo();
     broken.version = "2.0.0".into();
-    broken.tests.push(module("fail_test.rego", "package paver.fail_test\n\ntest_fails if {\n  print(\"seen\")\n  1 == 2\n}\n"));
+    broken.tests.push(module(
+        "fail_test.rego",
+        "package paver.fail_test\n\ntest_fails if {\n  print(\"seen\")\n  1 == 2\n}\n",
+    ));
     let report = set.update("demo", &broken);
     assert!(report.compiled && !report.tests_passed && !report.activated);
     assert_eq!(report.active_version.as_deref(), Some("1.0.0"));
@@ -202,7 +246,11 @@ fn evaluates_findings_approvals_and_checks() {
     )
     .expect("evaluates");
     let rules: Vec<&str> = out.violations.iter().map(|f| f.rule.as_str()).collect();
-    assert_eq!(rules, vec!["demo", "no-public"], "string findings take the package's last segment");
+    assert_eq!(
+        rules,
+        vec!["demo", "no-public"],
+        "string findings take the package's last segment"
+    );
     assert_eq!(out.violations[1].path.as_deref(), Some("parameters.public"));
     assert_eq!(out.warnings.len(), 1);
     assert_eq!(out.approval_reasons, vec!["demo: big spender".to_string()]);
@@ -215,8 +263,15 @@ fn evaluates_findings_approvals_and_checks() {
 #[test]
 fn rule_selection_limits_what_is_read() {
     let b = compiled(&demo());
-    let out = evaluate(&[b], &input(json!({"public": true}), 150.0), &[RuleKind::Checks], "team/svc", &BTreeMap::new(), now())
-        .expect("evaluates");
+    let out = evaluate(
+        &[b],
+        &input(json!({"public": true}), 150.0),
+        &[RuleKind::Checks],
+        "team/svc",
+        &BTreeMap::new(),
+        now(),
+    )
+    .expect("evaluates");
     assert!(out.violations.is_empty() && out.approval_reasons.is_empty());
     assert_eq!(out.checks.len(), 1);
 }
@@ -241,8 +296,15 @@ fn modes_and_enforce_after() {
     let out = eval(&b, params.clone(), &BTreeMap::new());
     assert!(out.violations.is_empty());
     assert_eq!(out.warnings.len(), 1, "before enforceAfter deny only warns");
-    let later = evaluate(&[b], &input(params, 10.0), &RuleKind::ALL, "team/svc", &BTreeMap::new(), now() + Duration::days(2))
-        .expect("evaluates");
+    let later = evaluate(
+        &[b],
+        &input(params, 10.0),
+        &RuleKind::ALL,
+        "team/svc",
+        &BTreeMap::new(),
+        now() + Duration::days(2),
+    )
+    .expect("evaluates");
     assert_eq!(later.violations.len(), 1, "after enforceAfter deny blocks");
 
     s.enforce_after = Some("next tuesday".into());
@@ -256,12 +318,25 @@ fn warn_mode_reports_approvals_instead_of_requiring_them() {
     let mut s = demo();
     s.mode = PolicyMode::Warn;
     let b = compiled(&s);
-    let out = evaluate(&[b], &input(json!({}), 1000.0), &RuleKind::ALL, "team/svc", &BTreeMap::new(), now()).expect("ok");
+    let out = evaluate(
+        &[b],
+        &input(json!({}), 1000.0),
+        &RuleKind::ALL,
+        "team/svc",
+        &BTreeMap::new(),
+        now(),
+    )
+    .expect("ok");
     assert!(out.approval_reasons.is_empty());
     assert_eq!(out.warnings[0].rule, NEEDS_APPROVAL_RULE);
 }
 
-fn exception(request: Option<&str>, selector: Option<LabelSelector>, rules: &[&str], expires: DateTime<Utc>) -> PolicyException {
+fn exception(
+    request: Option<&str>,
+    selector: Option<LabelSelector>,
+    rules: &[&str],
+    expires: DateTime<Utc>,
+) -> PolicyException {
     PolicyException {
         name: "waiver".into(),
         request: request.map(str::to_string),
@@ -276,30 +351,64 @@ fn exception(request: Option<&str>, selector: Option<LabelSelector>, rules: &[&s
 fn exceptions_waive_until_they_expire() {
     let params = json!({"public": true, "plain": true});
     let mut s = demo();
-    s.exceptions = vec![exception(Some("team/svc"), None, &["no-public"], now() + Duration::hours(1))];
+    s.exceptions = vec![exception(
+        Some("team/svc"),
+        None,
+        &["no-public"],
+        now() + Duration::hours(1),
+    )];
     let out = eval(&compiled(&s), params.clone(), &BTreeMap::new());
     assert_eq!(out.waived.len(), 1);
     assert_eq!(out.waived[0].rule, "no-public");
     assert_eq!(out.violations.len(), 1, "the other rule still applies");
 
-    s.exceptions = vec![exception(Some("other/svc"), None, &["*"], now() + Duration::hours(1))];
-    assert!(eval(&compiled(&s), params.clone(), &BTreeMap::new()).waived.is_empty(), "names another request");
+    s.exceptions = vec![exception(
+        Some("other/svc"),
+        None,
+        &["*"],
+        now() + Duration::hours(1),
+    )];
+    assert!(
+        eval(&compiled(&s), params.clone(), &BTreeMap::new())
+            .waived
+            .is_empty(),
+        "names another request"
+    );
 
-    s.exceptions = vec![exception(Some("team/svc"), None, &["*"], now() - Duration::seconds(1))];
+    s.exceptions = vec![exception(
+        Some("team/svc"),
+        None,
+        &["*"],
+        now() - Duration::seconds(1),
+    )];
     let out = eval(&compiled(&s), params.clone(), &BTreeMap::new());
     assert!(out.waived.is_empty(), "expired");
     assert_eq!(out.violations.len(), 2);
 
-    let selector = LabelSelector { match_labels: [("tier".to_string(), "legacy".to_string())].into(), ..Default::default() };
-    s.exceptions = vec![exception(None, Some(selector), &["*"], now() + Duration::hours(1))];
+    let selector = LabelSelector {
+        match_labels: [("tier".to_string(), "legacy".to_string())].into(),
+        ..Default::default()
+    };
+    s.exceptions = vec![exception(
+        None,
+        Some(selector),
+        &["*"],
+        now() + Duration::hours(1),
+    )];
     let b = compiled(&s);
     let labels: BTreeMap<String, String> = [("tier".to_string(), "legacy".to_string())].into();
     assert_eq!(eval(&b, params.clone(), &labels).waived.len(), 2);
     assert!(eval(&b, params, &BTreeMap::new()).waived.is_empty());
 
     s.exceptions = vec![exception(None, None, &["*"], now())];
-    assert!(activate("demo", &s).compiled.is_none(), "an exception must name a request or selector");
-    s.exceptions = vec![PolicyException { expires: "soon".into(), ..exception(Some("a/b"), None, &["*"], now()) }];
+    assert!(
+        activate("demo", &s).compiled.is_none(),
+        "an exception must name a request or selector"
+    );
+    s.exceptions = vec![PolicyException {
+        expires: "soon".into(),
+        ..exception(Some("a/b"), None, &["*"], now())
+    }];
     assert_eq!(activate("demo", &s).errors[0].module, "spec.exceptions[0]");
 }
 
@@ -316,11 +425,16 @@ fn match_semantics() {
     narrow.match_ = Some(BundleMatch {
         routes: vec!["microservice".into()],
         namespaces: vec!["payments".into()],
-        label_selector: Some(LabelSelector { match_labels: [("pci".to_string(), "true".to_string())].into(), ..Default::default() }),
+        label_selector: Some(LabelSelector {
+            match_labels: [("pci".to_string(), "true".to_string())].into(),
+            ..Default::default()
+        }),
     });
     set.update("narrow", &narrow);
     let pci: BTreeMap<String, String> = [("pci".to_string(), "true".to_string())].into();
-    let names = |(found, _): &(Vec<Arc<CompiledBundle>>, Vec<String>)| found.iter().map(|b| b.name.clone()).collect::<Vec<_>>();
+    let names = |(found, _): &(Vec<Arc<CompiledBundle>>, Vec<String>)| {
+        found.iter().map(|b| b.name.clone()).collect::<Vec<_>>()
+    };
 
     let r = set.applicable("microservice", &[], "payments", &pci);
     assert_eq!(names(&r), vec!["global", "narrow"]);
@@ -337,7 +451,10 @@ fn match_semantics() {
     broken.match_ = Some(BundleMatch::default());
     broken.modules[0].source = "package x\n\ndeny contains".into();
     set.update("broken", &broken);
-    assert_eq!(set.applicable("microservice", &[], "web", &pci).1, vec!["broken".to_string()]);
+    assert_eq!(
+        set.applicable("microservice", &[], "web", &pci).1,
+        vec!["broken".to_string()]
+    );
 }
 
 #[test]
@@ -357,7 +474,10 @@ checks contains {"id": "y", "category": "c", "level": "bronze", "pass": true, "m
     }
     let rules: Vec<&str> = first.violations.iter().map(|f| f.rule.as_str()).collect();
     assert_eq!(rules, vec!["a", "b"]);
-    assert_eq!(first.checks.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["y", "z"]);
+    assert_eq!(
+        first.checks.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec!["y", "z"]
+    );
 }
 
 #[test]
@@ -374,9 +494,17 @@ checks contains {"id": "c", "pass": "yes"} if true
     let out = eval(&b, json!({}), &BTreeMap::new());
     assert_eq!(out.violations.len(), 2);
     assert!(out.violations.iter().all(|f| f.rule == INVALID_OUTPUT_RULE));
-    assert!(out.violations.iter().any(|f| f.message.contains("produced 42")), "{:?}", out.violations);
+    assert!(
+        out.violations.iter().any(|f| f.message.contains("produced 42")),
+        "{:?}",
+        out.violations
+    );
     assert_eq!(out.warnings.len(), 1);
-    assert_eq!(out.approval_reasons.len(), 1, "a malformed approval still asks for one");
+    assert_eq!(
+        out.approval_reasons.len(),
+        1,
+        "a malformed approval still asks for one"
+    );
     assert_eq!(out.checks.len(), 1);
     assert!(!out.checks[0].pass);
 }
@@ -385,12 +513,32 @@ checks contains {"id": "c", "pass": "yes"} if true
 fn runtime_errors_are_errors_not_panics() {
     let src = "package e\n\ndeny contains x if { x := 1 / input.parameters.zero }\n";
     let b = compiled(&spec(vec![module("e.rego", src)], vec![]));
-    let err = evaluate(&[b], &input(json!({"zero": 0}), 1.0), &RuleKind::ALL, "team/svc", &BTreeMap::new(), now())
-        .expect_err("division by zero");
-    let PolicyError::Evaluate { bundle, rule, message } = &err else { panic!("unexpected {err:?}") };
+    let err = evaluate(
+        &[b],
+        &input(json!({"zero": 0}), 1.0),
+        &RuleKind::ALL,
+        "team/svc",
+        &BTreeMap::new(),
+        now(),
+    )
+    .expect_err("division by zero");
+    let PolicyError::Evaluate {
+        bundle,
+        rule,
+        message,
+    } = &err
+    else {
+        panic!("unexpected {err:?}")
+    };
     assert_eq!((bundle.as_str(), rule.as_str()), ("demo", "data.e.deny"));
-    assert!(message.contains("divide by zero") && message.contains("e.rego:3"), "{message}");
-    assert!(err.to_string().starts_with("failed to evaluate data.e.deny of bundle demo"));
+    assert!(
+        message.contains("divide by zero") && message.contains("e.rego:3"),
+        "{message}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("failed to evaluate data.e.deny of bundle demo")
+    );
 }
 
 #[test]
@@ -404,7 +552,10 @@ fn data_must_be_an_object() {
 
 #[test]
 fn input_carries_check_facts_only_when_known() {
-    let mut i = PolicyInput { request: json!({"a": 1}), ..Default::default() };
+    let mut i = PolicyInput {
+        request: json!({"a": 1}),
+        ..Default::default()
+    };
     assert!(i.to_json().get("rendered").is_none());
     i.rendered = Some([("k.yaml".to_string(), "x".to_string())].into());
     i.cluster = Some(json!({"sync": "Synced"}));
