@@ -60,13 +60,19 @@ impl Content {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentError + '_ {
-    move |source| ContentError::Io { path: path.display().to_string(), source }
+    move |source| ContentError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn read_bounded(path: &Path) -> Result<String, ContentError> {
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     if meta.len() as usize > MAX_DOCUMENT_BYTES {
-        return Err(ContentError::TooLarge { source_name: path.display().to_string(), size: meta.len() as usize });
+        return Err(ContentError::TooLarge {
+            source_name: path.display().to_string(),
+            size: meta.len() as usize,
+        });
     }
     std::fs::read_to_string(path).map_err(io_err(path))
 }
@@ -75,12 +81,17 @@ fn read_bounded(path: &Path) -> Result<String, ContentError> {
 /// over the size limit. Errors carry line and column.
 pub fn yaml_documents(text: &str, source_name: &str) -> Result<Vec<Value>, ContentError> {
     if text.len() > MAX_DOCUMENT_BYTES {
-        return Err(ContentError::TooLarge { source_name: source_name.to_string(), size: text.len() });
+        return Err(ContentError::TooLarge {
+            source_name: source_name.to_string(),
+            size: text.len(),
+        });
     }
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value: Value = serde::Deserialize::deserialize(doc)
-            .map_err(|e| ContentError::Yaml { source_name: source_name.to_string(), message: e.to_string() })?;
+        let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| ContentError::Yaml {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        })?;
         if !value.is_null() {
             docs.push(value);
         }
@@ -91,12 +102,17 @@ pub fn yaml_documents(text: &str, source_name: &str) -> Result<Vec<Value>, Conte
 /// Deserializes one already-parsed document into a typed resource,
 /// naming the field serde complained about.
 pub fn typed<T: DeserializeOwned>(value: Value, source_name: &str) -> Result<T, ContentError> {
-    serde_json::from_value(value)
-        .map_err(|e| ContentError::Invalid { source_name: source_name.to_string(), message: e.to_string() })
+    serde_json::from_value(value).map_err(|e| ContentError::Invalid {
+        source_name: source_name.to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn kind_of(doc: &Value) -> (&str, &str) {
-    (doc["apiVersion"].as_str().unwrap_or(""), doc["kind"].as_str().unwrap_or(""))
+    (
+        doc["apiVersion"].as_str().unwrap_or(""),
+        doc["kind"].as_str().unwrap_or(""),
+    )
 }
 
 /// Parses a YAML stream of PaveRoutes and PolicyBundles (packed content).
@@ -169,7 +185,11 @@ fn walk_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Resu
             walk_files(root, &path, out)?;
         } else {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
             out.push((rel, path));
         }
     }
@@ -191,7 +211,11 @@ pub fn load_route_dir(dir: &Path) -> Result<PaveRoute, ContentError> {
         let mut files = Vec::new();
         walk_files(&templates, &templates, &mut files)?;
         for (rel, path) in files {
-            route.spec.templates.inline.push(TemplateFile { path: rel, content: read_bounded(&path)?, when: None });
+            route.spec.templates.inline.push(TemplateFile {
+                path: rel,
+                content: read_bounded(&path)?,
+                when: None,
+            });
         }
     }
     if route.metadata.name.is_none() {
@@ -215,11 +239,19 @@ pub fn load_bundle_dir(dir: &Path) -> Result<PolicyBundle, ContentError> {
     }
     let mut bundle: PolicyBundle = typed(doc, &file.display().to_string())?;
     for path in sorted_entries(dir)? {
-        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
         if name.ends_with("_test.rego") {
-            bundle.spec.tests.push(RegoModule { name, source: read_bounded(&path)? });
+            bundle.spec.tests.push(RegoModule {
+                name,
+                source: read_bounded(&path)?,
+            });
         } else if name.ends_with(".rego") {
-            bundle.spec.modules.push(RegoModule { name, source: read_bounded(&path)? });
+            bundle.spec.modules.push(RegoModule {
+                name,
+                source: read_bounded(&path)?,
+            });
         } else if name == "data.json" {
             let text = read_bounded(&path)?;
             let data: Value = serde_json::from_str(&text).map_err(|e| ContentError::Invalid {
@@ -292,12 +324,20 @@ where
 
 /// The packed form of `routes/`.
 pub fn pack_routes(routes: &[PaveRoute]) -> String {
-    pack("Generated by `make pack` from routes/; do not edit.", routes, |r| &r.metadata)
+    pack(
+        "Generated by `make pack` from routes/; do not edit.",
+        routes,
+        |r| &r.metadata,
+    )
 }
 
 /// The packed form of `policy-bundles/`.
 pub fn pack_bundles(bundles: &[PolicyBundle]) -> String {
-    pack("Generated by `make pack` from policy-bundles/; do not edit.", bundles, |b| &b.metadata)
+    pack(
+        "Generated by `make pack` from policy-bundles/; do not edit.",
+        bundles,
+        |b| &b.metadata,
+    )
 }
 
 #[cfg(test)]

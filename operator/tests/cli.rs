@@ -8,7 +8,11 @@ fn root() -> PathBuf {
 }
 
 fn paver(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_paver")).args(args).current_dir(root()).output().expect("run paver");
+    let out = Command::new(env!("CARGO_BIN_EXE_paver"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run paver");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -33,15 +37,24 @@ fn packed_manifests_are_fresh() {
     let routes = std::fs::read_to_string(root().join("manifests/routes.yaml")).unwrap_or_default();
     let bundles = std::fs::read_to_string(root().join("manifests/policy-bundles.yaml")).unwrap_or_default();
     let (want_routes, want_bundles) = paver::cli::packed(&root()).expect("pack routes and bundles");
-    assert!(routes == want_routes, "manifests/routes.yaml is stale: run `make pack`");
-    assert!(bundles == want_bundles, "manifests/policy-bundles.yaml is stale: run `make pack`");
+    assert!(
+        routes == want_routes,
+        "manifests/routes.yaml is stale: run `make pack`"
+    );
+    assert!(
+        bundles == want_bundles,
+        "manifests/policy-bundles.yaml is stale: run `make pack`"
+    );
 }
 
 #[test]
 fn payment_gateway_verdict_names_route_estimate_and_approval() {
     let (code, out, err) = paver(&["validate", "-f", "examples/payment-gateway.yaml"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("payments/payment-gateway: ALLOWED, NEEDS APPROVAL"), "{out}");
+    assert!(
+        out.contains("payments/payment-gateway: ALLOWED, NEEDS APPROVAL"),
+        "{out}"
+    );
     assert!(out.contains("pci-payment-service@"), "{out}");
     assert!(out.contains("USD/month"), "{out}");
     assert!(out.contains("needs approval because"), "{out}");
@@ -50,8 +63,14 @@ fn payment_gateway_verdict_names_route_estimate_and_approval() {
 #[test]
 fn every_example_is_allowed_and_json_is_machine_readable() {
     let mut args = vec!["validate", "-o", "json", "-f"];
-    let files = ["orders-api", "storefront-web", "clickstream-etl", "invoice-reconciler", "payment-gateway"]
-        .map(|n| format!("examples/{n}.yaml"));
+    let files = [
+        "orders-api",
+        "storefront-web",
+        "clickstream-etl",
+        "invoice-reconciler",
+        "payment-gateway",
+    ]
+    .map(|n| format!("examples/{n}.yaml"));
     args.extend(files.iter().map(String::as_str));
     let (code, out, err) = paver(&args);
     assert_eq!(code, 0, "{out}{err}");
@@ -59,7 +78,10 @@ fn every_example_is_allowed_and_json_is_machine_readable() {
     let verdicts = doc["verdicts"].as_array().expect("verdicts");
     assert_eq!(verdicts.len(), 5);
     for v in verdicts {
-        assert!(["allowed", "needsApproval"].contains(&v["outcome"].as_str().unwrap_or("")), "{v}");
+        assert!(
+            ["allowed", "needsApproval"].contains(&v["outcome"].as_str().unwrap_or("")),
+            "{v}"
+        );
         assert!(v["estimate"]["monthly"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
     }
 }
@@ -72,7 +94,10 @@ fn denied_request_exits_1_naming_bundle_and_rule() {
     let file = write(&dir, "denied.yaml", &denied);
     let (code, out, err) = paver(&["validate", "-f", &file]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(out.contains("DENIED") && out.contains("violations:") && out.contains("reliability/"), "{out}");
+    assert!(
+        out.contains("DENIED") && out.contains("violations:") && out.contains("reliability/"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -81,23 +106,45 @@ fn schema_violation_exits_2_naming_the_field() {
     let file = write(&dir, "bad.yaml", &example_with("replicas: 2", "replicas: lots"));
     let (code, out, err) = paver(&["validate", "-f", &file]);
     assert_eq!(code, 2, "{out}{err}");
-    assert!(out.contains("INVALID") && out.contains("spec.parameters.compute.replicas"), "{out}");
+    assert!(
+        out.contains("INVALID") && out.contains("spec.parameters.compute.replicas"),
+        "{out}"
+    );
 }
 
 #[test]
 fn unusable_files_exit_2_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
-        ("malformed.yaml", "kind: ServiceRequest\nspec: [unclosed\n".to_string(), "invalid YAML"),
-        ("configmap.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n".to_string(), "ConfigMap"),
-        ("missing-route.yaml", example_with("route: microservice", "route: no-such-route"), "no-such-route"),
-        ("huge.yaml", format!("a: \"{}\"\n", "x".repeat(5 * 1024 * 1024)), "larger than"),
+        (
+            "malformed.yaml",
+            "kind: ServiceRequest\nspec: [unclosed\n".to_string(),
+            "invalid YAML",
+        ),
+        (
+            "configmap.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n".to_string(),
+            "ConfigMap",
+        ),
+        (
+            "missing-route.yaml",
+            example_with("route: microservice", "route: no-such-route"),
+            "no-such-route",
+        ),
+        (
+            "huge.yaml",
+            format!("a: \"{}\"\n", "x".repeat(5 * 1024 * 1024)),
+            "larger than",
+        ),
     ];
     for (name, text, expect) in cases {
         let file = write(&dir, name, &text);
         let (code, out, err) = paver(&["validate", "-f", &file]);
         assert_eq!(code, 2, "{name}: {out}{err}");
-        assert!(format!("{out}{err}").contains(expect), "{name}: expected {expect:?} in {out}{err}");
+        assert!(
+            format!("{out}{err}").contains(expect),
+            "{name}: expected {expect:?} in {out}{err}"
+        );
     }
     let (code, _, err) = paver(&["validate", "-f", "no/such/file.yaml"]);
     assert_eq!(code, 2);
@@ -108,14 +155,27 @@ fn unusable_files_exit_2_with_a_clear_message() {
 fn render_writes_the_full_file_set() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out_dir = dir.path().join("out");
-    let (code, out, err) =
-        paver(&["render", "-f", "examples/payment-gateway.yaml", "--out", &out_dir.display().to_string()]);
+    let (code, out, err) = paver(&[
+        "render",
+        "-f",
+        "examples/payment-gateway.yaml",
+        "--out",
+        &out_dir.display().to_string(),
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     let base = out_dir.join("payments/payments/payment-gateway");
-    for file in ["argocd-application.yaml", "CODEOWNERS", ".github/workflows/ci.yaml", "manifests/deployment.yaml"] {
+    for file in [
+        "argocd-application.yaml",
+        "CODEOWNERS",
+        ".github/workflows/ci.yaml",
+        "manifests/deployment.yaml",
+    ] {
         assert!(base.join(file).is_file(), "{file} rendered; stderr: {err}");
     }
-    assert!(err.contains("file(s) in payments/payments/payment-gateway"), "{err}");
+    assert!(
+        err.contains("file(s) in payments/payments/payment-gateway"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -128,13 +188,24 @@ fn bundle_tests_pass_and_a_failing_bundle_fails() {
     let b = dir.path().join("broken");
     std::fs::create_dir_all(&b).expect("mkdir");
     std::fs::write(b.join("bundle.yaml"), "apiVersion: paver.dev/v1alpha1\nkind: PolicyBundle\nmetadata: {name: broken}\nspec: {version: 0.1.0}\n").expect("write");
-    std::fs::write(b.join("p.rego"), "package paver.broken\n\ndeny contains \"always\" if { true }\n").expect("write");
+    std::fs::write(
+        b.join("p.rego"),
+        "package paver.broken\n\ndeny contains \"always\" if { true }\n",
+    )
+    .expect("write");
     std::fs::write(b.join("p_test.rego"), "package paver.broken_test\n\nimport data.paver.broken\n\ntest_never_denies if { count(broken.deny) == 0 }\n").expect("write");
     let (code, out, _) = paver(&["test", &b.display().to_string()]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL") && out.contains("test_never_denies") && out.contains("0 passed, 1 failed"), "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("test_never_denies") && out.contains("0 passed, 1 failed"),
+        "{out}"
+    );
 
-    std::fs::write(b.join("p.rego"), "package paver.broken\n\ndeny contains msg if {\n  msg := \n}\n").expect("write");
+    std::fs::write(
+        b.join("p.rego"),
+        "package paver.broken\n\ndeny contains msg if {\n  msg := \n}\n",
+    )
+    .expect("write");
     let (code, out, _) = paver(&["test", &b.display().to_string()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("ERROR p.rego:"), "{out}");

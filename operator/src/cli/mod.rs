@@ -72,7 +72,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Output repository URL written into the Argo CD Application.
-        #[arg(long, value_name = "URL", default_value = "https://git.example.com/platform/gitops.git")]
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "https://git.example.com/platform/gitops.git"
+        )]
         repo_url: String,
         #[command(flatten)]
         sources: Sources,
@@ -110,8 +114,17 @@ pub enum Command {
 /// Runs a parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Validate { files, sources, output } => offline::validate(&files, &sources, output),
-        Command::Render { file, out, repo_url, sources } => offline::render(&file, out.as_deref(), &repo_url, &sources),
+        Command::Validate {
+            files,
+            sources,
+            output,
+        } => offline::validate(&files, &sources, output),
+        Command::Render {
+            file,
+            out,
+            repo_url,
+            sources,
+        } => offline::render(&file, out.as_deref(), &repo_url, &sources),
         Command::Test { paths, verbose } => offline::test(&paths, verbose),
         Command::Crds { out_dir: None } => {
             print!("{}", paver_crds::stream());

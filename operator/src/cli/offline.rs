@@ -57,9 +57,15 @@ fn catalog(sources: &Sources) -> Result<Catalog, ContentError> {
 }
 
 fn read_requests(path: &Path) -> Result<Vec<paver_crds::ServiceRequest>, ContentError> {
-    let text = std::fs::read(path).map_err(|source| ContentError::Io { path: path.display().to_string(), source })?;
+    let text = std::fs::read(path).map_err(|source| ContentError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     if text.len() > content::MAX_DOCUMENT_BYTES {
-        return Err(ContentError::TooLarge { source_name: path.display().to_string(), size: text.len() });
+        return Err(ContentError::TooLarge {
+            source_name: path.display().to_string(),
+            size: text.len(),
+        });
     }
     let text = String::from_utf8(text).map_err(|_| ContentError::Invalid {
         source_name: path.display().to_string(),
@@ -101,22 +107,45 @@ pub fn print_verdict(v: &Verdict) -> String {
             }
         }
     };
-    section(&mut out, "errors", v.errors.iter().map(ToString::to_string).collect());
+    section(
+        &mut out,
+        "errors",
+        v.errors.iter().map(ToString::to_string).collect(),
+    );
     let finding = |f: &paver_crds::Finding| {
         let path = f.path.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default();
         format!("{}/{}: {}{path}", f.bundle, f.rule, f.message)
     };
-    section(&mut out, "violations", v.policy.violations.iter().map(finding).collect());
-    section(&mut out, "warnings", v.policy.warnings.iter().map(finding).collect());
-    section(&mut out, "dry-run findings", v.policy.dryrun.iter().map(finding).collect());
+    section(
+        &mut out,
+        "violations",
+        v.policy.violations.iter().map(finding).collect(),
+    );
+    section(
+        &mut out,
+        "warnings",
+        v.policy.warnings.iter().map(finding).collect(),
+    );
+    section(
+        &mut out,
+        "dry-run findings",
+        v.policy.dryrun.iter().map(finding).collect(),
+    );
     section(&mut out, "waived", v.policy.waived.iter().map(finding).collect());
-    section(&mut out, "needs approval because", v.policy.approval_reasons.clone());
+    section(
+        &mut out,
+        "needs approval because",
+        v.policy.approval_reasons.clone(),
+    );
     section(&mut out, "notices", v.notices.clone());
     if !v.missing_bundles.is_empty() {
         section(
             &mut out,
             "unavailable bundles",
-            v.missing_bundles.iter().map(|b| format!("{b}: no version compiled and passed its tests")).collect(),
+            v.missing_bundles
+                .iter()
+                .map(|b| format!("{b}: no version compiled and passed its tests"))
+                .collect(),
         );
     }
     if let Some(e) = &v.render_error {
@@ -136,7 +165,13 @@ pub fn validate(files: &[PathBuf], sources: &Sources, format: Format) -> ExitCod
         match read_requests(file) {
             Ok(requests) => {
                 for sr in requests {
-                    verdicts.push(decide_request(&catalog, &sr, &[], &RenderOptions::default(), Utc::now()));
+                    verdicts.push(decide_request(
+                        &catalog,
+                        &sr,
+                        &[],
+                        &RenderOptions::default(),
+                        Utc::now(),
+                    ));
                 }
             }
             Err(e) => load_errors.push(e.to_string()),
@@ -174,7 +209,10 @@ pub fn render(file: &Path, out: Option<&Path>, repo_url: &str, sources: &Sources
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let opts = RenderOptions { repo_url: repo_url.to_string(), revision: "main".into() };
+    let opts = RenderOptions {
+        repo_url: repo_url.to_string(),
+        revision: "main".into(),
+    };
     let mut code = 0;
     for sr in requests {
         let verdict = decide_request(&catalog, &sr, &[], &opts, Utc::now());
@@ -214,7 +252,11 @@ pub fn render(file: &Path, out: Option<&Path>, repo_url: &str, sources: &Sources
             rendered.dir,
             out.map(|d| format!(" under {}", d.display())).unwrap_or_default(),
             &rendered.digest.chars().take(12).collect::<String>(),
-            if verdict.outcome == Outcome::NeedsApproval { "; the operator commits it once approved" } else { "" },
+            if verdict.outcome == Outcome::NeedsApproval {
+                "; the operator commits it once approved"
+            } else {
+                ""
+            },
         );
         eprintln!("{summary}");
         if out.is_some() {
@@ -262,7 +304,15 @@ pub fn test(paths: &[PathBuf], verbose: bool) -> ExitCode {
                 }
             } else {
                 failed += 1;
-                println!("  FAIL  {}{}", t.name, if t.message.is_empty() { String::new() } else { format!(": {}", t.message) });
+                println!(
+                    "  FAIL  {}{}",
+                    t.name,
+                    if t.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", t.message)
+                    }
+                );
             }
         }
         if !verbose && activation.errors.is_empty() && activation.tests.iter().all(|t| t.pass) {
@@ -270,7 +320,11 @@ pub fn test(paths: &[PathBuf], verbose: bool) -> ExitCode {
         }
     }
     println!("{passed} passed, {failed} failed");
-    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// The packed YAML for `root`'s routes and bundles.
@@ -285,7 +339,10 @@ pub fn pack(root: &Path) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    for (file, text) in [("manifests/routes.yaml", routes), ("manifests/policy-bundles.yaml", bundles)] {
+    for (file, text) in [
+        ("manifests/routes.yaml", routes),
+        ("manifests/policy-bundles.yaml", bundles),
+    ] {
         let path = root.join(file);
         if let Err(e) = std::fs::write(&path, text) {
             return fail(format_args!("failed to write {}: {e}", path.display()));

@@ -23,11 +23,23 @@ pub fn bundle_status(
     let generation = bundle.metadata.generation;
     let mut conditions = prev.conditions.clone();
     let mut set = |c: Condition| {
-        set_condition(&mut conditions, Condition { observed_generation: generation, ..c }, now);
+        set_condition(
+            &mut conditions,
+            Condition {
+                observed_generation: generation,
+                ..c
+            },
+            now,
+        );
     };
     let version = &bundle.spec.version;
     if report.errors.is_empty() {
-        set(Condition::new("Compiled", true, "Compiled", format!("version {version} compiled")));
+        set(Condition::new(
+            "Compiled",
+            true,
+            "Compiled",
+            format!("version {version} compiled"),
+        ));
     } else {
         let msg = report
             .errors
@@ -40,27 +52,54 @@ pub fn bundle_status(
             .join("; ");
         set(Condition::new("Compiled", false, "CompileError", msg));
     }
-    let failed: Vec<&str> = report.tests.iter().filter(|t| !t.pass).map(|t| t.name.as_str()).collect();
+    let failed: Vec<&str> = report
+        .tests
+        .iter()
+        .filter(|t| !t.pass)
+        .map(|t| t.name.as_str())
+        .collect();
     if !report.errors.is_empty() {
-        set(Condition { status: "Unknown".into(), ..Condition::new("TestsPassed", false, "NotRun", "the bundle did not compile") });
+        set(Condition {
+            status: "Unknown".into(),
+            ..Condition::new("TestsPassed", false, "NotRun", "the bundle did not compile")
+        });
     } else if failed.is_empty() {
-        set(Condition::new("TestsPassed", true, "Passed", format!("{} test(s) passed", report.tests.len())));
+        set(Condition::new(
+            "TestsPassed",
+            true,
+            "Passed",
+            format!("{} test(s) passed", report.tests.len()),
+        ));
     } else {
         set(Condition::new(
             "TestsPassed",
             false,
             "TestsFailed",
-            format!("{} of {} test(s) failed: {}", failed.len(), report.tests.len(), failed.join(", ")),
+            format!(
+                "{} of {} test(s) failed: {}",
+                failed.len(),
+                report.tests.len(),
+                failed.join(", ")
+            ),
         ));
     }
     let active = report.activated;
     let active_version = report.active_version.clone();
     let active_msg = match (&active_version, active) {
         (Some(v), true) => format!("version {v} is enforced"),
-        (Some(v), false) => format!("version {version} was not activated; the last good version {v} stays in force"),
-        (None, _) => format!("version {version} was not activated and no earlier version is good; matching requests wait"),
+        (Some(v), false) => {
+            format!("version {version} was not activated; the last good version {v} stays in force")
+        }
+        (None, _) => format!(
+            "version {version} was not activated and no earlier version is good; matching requests wait"
+        ),
     };
-    set(Condition::new("Active", active, if active { "Activated" } else { "KeptLastGood" }, active_msg));
+    set(Condition::new(
+        "Active",
+        active,
+        if active { "Activated" } else { "KeptLastGood" },
+        active_msg,
+    ));
     PolicyBundleStatus {
         conditions,
         active_version,
@@ -85,7 +124,12 @@ pub async fn apply(ctx: &Ctx, bundle: &PolicyBundle) -> Result<bool> {
     if status != prev {
         let api: Api<PolicyBundle> = Api::all(ctx.client.clone());
         let patch = json!({"apiVersion": "paver.dev/v1alpha1", "kind": "PolicyBundle", "status": status});
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
         ctx.metrics.wrote("policybundles/status", "apply");
     }
     Ok(report.activated)

@@ -26,7 +26,10 @@ struct AppState {
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], s.metrics.encode())
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        s.metrics.encode(),
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -47,7 +50,10 @@ pub async fn serve(addr: SocketAddr, metrics_: Metrics, health: Health) -> std::
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics: metrics_, health });
+        .with_state(AppState {
+            metrics: metrics_,
+            health,
+        });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }

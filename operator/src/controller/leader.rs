@@ -26,7 +26,12 @@ pub struct LeaseConfig {
     pub renew_every: Duration,
 }
 
-fn lease_spec(identity: &str, duration: Duration, transitions: i32, acquired: Option<MicroTime>) -> LeaseSpec {
+fn lease_spec(
+    identity: &str,
+    duration: Duration,
+    transitions: i32,
+    acquired: Option<MicroTime>,
+) -> LeaseSpec {
     let now = MicroTime(Timestamp::now());
     LeaseSpec {
         holder_identity: Some(identity.to_string()),
@@ -39,7 +44,9 @@ fn lease_spec(identity: &str, duration: Duration, transitions: i32, acquired: Op
 }
 
 fn expired(spec: &LeaseSpec) -> bool {
-    let (Some(renew), Some(secs)) = (&spec.renew_time, spec.lease_duration_seconds) else { return true };
+    let (Some(renew), Some(secs)) = (&spec.renew_time, spec.lease_duration_seconds) else {
+        return true;
+    };
     Timestamp::now() > renew.0 + SignedDuration::from_secs(i64::from(secs))
 }
 
@@ -48,7 +55,10 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
     match api.get_opt(&cfg.name).await? {
         None => {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(cfg.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(cfg.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(lease_spec(&cfg.identity, cfg.duration, 0, None)),
             };
             match api.create(&PostParams::default(), &lease).await {

@@ -46,7 +46,10 @@ pub struct WriteLabels {
 }
 
 fn duration_buckets() -> impl Iterator<Item = f64> {
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter()
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
 }
 
 /// Every metric Paver exports.
@@ -68,7 +71,11 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("paver");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register("reconciles", "Reconciles by controller and outcome", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by controller and outcome",
+            reconciles.clone(),
+        );
         let reconcile_duration =
             Family::<ReconcileLabels, Histogram>::new_with_constructor(|| Histogram::new(duration_buckets()));
         registry.register(
@@ -83,18 +90,42 @@ impl Default for Metrics {
             policy_eval_duration.clone(),
         );
         let violations = Family::<ViolationLabels, Counter>::default();
-        registry.register("violations", "Policy violations found, by bundle, rule and team", violations.clone());
+        registry.register(
+            "violations",
+            "Policy violations found, by bundle, rule and team",
+            violations.clone(),
+        );
         let git_operations = Family::<GitLabels, Counter>::default();
-        registry.register("git_operations", "Git commits and pushes by outcome", git_operations.clone());
+        registry.register(
+            "git_operations",
+            "Git commits and pushes by outcome",
+            git_operations.clone(),
+        );
         let git_duration =
             Family::<GitLabels, Histogram>::new_with_constructor(|| Histogram::new(duration_buckets()));
-        registry.register("git_duration_seconds", "Git commit and push durations", git_duration.clone());
+        registry.register(
+            "git_duration_seconds",
+            "Git commit and push durations",
+            git_duration.clone(),
+        );
         let scores = Family::<ServiceLabels, Gauge>::default();
-        registry.register("scorecard_score", "Scorecard score per service (0-100)", scores.clone());
+        registry.register(
+            "scorecard_score",
+            "Scorecard score per service (0-100)",
+            scores.clone(),
+        );
         let api_writes = Family::<WriteLabels, Counter>::default();
-        registry.register("api_writes", "Writes Paver made to the Kubernetes API", api_writes.clone());
+        registry.register(
+            "api_writes",
+            "Writes Paver made to the Kubernetes API",
+            api_writes.clone(),
+        );
         let drift_restored = Counter::default();
-        registry.register("drift_restored", "Rendered files edited by hand and restored", drift_restored.clone());
+        registry.register(
+            "drift_restored",
+            "Rendered files edited by hand and restored",
+            drift_restored.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciles,
@@ -113,19 +144,30 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one reconcile and its duration.
     pub fn reconciled(&self, controller: &str, outcome: &str, seconds: f64) {
-        let labels = ReconcileLabels { controller: controller.into(), outcome: outcome.into() };
+        let labels = ReconcileLabels {
+            controller: controller.into(),
+            outcome: outcome.into(),
+        };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration.get_or_create(&labels).observe(seconds);
     }
 
     /// Counts one API write.
     pub fn wrote(&self, resource: &str, verb: &str) {
-        self.api_writes.get_or_create(&WriteLabels { resource: resource.into(), verb: verb.into() }).inc();
+        self.api_writes
+            .get_or_create(&WriteLabels {
+                resource: resource.into(),
+                verb: verb.into(),
+            })
+            .inc();
     }
 
     /// Counts one Git operation and its duration.
     pub fn git(&self, operation: &str, outcome: &str, seconds: f64) {
-        let labels = GitLabels { operation: operation.into(), outcome: outcome.into() };
+        let labels = GitLabels {
+            operation: operation.into(),
+            outcome: outcome.into(),
+        };
         self.git_operations.get_or_create(&labels).inc();
         self.git_duration.get_or_create(&labels).observe(seconds);
     }
@@ -150,7 +192,10 @@ mod tests {
         m.reconciled("servicerequest", "ok", 0.01);
         m.wrote("servicerequests/status", "patch");
         let text = m.encode();
-        assert!(text.contains("paver_reconciles_total{controller=\"servicerequest\",outcome=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("paver_reconciles_total{controller=\"servicerequest\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("paver_api_writes_total"), "{text}");
     }
 }

@@ -120,7 +120,10 @@ pub fn sync_status(app: &DynamicObject) -> SyncStatus {
 impl Context {
     /// How renders are stamped with the output repository.
     pub fn render_options(&self) -> RenderOptions {
-        RenderOptions { repo_url: self.config.repo_url.clone(), revision: self.config.branch.clone() }
+        RenderOptions {
+            repo_url: self.config.repo_url.clone(),
+            revision: self.config.branch.clone(),
+        }
     }
 
     /// What Argo CD reports for the request's Application, if it exists.
@@ -132,7 +135,8 @@ impl Context {
             .iter()
             .find(|app| {
                 let labels = app.labels();
-                labels.get(REQUEST_NAMESPACE_LABEL) == Some(&ns) && labels.get(REQUEST_NAME_LABEL) == Some(&name)
+                labels.get(REQUEST_NAMESPACE_LABEL) == Some(&ns)
+                    && labels.get(REQUEST_NAME_LABEL) == Some(&name)
             })
             .map(|app| sync_status(app))
     }

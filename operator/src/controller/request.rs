@@ -13,8 +13,8 @@ use kube::{
     },
 };
 use paver_crds::{
-    Approval, Phase, Scorecard, ScorecardSpec, ScorecardStatus, ServiceRequest, ServiceRequestStatus, SyncStatus,
-    now_rfc3339,
+    Approval, Phase, Scorecard, ScorecardSpec, ScorecardStatus, ServiceRequest, ServiceRequestStatus,
+    SyncStatus, now_rfc3339,
 };
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -53,7 +53,10 @@ pub fn trailers(sr: &ServiceRequest, verdict: &Verdict) -> Vec<(String, String)>
     vec![
         ("Paver-Request".into(), key(sr)),
         ("Paver-Request-UID".into(), sr.uid().unwrap_or_default()),
-        ("Paver-Generation".into(), sr.metadata.generation.unwrap_or(0).to_string()),
+        (
+            "Paver-Generation".into(),
+            sr.metadata.generation.unwrap_or(0).to_string(),
+        ),
         ("Paver-Route".into(), verdict.route.clone().unwrap_or_default()),
         ("Paver-Bundles".into(), verdict.policy.bundle_versions.join(", ")),
     ]
@@ -64,7 +67,8 @@ pub async fn reconcile(sr: Arc<ServiceRequest>, ctx: Ctx) -> Result<Action> {
     let started = std::time::Instant::now();
     let result = reconcile_inner(&sr, &ctx).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics.reconciled("servicerequest", outcome, started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciled("servicerequest", outcome, started.elapsed().as_secs_f64());
     result
 }
 
@@ -78,7 +82,8 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
         let mut finalizers = sr.finalizers().to_vec();
         finalizers.push(FINALIZER.to_string());
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": sr.resource_version()}});
-        api.patch(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         ctx.metrics.wrote("servicerequests", "patch");
     }
 
@@ -89,7 +94,9 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
         let catalog = ctx.catalog.read().await;
         let policy_started = std::time::Instant::now();
         let v = decide_request(&catalog, sr, &approvals, &ctx.render_options(), Utc::now());
-        ctx.metrics.policy_eval_duration.observe(policy_started.elapsed().as_secs_f64());
+        ctx.metrics
+            .policy_eval_duration
+            .observe(policy_started.elapsed().as_secs_f64());
         v
     };
     for f in &verdict.policy.violations {
@@ -122,12 +129,17 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
             match ctx.writer.submit(change).await {
                 Ok(r) => {
                     let outcome = if r.changed { "committed" } else { "unchanged" };
-                    ctx.metrics.git("commit", outcome, started.elapsed().as_secs_f64());
+                    ctx.metrics
+                        .git("commit", outcome, started.elapsed().as_secs_f64());
                     ctx.metrics.git("push", outcome, r.metrics.push.as_secs_f64());
-                    CommitState::Committed { revision: r.revision.unwrap_or_default(), changed: r.changed }
+                    CommitState::Committed {
+                        revision: r.revision.unwrap_or_default(),
+                        changed: r.changed,
+                    }
                 }
                 Err(e) => {
-                    ctx.metrics.git("commit", "failed", started.elapsed().as_secs_f64());
+                    ctx.metrics
+                        .git("commit", "failed", started.elapsed().as_secs_f64());
                     warn!(error = %e, "failed to commit render");
                     CommitState::Failed(e.to_string())
                 }
@@ -136,12 +148,31 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
         _ => CommitState::NotAttempted,
     };
 
-    let sync = if ctx.argocd { ctx.application_status(sr) } else { None };
-    let new_status = request_status(&prev, &verdict, &commit, sync.as_ref(), ctx.argocd, generation, &now_rfc3339());
+    let sync = if ctx.argocd {
+        ctx.application_status(sr)
+    } else {
+        None
+    };
+    let new_status = request_status(
+        &prev,
+        &verdict,
+        &commit,
+        sync.as_ref(),
+        ctx.argocd,
+        generation,
+        &now_rfc3339(),
+    );
     let drift = status::is_drift(prev.render.as_ref(), &verdict, &commit);
     if drift {
         ctx.metrics.drift_restored.inc();
-        publish(ctx, sr, EventType::Warning, "DriftRestored", "restored rendered files edited in the repository").await;
+        publish(
+            ctx,
+            sr,
+            EventType::Warning,
+            "DriftRestored",
+            "restored rendered files edited in the repository",
+        )
+        .await;
     }
     if new_status != prev {
         write_status(&api, sr, &new_status, ctx).await?;
@@ -193,13 +224,23 @@ fn cluster_facts(sync: Option<&SyncStatus>) -> serde_json::Value {
     }
 }
 
-async fn write_status(api: &Api<ServiceRequest>, sr: &ServiceRequest, status: &ServiceRequestStatus, ctx: &Ctx) -> Result<()> {
+async fn write_status(
+    api: &Api<ServiceRequest>,
+    sr: &ServiceRequest,
+    status: &ServiceRequestStatus,
+    ctx: &Ctx,
+) -> Result<()> {
     let patch = json!({
         "apiVersion": "paver.dev/v1alpha1",
         "kind": "ServiceRequest",
         "status": status,
     });
-    api.patch_status(&sr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(
+        &sr.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     ctx.metrics.wrote("servicerequests/status", "apply");
     Ok(())
 }
@@ -208,7 +249,9 @@ async fn write_status(api: &Api<ServiceRequest>, sr: &ServiceRequest, status: &S
 async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardStatus) -> Result<()> {
     let ns = sr.namespace().unwrap_or_default();
     let name = sr.name_any();
-    let existing = ctx.scorecards.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns));
+    let existing = ctx
+        .scorecards
+        .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns));
     if let Some(existing) = existing.as_ref().and_then(|sc| sc.status.as_ref()) {
         let mut same = existing.clone();
         same.evaluated_at = status.evaluated_at.clone();
@@ -219,10 +262,16 @@ async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardSt
     if status.evaluated_at.is_empty() {
         status.evaluated_at = now_rfc3339();
     }
-    let owner = sr.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
+    let owner = sr
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
     let mut sc = Scorecard::new(
         &name,
-        ScorecardSpec { request: name.clone(), team: sr.spec.team.clone(), route: sr.spec.route.clone() },
+        ScorecardSpec {
+            request: name.clone(),
+            team: sr.spec.team.clone(),
+            route: sr.spec.route.clone(),
+        },
     );
     sc.metadata.namespace = Some(ns.clone());
     sc.metadata.owner_references = Some(vec![owner]);
@@ -232,15 +281,25 @@ async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardSt
     ]));
     ctx.metrics
         .scores
-        .get_or_create(&super::metrics::ServiceLabels { namespace: ns.clone(), name: name.clone(), team: sr.spec.team.clone() })
+        .get_or_create(&super::metrics::ServiceLabels {
+            namespace: ns.clone(),
+            name: name.clone(),
+            team: sr.spec.team.clone(),
+        })
         .set(i64::from(status.score));
     sc.status = Some(status);
     let api: Api<Scorecard> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut value = serde_json::to_value(&sc).map_err(|e| Error::Git(format!("failed to encode scorecard: {e}")))?;
+    let mut value =
+        serde_json::to_value(&sc).map_err(|e| Error::Git(format!("failed to encode scorecard: {e}")))?;
     if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         meta.remove("creationTimestamp");
     }
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value)).await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await?;
     ctx.metrics.wrote("scorecards", "apply");
     Ok(())
 }
@@ -248,7 +307,13 @@ async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardSt
 async fn publish(ctx: &Ctx, sr: &ServiceRequest, type_: EventType, reason: &str, note: impl Into<String>) {
     let mut note: String = note.into();
     note.truncate(1000);
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if ctx.recorder.publish(&event, &sr.object_ref(&())).await.is_ok() {
         ctx.metrics.wrote("events", "create");
     }
@@ -259,13 +324,25 @@ async fn announce(ctx: &Ctx, sr: &ServiceRequest, status: &ServiceRequestStatus)
     let (type_, reason, note) = match status.phase {
         Phase::Rejected => (EventType::Warning, "Rejected", summary(status)),
         Phase::Failed => (EventType::Warning, "Failed", summary(status)),
-        Phase::AwaitingApproval => (EventType::Normal, "AwaitingApproval", status.approval_reasons.join("; ")),
+        Phase::AwaitingApproval => (
+            EventType::Normal,
+            "AwaitingApproval",
+            status.approval_reasons.join("; "),
+        ),
         Phase::Rendered => (
             EventType::Normal,
             "Committed",
-            status.render.as_ref().map(|r| format!("committed {} files at {}", r.files, r.revision)).unwrap_or_default(),
+            status
+                .render
+                .as_ref()
+                .map(|r| format!("committed {} files at {}", r.files, r.revision))
+                .unwrap_or_default(),
         ),
-        Phase::Synced => (EventType::Normal, "Synced", "Argo CD synced the committed revision".into()),
+        Phase::Synced => (
+            EventType::Normal,
+            "Synced",
+            "Argo CD synced the committed revision".into(),
+        ),
         Phase::Pending => (EventType::Normal, "Pending", summary(status)),
     };
     info!(phase = ?status.phase, "request changed phase");
@@ -297,21 +374,34 @@ async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> R
             trailers: vec![
                 ("Paver-Request".into(), key(sr)),
                 ("Paver-Request-UID".into(), sr.uid().unwrap_or_default()),
-                ("Paver-Generation".into(), sr.metadata.generation.unwrap_or(0).to_string()),
+                (
+                    "Paver-Generation".into(),
+                    sr.metadata.generation.unwrap_or(0).to_string(),
+                ),
             ],
             summary: format!("remove {} (request deleted)", key(sr)),
         };
         let started = std::time::Instant::now();
         if let Err(e) = ctx.writer.submit(change).await {
-            ctx.metrics.git("delete", "failed", started.elapsed().as_secs_f64());
+            ctx.metrics
+                .git("delete", "failed", started.elapsed().as_secs_f64());
             warn!(error = %e, "failed to remove the request's directory; retrying");
             return Ok(Action::requeue(PUSH_RETRY));
         }
-        ctx.metrics.git("delete", "committed", started.elapsed().as_secs_f64());
+        ctx.metrics
+            .git("delete", "committed", started.elapsed().as_secs_f64());
     }
-    let finalizers: Vec<String> = sr.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let finalizers: Vec<String> = sr
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": sr.resource_version()}});
-    match api.patch(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => ctx.metrics.wrote("servicerequests", "patch"),
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e.into()),

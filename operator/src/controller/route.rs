@@ -12,16 +12,40 @@ use super::{Ctx, FIELD_MANAGER, Result};
 use crate::core::FieldError;
 
 /// The status a route should have after compiling it.
-pub fn route_status(prev: &PaveRouteStatus, route: &PaveRoute, errors: &[FieldError], now: &str) -> PaveRouteStatus {
+pub fn route_status(
+    prev: &PaveRouteStatus,
+    route: &PaveRoute,
+    errors: &[FieldError],
+    now: &str,
+) -> PaveRouteStatus {
     let mut conditions = prev.conditions.clone();
     let c = if errors.is_empty() {
-        Condition::new("Ready", true, "Compiled", format!("version {} is in use", route.spec.version))
+        Condition::new(
+            "Ready",
+            true,
+            "Compiled",
+            format!("version {} is in use", route.spec.version),
+        )
     } else {
-        let msg = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let msg = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         Condition::new("Ready", false, "InvalidRoute", msg)
     };
-    set_condition(&mut conditions, Condition { observed_generation: route.metadata.generation, ..c }, now);
-    PaveRouteStatus { conditions, observed_generation: route.metadata.generation }
+    set_condition(
+        &mut conditions,
+        Condition {
+            observed_generation: route.metadata.generation,
+            ..c
+        },
+        now,
+    );
+    PaveRouteStatus {
+        conditions,
+        observed_generation: route.metadata.generation,
+    }
 }
 
 /// Compiles `route` into the catalog and writes its status if it changed.
@@ -32,7 +56,12 @@ pub async fn apply(ctx: &Ctx, route: &PaveRoute) -> Result<()> {
     if status != prev {
         let api: Api<PaveRoute> = Api::all(ctx.client.clone());
         let patch = json!({"apiVersion": "paver.dev/v1alpha1", "kind": "PaveRoute", "status": status});
-        api.patch_status(&route.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        api.patch_status(
+            &route.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
         ctx.metrics.wrote("paveroutes/status", "apply");
     }
     Ok(())

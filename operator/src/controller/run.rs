@@ -40,11 +40,19 @@ fn generation_or_deletion(sr: &ServiceRequest) -> Option<u64> {
 }
 
 fn credentials(config: &OperatorConfig) -> Credentials {
-    match (&config.git_username_file, &config.git_token_file, &config.git_ssh_key_file) {
-        (_, _, Some(key)) => Credentials::SshKey { private_key_file: key.clone(), known_hosts: None },
-        (Some(user), Some(token), _) => {
-            Credentials::UserToken { username_file: user.clone(), token_file: token.clone() }
-        }
+    match (
+        &config.git_username_file,
+        &config.git_token_file,
+        &config.git_ssh_key_file,
+    ) {
+        (_, _, Some(key)) => Credentials::SshKey {
+            private_key_file: key.clone(),
+            known_hosts: None,
+        },
+        (Some(user), Some(token), _) => Credentials::UserToken {
+            username_file: user.clone(),
+            token_file: token.clone(),
+        },
         _ => Credentials::None,
     }
 }
@@ -52,14 +60,23 @@ fn credentials(config: &OperatorConfig) -> Credentials {
 /// Waits until every Paver CRD is Established.
 async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let names: Vec<String> =
-        paver_crds::all().iter().map(|(_, crd)| crd.metadata.name.clone().unwrap_or_default()).collect();
+    let names: Vec<String> = paver_crds::all()
+        .iter()
+        .map(|(_, crd)| crd.metadata.name.clone().unwrap_or_default())
+        .collect();
     loop {
         let mut missing = Vec::new();
         for name in &names {
-            let established = api.get_opt(name).await?.and_then(|crd| crd.status).is_some_and(|s| {
-                s.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True")
-            });
+            let established = api
+                .get_opt(name)
+                .await?
+                .and_then(|crd| crd.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
             if !established {
                 missing.push(name.clone());
             }
@@ -80,7 +97,11 @@ async fn argocd_installed(client: &Client) -> bool {
 type Trigger = mpsc::UnboundedSender<ObjectRef<ServiceRequest>>;
 
 /// Requests that `pred` selects, re-reconciled.
-fn trigger_requests(store: &reflector::Store<ServiceRequest>, trigger: &Trigger, pred: impl Fn(&ServiceRequest) -> bool) {
+fn trigger_requests(
+    store: &reflector::Store<ServiceRequest>,
+    trigger: &Trigger,
+    pred: impl Fn(&ServiceRequest) -> bool,
+) {
     for sr in store.state() {
         if pred(&sr) {
             let _ = trigger.send(ObjectRef::from_obj(&*sr));
@@ -89,7 +110,12 @@ fn trigger_requests(store: &reflector::Store<ServiceRequest>, trigger: &Trigger,
 }
 
 /// Keeps the catalog's routes in step with the cluster.
-async fn watch_routes(ctx: Ctx, store: reflector::Store<ServiceRequest>, trigger: Trigger, ready: watch::Sender<bool>) {
+async fn watch_routes(
+    ctx: Ctx,
+    store: reflector::Store<ServiceRequest>,
+    trigger: Trigger,
+    ready: watch::Sender<bool>,
+) {
     let api: Api<PaveRoute> = Api::all(ctx.client.clone());
     let mut seen: BTreeMap<String, Option<i64>> = BTreeMap::new();
     let mut listed = BTreeSet::new();
@@ -138,7 +164,12 @@ async fn watch_routes(ctx: Ctx, store: reflector::Store<ServiceRequest>, trigger
 }
 
 /// Keeps the catalog's bundles in step with the cluster.
-async fn watch_bundles(ctx: Ctx, store: reflector::Store<ServiceRequest>, trigger: Trigger, ready: watch::Sender<bool>) {
+async fn watch_bundles(
+    ctx: Ctx,
+    store: reflector::Store<ServiceRequest>,
+    trigger: Trigger,
+    ready: watch::Sender<bool>,
+) {
     let api: Api<PolicyBundle> = Api::all(ctx.client.clone());
     let mut seen: BTreeMap<String, Option<i64>> = BTreeMap::new();
     let mut listed = BTreeSet::new();
@@ -175,8 +206,11 @@ async fn watch_bundles(ctx: Ctx, store: reflector::Store<ServiceRequest>, trigge
             watcher::Event::Delete(b) => {
                 let name = b.name_any();
                 let mut catalog = ctx.catalog.write().await;
-                let touched: Vec<_> =
-                    store.state().into_iter().filter(|sr| catalog.bundle_touches(&name, sr)).collect();
+                let touched: Vec<_> = store
+                    .state()
+                    .into_iter()
+                    .filter(|sr| catalog.bundle_touches(&name, sr))
+                    .collect();
                 catalog.bundles.remove(&name);
                 seen.remove(&name);
                 for sr in touched {
@@ -238,27 +272,34 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .await
     };
 
-    let writer = WriterHandle::spawn(GitConfig {
-        url: config.repo_url.clone(),
-        branch: config.branch.clone(),
-        root: String::new(),
-        workdir: config.workdir.clone(),
-        credentials: credentials(&config),
-        author_name: config.author_name.clone(),
-        author_email: config.author_email.clone(),
-    }, WriterOptions::default());
+    let writer = WriterHandle::spawn(
+        GitConfig {
+            url: config.repo_url.clone(),
+            branch: config.branch.clone(),
+            root: String::new(),
+            workdir: config.workdir.clone(),
+            credentials: credentials(&config),
+            author_name: config.author_name.clone(),
+            author_email: config.author_email.clone(),
+        },
+        WriterOptions::default(),
+    );
     let argocd = argocd_installed(&client).await;
     if !argocd {
         warn!("the Argo CD Application CRD is not installed: requests stop at Rendered");
     }
 
     let (approvals, approvals_writer) = reflector::store::<Approval>();
-    let app_resource = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
+    let app_resource =
+        ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
     let applications_writer = reflector::store::Writer::<DynamicObject>::new(app_resource.clone());
     let applications = applications_writer.as_reader();
     let (scorecards, scorecards_writer) = reflector::store::<Scorecard>();
     let (requests, requests_writer) = reflector::store::<ServiceRequest>();
-    let reporter = Reporter { controller: "paver".into(), instance: std::env::var("POD_NAME").ok() };
+    let reporter = Reporter {
+        controller: "paver".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let ctx: Ctx = Arc::new(Context {
         client: client.clone(),
         config: config.clone(),
@@ -275,14 +316,27 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let (trigger, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<ServiceRequest>>();
     let (routes_ready_tx, mut routes_ready) = watch::channel(false);
     let (bundles_ready_tx, mut bundles_ready) = watch::channel(false);
-    tokio::spawn(watch_routes(ctx.clone(), requests.clone(), trigger.clone(), routes_ready_tx));
-    tokio::spawn(watch_bundles(ctx.clone(), requests.clone(), trigger.clone(), bundles_ready_tx));
+    tokio::spawn(watch_routes(
+        ctx.clone(),
+        requests.clone(),
+        trigger.clone(),
+        routes_ready_tx,
+    ));
+    tokio::spawn(watch_bundles(
+        ctx.clone(),
+        requests.clone(),
+        trigger.clone(),
+        bundles_ready_tx,
+    ));
 
     // An Approval re-reconciles the request it names.
     {
         let trigger = trigger.clone();
         let api: Api<Approval> = Api::all(client.clone());
-        let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(approvals_writer).applied_objects();
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(approvals_writer)
+            .applied_objects();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(a) = stream.next().await {
@@ -298,7 +352,9 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     {
         let trigger = trigger.clone();
         let api: Api<Scorecard> = Api::all(client.clone());
-        let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(scorecards_writer);
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(scorecards_writer);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
@@ -316,7 +372,10 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         let trigger = trigger.clone();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &app_resource);
         let config = watcher::Config::default().labels(super::APPLICATION_SELECTOR);
-        let stream = watcher(api, config).default_backoff().reflect(applications_writer).applied_objects();
+        let stream = watcher(api, config)
+            .default_backoff()
+            .reflect(applications_writer)
+            .applied_objects();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(app) = stream.next().await {

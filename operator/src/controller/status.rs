@@ -31,11 +31,18 @@ pub enum CommitState {
 }
 
 fn unknown(type_: &str, reason: &str, message: impl Into<String>) -> Condition {
-    Condition { status: "Unknown".into(), ..Condition::new(type_, false, reason, message) }
+    Condition {
+        status: "Unknown".into(),
+        ..Condition::new(type_, false, reason, message)
+    }
 }
 
 fn join_findings(findings: &[paver_crds::Finding]) -> String {
-    findings.iter().map(|f| format!("{}/{}: {}", f.bundle, f.rule, f.message)).collect::<Vec<_>>().join("; ")
+    findings
+        .iter()
+        .map(|f| format!("{}/{}: {}", f.bundle, f.rule, f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Whether a commit that changed files although the render did not is a
@@ -60,11 +67,16 @@ pub fn request_status(
 ) -> ServiceRequestStatus {
     let mut conditions = prev.conditions.clone();
     macro_rules! set {
-        ($c:expr) => {
-            {
-                set_condition(&mut conditions, Condition { observed_generation: Some(generation), ..$c }, now);
-            }
-        };
+        ($c:expr) => {{
+            set_condition(
+                &mut conditions,
+                Condition {
+                    observed_generation: Some(generation),
+                    ..$c
+                },
+                now,
+            );
+        }};
     }
     let route = verdict.route.clone().unwrap_or_default();
 
@@ -77,14 +89,23 @@ pub fn request_status(
         }
         set!(Condition::new(VALIDATED, true, "Valid", msg));
     } else {
-        let msg = verdict.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let msg = verdict
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         set!(Condition::new(VALIDATED, false, "InvalidSpec", msg));
     }
 
     // PolicyCompliant
     let policy = &verdict.policy;
     match verdict.outcome {
-        Outcome::Invalid => set!(unknown(POLICY_COMPLIANT, "NotEvaluated", "the request is not valid")),
+        Outcome::Invalid => set!(unknown(
+            POLICY_COMPLIANT,
+            "NotEvaluated",
+            "the request is not valid"
+        )),
         Outcome::PolicyUnavailable => set!(unknown(
             POLICY_COMPLIANT,
             "PolicyUnavailable",
@@ -97,14 +118,27 @@ pub fn request_status(
             POLICY_COMPLIANT,
             false,
             "PolicyViolation",
-            format!("{} violation(s): {}", policy.violations.len(), join_findings(&policy.violations)),
+            format!(
+                "{} violation(s): {}",
+                policy.violations.len(),
+                join_findings(&policy.violations)
+            ),
         )),
-        _ if policy.warnings.is_empty() => set!(Condition::new(POLICY_COMPLIANT, true, "Compliant", "no violations")),
+        _ if policy.warnings.is_empty() => set!(Condition::new(
+            POLICY_COMPLIANT,
+            true,
+            "Compliant",
+            "no violations"
+        )),
         _ => set!(Condition::new(
             POLICY_COMPLIANT,
             true,
             "CompliantWithWarnings",
-            format!("{} warning(s): {}", policy.warnings.len(), join_findings(&policy.warnings)),
+            format!(
+                "{} warning(s): {}",
+                policy.warnings.len(),
+                join_findings(&policy.warnings)
+            ),
         )),
     }
 
@@ -123,25 +157,49 @@ pub fn request_status(
             APPROVED,
             false,
             "Rejected",
-            format!("generation {} rejected by {}: {}", a.generation, a.approver, a.reason),
+            format!(
+                "generation {} rejected by {}: {}",
+                a.generation, a.approver, a.reason
+            ),
         )),
         (Outcome::Allowed, Some(a)) => set!(Condition::new(
             APPROVED,
             true,
             "Approved",
-            format!("generation {} approved by {}: {}", a.generation, a.approver, a.reason),
+            format!(
+                "generation {} approved by {}: {}",
+                a.generation, a.approver, a.reason
+            ),
         )),
-        (Outcome::Allowed, None) => set!(Condition::new(APPROVED, true, "NotRequired", "policy asks for no approval")),
-        _ => set!(unknown(APPROVED, "NotEvaluated", "policy did not allow the request")),
+        (Outcome::Allowed, None) => set!(Condition::new(
+            APPROVED,
+            true,
+            "NotRequired",
+            "policy asks for no approval"
+        )),
+        _ => set!(unknown(
+            APPROVED,
+            "NotEvaluated",
+            "policy did not allow the request"
+        )),
     }
 
     // Rendered
     if let Some(r) = &verdict.rendered {
-        set!(Condition::new(RENDERED, true, "Rendered", format!("{} file(s) in {}", r.files.len(), r.dir)));
+        set!(Condition::new(
+            RENDERED,
+            true,
+            "Rendered",
+            format!("{} file(s) in {}", r.files.len(), r.dir)
+        ));
     } else if let Some(e) = &verdict.render_error {
         set!(Condition::new(RENDERED, false, "RenderFailed", e.clone()));
     } else if find_condition(&conditions, RENDERED).is_none() {
-        set!(unknown(RENDERED, "NotRendered", "the request has not been rendered"));
+        set!(unknown(
+            RENDERED,
+            "NotRendered",
+            "the request has not been rendered"
+        ));
     }
 
     // Committed, and the render status that goes with it.
@@ -169,15 +227,29 @@ pub fn request_status(
                     format!("rendered files had been edited in the repository; restored at {revision}"),
                 ));
             } else {
-                set!(Condition::new(COMMITTED, true, "Committed", format!("revision {revision}")));
+                set!(Condition::new(
+                    COMMITTED,
+                    true,
+                    "Committed",
+                    format!("revision {revision}")
+                ));
             }
         }
         CommitState::Failed(e) => {
-            set!(Condition::new(COMMITTED, false, "PushFailed", format!("{e}; retrying with backoff")))
+            set!(Condition::new(
+                COMMITTED,
+                false,
+                "PushFailed",
+                format!("{e}; retrying with backoff")
+            ))
         }
         CommitState::NotAttempted => {
             if find_condition(&conditions, COMMITTED).is_none() {
-                set!(unknown(COMMITTED, "NotCommitted", "nothing has been committed for this request"));
+                set!(unknown(
+                    COMMITTED,
+                    "NotCommitted",
+                    "nothing has been committed for this request"
+                ));
             }
         }
     }
@@ -196,7 +268,11 @@ pub fn request_status(
             (false, false)
         }
         (true, None) => {
-            set!(unknown(SYNCED, "WaitingForArgoCD", "Argo CD has not reported on the Application yet"));
+            set!(unknown(
+                SYNCED,
+                "WaitingForArgoCD",
+                "Argo CD has not reported on the Application yet"
+            ));
             (false, false)
         }
         (true, Some(s)) => {
@@ -205,18 +281,30 @@ pub fn request_status(
             let msg = if ok {
                 format!("{} synced at {}", s.application, committed_rev)
             } else if s.status == "Synced" {
-                format!("{} synced at {} but Paver pushed {}", s.application, s.revision, committed_rev)
+                format!(
+                    "{} synced at {} but Paver pushed {}",
+                    s.application, s.revision, committed_rev
+                )
             } else {
                 format!("{} is {}: {}", s.application, s.status, s.message)
             };
-            set!(Condition::new(SYNCED, ok, if ok { "Synced" } else { "OutOfSync" }, msg));
+            set!(Condition::new(
+                SYNCED,
+                ok,
+                if ok { "Synced" } else { "OutOfSync" },
+                msg
+            ));
             (ok, s.health == "Healthy")
         }
     };
     let failed_commit = matches!(commit, CommitState::Failed(_));
     let ready = committed_now && !failed_commit && (!argocd || (synced && healthy));
     let ready_msg = if ready {
-        if argocd { "synced and healthy".to_string() } else { format!("committed at {committed_rev}") }
+        if argocd {
+            "synced and healthy".to_string()
+        } else {
+            format!("committed at {committed_rev}")
+        }
     } else if let (true, Some(s)) = (argocd && committed_now, sync) {
         format!("health {}: {}", s.health, s.message)
     } else {
@@ -225,7 +313,13 @@ pub fn request_status(
     set!(Condition::new(
         READY,
         ready,
-        if ready { "Ready" } else if argocd && committed_now { "NotHealthy" } else { "NotReady" },
+        if ready {
+            "Ready"
+        } else if argocd && committed_now {
+            "NotHealthy"
+        } else {
+            "NotReady"
+        },
         ready_msg,
     ));
 
@@ -251,10 +345,10 @@ pub fn request_status(
         violations: policy.violations.clone(),
         warnings: policy.warnings.clone(),
         approval_reasons: policy.approval_reasons.clone(),
-        estimate: verdict
-            .estimate
-            .as_ref()
-            .map(|e| EstimateStatus { monthly: e.monthly, currency: e.currency.clone() }),
+        estimate: verdict.estimate.as_ref().map(|e| EstimateStatus {
+            monthly: e.monthly,
+            currency: e.currency.clone(),
+        }),
         render,
         sync: sync.cloned(),
         observed_generation: Some(generation),

@@ -15,7 +15,10 @@ pub const NO_LEVEL: &str = "none";
 fn default_levels() -> Vec<LevelDefinition> {
     DEFAULT_LEVELS
         .iter()
-        .map(|name| LevelDefinition { name: (*name).to_string(), checks: Vec::new() })
+        .map(|name| LevelDefinition {
+            name: (*name).to_string(),
+            checks: Vec::new(),
+        })
         .collect()
 }
 
@@ -31,16 +34,28 @@ fn default_levels() -> Vec<LevelDefinition> {
 /// Checks are deduplicated by (source, id) and sorted by level order,
 /// category and id, so the same inputs always give the same status.
 /// `evaluated_at` is stamped as given.
-pub fn score(checks: &[CheckResult], levels: Option<&ScorecardLevels>, evaluated_at: &str) -> ScorecardStatus {
+pub fn score(
+    checks: &[CheckResult],
+    levels: Option<&ScorecardLevels>,
+    evaluated_at: &str,
+) -> ScorecardStatus {
     let levels = match levels {
         Some(l) if !l.levels.is_empty() => l.levels.clone(),
         _ => default_levels(),
     };
-    let rank = |level: &str| levels.iter().position(|l| l.name == level).unwrap_or(levels.len());
+    let rank = |level: &str| {
+        levels
+            .iter()
+            .position(|l| l.name == level)
+            .unwrap_or(levels.len())
+    };
 
     let mut seen = BTreeSet::new();
-    let mut checks: Vec<CheckResult> =
-        checks.iter().filter(|c| seen.insert((c.source.clone(), c.id.clone()))).cloned().collect();
+    let mut checks: Vec<CheckResult> = checks
+        .iter()
+        .filter(|c| seen.insert((c.source.clone(), c.id.clone())))
+        .cloned()
+        .collect();
     // A level that names a check no bundle produced fails on it, visibly.
     for level in &levels {
         for id in &level.checks {
@@ -50,7 +65,10 @@ pub fn score(checks: &[CheckResult], levels: Option<&ScorecardLevels>, evaluated
                     category: "scorecard".into(),
                     level: level.name.clone(),
                     pass: false,
-                    message: format!("check {id:?} required by level {} was not produced by any bundle", level.name),
+                    message: format!(
+                        "check {id:?} required by level {} was not produced by any bundle",
+                        level.name
+                    ),
                     source: "paver".into(),
                 });
             }
@@ -62,13 +80,21 @@ pub fn score(checks: &[CheckResult], levels: Option<&ScorecardLevels>, evaluated
 
     let passed = checks.iter().filter(|c| c.pass).count() as u32;
     let failed = checks.len() as u32 - passed;
-    let score = if checks.is_empty() { 0 } else { ((passed as f64 * 100.0) / checks.len() as f64).round() as u32 };
+    let score = if checks.is_empty() {
+        0
+    } else {
+        ((passed as f64 * 100.0) / checks.len() as f64).round() as u32
+    };
 
     let mut level = NO_LEVEL.to_string();
     if !checks.is_empty() {
         for def in &levels {
             let required = checks.iter().filter(|c| {
-                if def.checks.is_empty() { c.level == def.name } else { def.checks.contains(&c.id) }
+                if def.checks.is_empty() {
+                    c.level == def.name
+                } else {
+                    def.checks.contains(&c.id)
+                }
             });
             if required.clone().all(|c| c.pass) {
                 level = def.name.clone();
@@ -78,7 +104,14 @@ pub fn score(checks: &[CheckResult], levels: Option<&ScorecardLevels>, evaluated
         }
     }
 
-    ScorecardStatus { score, level, passed, failed, checks, evaluated_at: evaluated_at.to_string() }
+    ScorecardStatus {
+        score,
+        level,
+        passed,
+        failed,
+        checks,
+        evaluated_at: evaluated_at.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -105,12 +138,19 @@ mod tests {
             check("slo", "gold", false),
         ];
         let s = score(&checks, None, "t");
-        assert_eq!((s.level.as_str(), s.passed, s.failed, s.score), ("silver", 3, 1, 75));
+        assert_eq!(
+            (s.level.as_str(), s.passed, s.failed, s.score),
+            ("silver", 3, 1, 75)
+        );
     }
 
     #[test]
     fn failing_lower_level_caps_the_level() {
-        let checks = [check("owner", "bronze", false), check("pdb", "silver", true), check("slo", "gold", true)];
+        let checks = [
+            check("owner", "bronze", false),
+            check("pdb", "silver", true),
+            check("slo", "gold", true),
+        ];
         assert_eq!(score(&checks, None, "t").level, "none");
     }
 
@@ -124,19 +164,33 @@ mod tests {
     fn route_levels_by_check_id_and_missing_checks_fail() {
         let levels = ScorecardLevels {
             levels: vec![
-                LevelDefinition { name: "basic".into(), checks: vec!["owner".into()] },
-                LevelDefinition { name: "hardened".into(), checks: vec!["mtls".into()] },
+                LevelDefinition {
+                    name: "basic".into(),
+                    checks: vec!["owner".into()],
+                },
+                LevelDefinition {
+                    name: "hardened".into(),
+                    checks: vec!["mtls".into()],
+                },
             ],
         };
         let s = score(&[check("owner", "bronze", true)], Some(&levels), "t");
         assert_eq!(s.level, "basic");
-        let missing = s.checks.iter().find(|c| c.id == "mtls").expect("missing check reported");
+        let missing = s
+            .checks
+            .iter()
+            .find(|c| c.id == "mtls")
+            .expect("missing check reported");
         assert!(!missing.pass && missing.message.contains("not produced"));
     }
 
     #[test]
     fn deterministic_order_and_dedup() {
-        let a = [check("b", "silver", true), check("a", "bronze", true), check("a", "bronze", true)];
+        let a = [
+            check("b", "silver", true),
+            check("a", "bronze", true),
+            check("a", "bronze", true),
+        ];
         let b = [check("a", "bronze", true), check("b", "silver", true)];
         assert_eq!(score(&a, None, "t"), score(&b, None, "t"));
         assert_eq!(score(&a, None, "t").checks.len(), 2);

@@ -104,8 +104,11 @@ impl Catalog {
     /// Whether bundle `name` applies to `sr` (so a change to it must
     /// re-evaluate the request).
     pub fn bundle_touches(&self, name: &str, sr: &ServiceRequest) -> bool {
-        let route_bundles =
-            self.routes.iter().find(|r| r.name == sr.spec.route).map(|r| r.route.spec.policy_bundles.clone());
+        let route_bundles = self
+            .routes
+            .iter()
+            .find(|r| r.name == sr.spec.route)
+            .map(|r| r.route.spec.policy_bundles.clone());
         let (found, missing) = self.bundles.applicable(
             &sr.spec.route,
             &route_bundles.unwrap_or_default(),
@@ -211,7 +214,11 @@ impl Verdict {
 
     /// The CLI's exit status for this verdict: 0 allowed, 1 denied, 2 unusable.
     pub fn exit_code(&self) -> u8 {
-        if self.render_error.is_some() { 2 } else { self.outcome.exit_code() }
+        if self.render_error.is_some() {
+            2
+        } else {
+            self.outcome.exit_code()
+        }
     }
 
     fn invalid(mut self, errors: Vec<FieldError>) -> Self {
@@ -272,7 +279,11 @@ pub fn decide_request(
     let mut v = Verdict::new(key.clone());
 
     if let Some(errors) = catalog.route_errors.get(&req.spec.route) {
-        let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let detail = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         return v.invalid(vec![FieldError::new(
             "spec.route",
             format!("route {:?} is not usable: {detail}", req.spec.route),
@@ -289,8 +300,11 @@ pub fn decide_request(
         Err(errors) => return v.invalid(errors),
     };
     v.notices = validated.warnings;
-    let estimate = match estimate(route.route.spec.cost.as_ref(), &validated.parameters, req.spec.environment.as_str())
-    {
+    let estimate = match estimate(
+        route.route.spec.cost.as_ref(),
+        &validated.parameters,
+        req.spec.environment.as_str(),
+    ) {
         Ok(e) => e,
         Err(e) => return v.invalid(vec![e]),
     };
@@ -304,14 +318,25 @@ pub fn decide_request(
     let input = PolicyInput {
         request: request_doc(req),
         parameters: validated.parameters.clone(),
-        route: catalog.route_docs.get(&route.name).cloned().unwrap_or(Value::Null),
+        route: catalog
+            .route_docs
+            .get(&route.name)
+            .cloned()
+            .unwrap_or(Value::Null),
         estimate: serde_json::to_value(&estimate).unwrap_or(Value::Null),
         ..Default::default()
     };
     v.parameters = Some(validated.parameters);
     v.estimate = Some(estimate);
     let evaluated = input.prepare().and_then(|prepared| {
-        evaluate(&bundles, &prepared, &[RuleKind::Deny, RuleKind::Warn, RuleKind::NeedsApproval], &key, req.labels(), now)
+        evaluate(
+            &bundles,
+            &prepared,
+            &[RuleKind::Deny, RuleKind::Warn, RuleKind::NeedsApproval],
+            &key,
+            req.labels(),
+            now,
+        )
     });
     match evaluated {
         Ok(outcome) => v.policy = outcome,
@@ -342,7 +367,9 @@ pub fn decide_request(
             None => v.outcome = Outcome::NeedsApproval,
         }
     }
-    let (Some(parameters), Some(estimate)) = (&v.parameters, &v.estimate) else { return v };
+    let (Some(parameters), Some(estimate)) = (&v.parameters, &v.estimate) else {
+        return v;
+    };
     match render(route, req, parameters, estimate, options) {
         Ok(rendered) => v.rendered = Some(rendered),
         Err(e) => v.render_error = Some(e.to_string()),
@@ -371,7 +398,9 @@ fn builtin_checks(status: &ServiceRequestStatus, cluster: &Value) -> Vec<CheckRe
         "ownership",
         "bronze",
         committed.is_some_and(|c| c.is_true()),
-        committed.map(|c| c.message.clone()).unwrap_or_else(|| "not committed".into()),
+        committed
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| "not committed".into()),
     ));
     let drift = committed.is_some_and(|c| c.reason == "DriftRestored");
     checks.push(builtin(
@@ -408,7 +437,11 @@ fn builtin_checks(status: &ServiceRequestStatus, cluster: &Value) -> Vec<CheckRe
             "cluster",
             "silver",
             health == "Healthy",
-            if message.is_empty() { format!("{app} health is {health}") } else { format!("{app} health is {health}: {message}") },
+            if message.is_empty() {
+                format!("{app} health is {health}")
+            } else {
+                format!("{app} health is {health}: {message}")
+            },
         ));
     }
     checks
@@ -440,17 +473,34 @@ pub fn scorecard_for(
         let input = PolicyInput {
             request: request_doc(req),
             parameters: verdict.parameters.clone().unwrap_or(Value::Null),
-            route: catalog.route_docs.get(&route.name).cloned().unwrap_or(Value::Null),
+            route: catalog
+                .route_docs
+                .get(&route.name)
+                .cloned()
+                .unwrap_or(Value::Null),
             estimate: serde_json::to_value(&verdict.estimate).unwrap_or(Value::Null),
             rendered: verdict.rendered.as_ref().map(|r| r.files.clone()),
             git: Some(git),
             cluster: Some(cluster),
         };
-        match input.prepare().and_then(|p| evaluate(&bundles, &p, &[RuleKind::Checks], &key, req.labels(), now)) {
+        match input
+            .prepare()
+            .and_then(|p| evaluate(&bundles, &p, &[RuleKind::Checks], &key, req.labels(), now))
+        {
             Ok(outcome) => checks.extend(outcome.checks),
-            Err(e) => checks.push(builtin("policy-evaluated", "scorecard", "bronze", false, e.to_string())),
+            Err(e) => checks.push(builtin(
+                "policy-evaluated",
+                "scorecard",
+                "bronze",
+                false,
+                e.to_string(),
+            )),
         }
     }
     let levels = route.and_then(|r| r.route.spec.scorecard.as_ref());
-    score(&checks, levels, &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    score(
+        &checks,
+        levels,
+        &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
