@@ -40,8 +40,19 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("policybundles.yaml", PolicyBundle::crd()),
         ("servicerequests.yaml", ServiceRequest::crd()),
         ("approvals.yaml", Approval::crd()),
-        ("scorecards.yaml", Scorecard::crd()),
+        ("scorecards.yaml", scorecard_crd()),
     ]
+}
+
+/// The Scorecard CRD has no status subresource: the operator is its only
+/// writer, and one server-side apply then writes spec and status together
+/// (one API write per scoring instead of two). Users get read-only RBAC.
+fn scorecard_crd() -> CustomResourceDefinition {
+    let mut crd = Scorecard::crd();
+    for version in &mut crd.spec.versions {
+        version.subresources = None;
+    }
+    crd
 }
 
 /// One CRD as the YAML written to `crds/`.

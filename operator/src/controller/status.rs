@@ -354,3 +354,161 @@ pub fn request_status(
         observed_generation: Some(generation),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use paver_crds::{Approval, ApprovalSpec, Decision, ServiceRequest};
+
+    use super::*;
+    use crate::{
+        content::{Content, parse_requests},
+        core::{render::RenderOptions, verdict::Catalog, verdict::decide_request},
+    };
+
+    fn catalog() -> Catalog {
+        let (catalog, problems) = Catalog::from_content(Content::embedded().expect("embedded content"));
+        assert!(problems.is_empty(), "{problems:?}");
+        catalog
+    }
+
+    fn example(name: &str, generation: i64) -> ServiceRequest {
+        let path = format!("{}/../examples/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).expect("example");
+        let mut sr = parse_requests(&text, name).expect("parse").remove(0);
+        sr.metadata.generation = Some(generation);
+        sr.metadata.uid = Some("uid-1".into());
+        sr
+    }
+
+    fn approval(generation: i64, decision: Decision) -> Approval {
+        let mut a = Approval::new(
+            "ok",
+            ApprovalSpec {
+                request: "payment-gateway".into(),
+                generation,
+                approver: "alice".into(),
+                reason: "reviewed".into(),
+                decision,
+            },
+        );
+        a.metadata.namespace = Some("payments".into());
+        a
+    }
+
+    fn status_of(v: &Verdict, commit: &CommitState, generation: i64) -> ServiceRequestStatus {
+        request_status(&ServiceRequestStatus::default(), v, commit, None, false, generation, "t0")
+    }
+
+    fn committed() -> CommitState {
+        CommitState::Committed { revision: "0123456789abcdef".into(), changed: true }
+    }
+
+    #[test]
+    fn approval_counts_only_for_its_generation() {
+        let cat = catalog();
+        let sr = example("payment-gateway", 4);
+        let opts = RenderOptions::default();
+        let waiting = decide_request(&cat, &sr, &[approval(3, Decision::Approve)], &opts, Utc::now());
+        assert_eq!(waiting.outcome, Outcome::NeedsApproval);
+        let st = status_of(&waiting, &CommitState::NotAttempted, 4);
+        assert_eq!(st.phase, Phase::AwaitingApproval);
+        let approved = find_condition(&st.conditions, APPROVED).expect("approved condition");
+        assert_eq!((approved.status.as_str(), approved.reason.as_str()), ("False", "AwaitingApproval"));
+
+        let ok = decide_request(&cat, &sr, &[approval(4, Decision::Approve)], &opts, Utc::now());
+        assert_eq!(ok.outcome, Outcome::Allowed);
+        assert!(ok.rendered.is_some());
+        let st = status_of(&ok, &committed(), 4);
+        assert_eq!(st.phase, Phase::Rendered);
+        assert_eq!(st.render.as_ref().map(|r| r.short_revision.as_str()), Some("01234567"));
+        assert!(find_condition(&st.conditions, READY).is_some_and(|c| c.is_true()));
+
+        let both = [approval(4, Decision::Approve), approval(4, Decision::Reject)];
+        let rejected = decide_request(&cat, &sr, &both, &opts, Utc::now());
+        assert_eq!(rejected.outcome, Outcome::ApprovalRejected);
+        assert_eq!(status_of(&rejected, &CommitState::NotAttempted, 4).phase, Phase::Rejected);
+    }
+
+    #[test]
+    fn denied_generation_keeps_earlier_output_and_reports_violations() {
+        let cat = catalog();
+        let mut sr = example("orders-api", 1);
+        let opts = RenderOptions::default();
+        let v1 = decide_request(&cat, &sr, &[], &opts, Utc::now());
+        assert_eq!(v1.outcome, Outcome::Allowed);
+        let rendered = status_of(&v1, &committed(), 1);
+
+        // Same generation, policy now denies (e.g. a bundle update): output stays, violations show.
+        sr.spec.environment = paver_crds::Environment::Production;
+        sr.spec.parameters["compute"]["replicas"] = 1.into();
+        let denied = decide_request(&cat, &sr, &[], &opts, Utc::now());
+        assert_eq!(denied.outcome, Outcome::Denied);
+        let st = request_status(&rendered, &denied, &CommitState::NotAttempted, None, false, 1, "t1");
+        assert_eq!(st.phase, Phase::Rendered, "existing output is not withdrawn");
+        assert!(!st.violations.is_empty());
+        assert_eq!(st.render, rendered.render);
+        // A new generation that is denied is Rejected; the render status still names the old commit.
+        let st = request_status(&rendered, &denied, &CommitState::NotAttempted, None, false, 2, "t1");
+        assert_eq!(st.phase, Phase::Rejected);
+        let pc = find_condition(&st.conditions, POLICY_COMPLIANT).expect("policy condition");
+        assert!(pc.message.contains("reliability/"), "{}", pc.message);
+    }
+
+    #[test]
+    fn same_inputs_give_equal_status_so_nothing_is_written() {
+        let cat = catalog();
+        let sr = example("orders-api", 1);
+        let v = decide_request(&cat, &sr, &[], &RenderOptions::default(), Utc::now());
+        let first = status_of(&v, &committed(), 1);
+        let unchanged = CommitState::Committed { revision: "0123456789abcdef".into(), changed: false };
+        let again = request_status(&first, &v, &unchanged, None, false, 1, "t9");
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn drift_and_push_failure_are_reported() {
+        let cat = catalog();
+        let sr = example("orders-api", 1);
+        let v = decide_request(&cat, &sr, &[], &RenderOptions::default(), Utc::now());
+        let first = status_of(&v, &committed(), 1);
+        let restored = CommitState::Committed { revision: "fedcba9876543210".into(), changed: true };
+        assert!(is_drift(first.render.as_ref(), &v, &restored));
+        let st = request_status(&first, &v, &restored, None, false, 1, "t2");
+        assert_eq!(find_condition(&st.conditions, COMMITTED).map(|c| c.reason.as_str()), Some("DriftRestored"));
+
+        let failed = CommitState::Failed("failed to push: connection refused".into());
+        let st = request_status(&ServiceRequestStatus::default(), &v, &failed, None, false, 1, "t3");
+        assert_eq!(st.phase, Phase::Pending);
+        let c = find_condition(&st.conditions, COMMITTED).expect("committed condition");
+        assert_eq!(c.reason, "PushFailed");
+        assert!(c.message.contains("connection refused"));
+    }
+
+    #[test]
+    fn argo_cd_sync_at_the_pushed_revision_means_synced() {
+        let cat = catalog();
+        let sr = example("orders-api", 1);
+        let v = decide_request(&cat, &sr, &[], &RenderOptions::default(), Utc::now());
+        let mut sync = SyncStatus {
+            application: "argocd/commerce-orders-api".into(),
+            status: "Synced".into(),
+            health: "Healthy".into(),
+            revision: "0123456789abcdef".into(),
+            message: String::new(),
+        };
+        let st = request_status(&ServiceRequestStatus::default(), &v, &committed(), Some(&sync), true, 1, "t");
+        assert_eq!(st.phase, Phase::Synced);
+        assert!(find_condition(&st.conditions, READY).is_some_and(|c| c.is_true()));
+        sync.revision = "old".into();
+        sync.health = "Degraded".into();
+        sync.message = "Deployment exceeded its progress deadline".into();
+        let st = request_status(&ServiceRequestStatus::default(), &v, &committed(), Some(&sync), true, 1, "t");
+        assert_eq!(st.phase, Phase::Rendered);
+        let ready = find_condition(&st.conditions, READY).expect("ready");
+        assert!(!ready.is_true() && ready.message.contains("progress deadline"), "{}", ready.message);
+        let without_argo = request_status(&ServiceRequestStatus::default(), &v, &committed(), None, false, 1, "t");
+        let synced = find_condition(&without_argo.conditions, SYNCED).expect("synced");
+        assert_eq!(synced.reason, "ArgoCDNotInstalled");
+    }
+}
