@@ -84,7 +84,7 @@ build_k8s() {
   log "building ${missing[*]} (one go build; ~10-13 min on 2 cold cores)"
   # One invocation: the packages share compile work. GOTOOLCHAIN=local: the
   # module says go 1.26.0, no toolchain download.
-  (cd "$HERE/tools" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
+  (cd "$HERE/tools" && GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" \
     run_logged "build-k8s-$K8S_VERSION" "${NICE[@]}" \
       go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
   # go names go.etcd.io/etcd/server/v3 after "server".
@@ -107,9 +107,29 @@ go_install() {
     env GOBIN="$dir" "$@" "${NICE[@]}" go install -trimpath "$target")
 }
 
+# kwok exits "no stages found" without stage definitions: copy the YAML files
+# (not kustomization.yaml) of its module's node/fast, node/heartbeat and
+# pod/fast stages next to the binary; cluster.sh passes each with --config.
+kwok_stages() {
+  [ -n "$(ls "$KWOK_DIR/stages/"*.yaml 2>/dev/null)" ] && return 0
+  local moddir d f
+  moddir="$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$moddir/kustomize/stage" ] || { log "kwok module dir not found"; return 1; }
+  mkdir -p "$KWOK_DIR/stages"
+  for d in node/fast node/heartbeat pod/fast; do
+    for f in "$moddir/kustomize/stage/$d"/*.yaml; do
+      [ "$(basename "$f")" = kustomization.yaml ] && continue
+      install -m 0644 "$f" "$KWOK_DIR/stages/${d//\//-}-$(basename "$f")"
+    done
+  done
+  log "kwok stages: $(ls "$KWOK_DIR/stages" | tr '\n' ' ')"
+}
+
 build() {
   build_k8s
   go_install "$KWOK_DIR" kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" GOTOOLCHAIN=auto
+  (cd "$CACHE" && kwok_stages)
   go_install "$OPA_DIR" opa "github.com/open-policy-agent/opa@$OPA_VERSION" GOTOOLCHAIN=auto
   log "all built; binaries:"
   ls -l "$K8S_DIR" "$KWOK_DIR" "$OPA_DIR" >&2
@@ -125,7 +145,7 @@ build_argocd() {
     rm -rf "$tmp"; mkdir -p "$tmp"
     # argo-cd v3.6.1 wants Go 1.27: GOTOOLCHAIN=auto fetches go1.27.x from the
     # module proxy by itself.
-    (cd "$HERE/argocd" && GOTOOLCHAIN=auto GOFLAGS=-mod=readonly \
+    (cd "$HERE/argocd" && GOTOOLCHAIN=auto GOFLAGS="-mod=readonly -buildvcs=false" \
       run_logged "build-argocd-$ARGOCD_VERSION" "${NICE[@]}" \
         go build -trimpath -ldflags "-s -w" -o "$tmp/argocd" github.com/argoproj/argo-cd/v3/cmd)
     mkdir -p "$ARGOCD_DIR"
@@ -160,6 +180,7 @@ check() {
   local ok=0 b
   for b in "${K8S_BINS[@]}"; do [ -x "$K8S_DIR/$b" ] || { echo "missing $K8S_DIR/$b" >&2; ok=1; }; done
   [ -x "$KWOK_DIR/kwok" ] || { echo "missing $KWOK_DIR/kwok" >&2; ok=1; }
+  [ -n "$(ls "$KWOK_DIR/stages/"*.yaml 2>/dev/null)" ] || { echo "missing $KWOK_DIR/stages/*.yaml" >&2; ok=1; }
   [ -x "$OPA_DIR/opa" ] || { echo "missing $OPA_DIR/opa" >&2; ok=1; }
   return "$ok"
 }
