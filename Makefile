@@ -20,8 +20,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate crds/*.yaml from the Rust types
+crds: ## Regenerate crds/*.yaml and manifests/crds.yaml from the Rust types
 	$(CARGO) run -q -p paver -- crds --out-dir crds
+	$(CARGO) run -q -p paver -- crds > manifests/crds.yaml
 
 pack: ## Pack routes/ and policy-bundles/ into manifests/ (embedded in the binary)
 	$(CARGO) run -q -p paver -- pack
