@@ -4,6 +4,7 @@
 #   e2e/cluster.sh up      etcd, kube-apiserver (RBAC, token auth),
 #                          kube-controller-manager, kube-scheduler, kwok with
 #                          simulated nodes, and a smart-HTTP Git server
+#   e2e/cluster.sh git-stop|git-start   stop/start the Git server only
 #   e2e/cluster.sh env     print `export ...` lines (KUBECONFIG, GIT_URL, ...)
 #   e2e/cluster.sh status  show what runs
 #   e2e/cluster.sh down    stop everything (by pid files) and remove the state
@@ -373,6 +374,27 @@ cmd_down() {
   fi
 }
 
+# The Git server alone, to test outages: `git-stop` stops it, `git-start`
+# starts it again on the same port with the same repository and credentials.
+cmd_git_stop() {
+  local f="$STATE/pids/git-http.pid"
+  [ -f "$f" ] || die "no git server in $STATE"
+  kill -TERM "$(cat "$f")" 2>/dev/null || true
+  for _ in $(seq 1 40); do alive git-http || break; sleep 0.25; done
+  rm -f "$f"
+  log "stopped git-http"
+}
+
+cmd_git_start() {
+  local g="$STATE/git"
+  [ -f "$g/lighttpd.conf" ] || die "no git server config in $STATE"
+  alive git-http && { log "git-http already running"; return 0; }
+  start git-http lighttpd -D -f "$g/lighttpd.conf"
+  eval "$(grep '^export GIT_URL=' "$STATE/env")"
+  wait_for "git server" 20 git-http \
+    curl -fsS -u "paver:$(cat "$STATE/git-token")" "$GIT_URL/info/refs?service=git-upload-pack"
+}
+
 # Sourcing the file (for debugging single steps) only defines the functions.
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 
@@ -381,5 +403,7 @@ case "${1:-}" in
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|env|status" >&2; exit 2 ;;
+  git-stop) cmd_git_stop ;;
+  git-start) cmd_git_start ;;
+  *) echo "usage: $0 up|down|env|status|git-stop|git-start" >&2; exit 2 ;;
 esac

@@ -86,6 +86,25 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
     }
 }
 
+/// Gives the lease up (on a clean shutdown), so a standby replica or the
+/// restarted process takes over at once instead of after the lease duration.
+pub async fn release(client: Client, cfg: &LeaseConfig) {
+    let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else { return };
+    if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    match api.replace(&cfg.name, &PostParams::default(), &lease).await {
+        Ok(_) => tracing::info!(lease = %cfg.name, "released leadership"),
+        Err(e) => tracing::warn!(lease = %cfg.name, error = %e, "failed to release the lease"),
+    }
+}
+
 /// Blocks until this replica leads, then keeps renewing in the background.
 /// The returned receiver turns `false` when leadership is lost.
 pub async fn lead(client: Client, cfg: LeaseConfig) -> watch::Receiver<bool> {

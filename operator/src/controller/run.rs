@@ -253,23 +253,23 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     }
     wait_for_crds(&client).await?;
 
-    let mut leadership = if config.lease_namespace.is_empty() {
-        watch::channel(true).1
-    } else {
-        let identity = std::env::var("POD_NAME")
+    let lease = (!config.lease_namespace.is_empty()).then(|| leader::LeaseConfig {
+        namespace: config.lease_namespace.clone(),
+        name: config.lease_name.clone(),
+        identity: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| format!("paver-{}", std::process::id()));
-        leader::lead(
-            client.clone(),
-            leader::LeaseConfig {
-                namespace: config.lease_namespace.clone(),
-                name: config.lease_name.clone(),
-                identity,
-                duration: Duration::from_secs(15),
-                renew_every: Duration::from_secs(5),
-            },
-        )
-        .await
+            .unwrap_or_else(|_| format!("paver-{}", std::process::id())),
+        duration: Duration::from_secs(15),
+        renew_every: Duration::from_secs(5),
+    });
+    let mut leadership = match &lease {
+        None => watch::channel(true).1,
+        Some(cfg) => {
+            tokio::select! {
+                rx = leader::lead(client.clone(), cfg.clone()) => rx,
+                _ = shutdown_signal() => return Ok(()),
+            }
+        }
     };
 
     let writer = WriterHandle::spawn(
@@ -413,7 +413,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
                 error!("leadership lost; stopping");
             };
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => info!("interrupted; stopping"),
+                _ = shutdown_signal() => info!("signalled; finishing running reconciles and stopping"),
                 _ = lost => {}
             }
         })
@@ -424,7 +424,29 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             }
         });
     controller.await;
+    if let Some(cfg) = &lease {
+        leader::release(client, cfg).await;
+    }
     Ok(())
+}
+
+/// SIGINT or SIGTERM (what Kubernetes sends a Pod being stopped).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn tokio_stream_from<T: Send + 'static>(

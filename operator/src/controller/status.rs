@@ -397,11 +397,22 @@ mod tests {
     }
 
     fn status_of(v: &Verdict, commit: &CommitState, generation: i64) -> ServiceRequestStatus {
-        request_status(&ServiceRequestStatus::default(), v, commit, None, false, generation, "t0")
+        request_status(
+            &ServiceRequestStatus::default(),
+            v,
+            commit,
+            None,
+            false,
+            generation,
+            "t0",
+        )
     }
 
     fn committed() -> CommitState {
-        CommitState::Committed { revision: "0123456789abcdef".into(), changed: true }
+        CommitState::Committed {
+            revision: "0123456789abcdef".into(),
+            changed: true,
+        }
     }
 
     #[test]
@@ -414,20 +425,29 @@ mod tests {
         let st = status_of(&waiting, &CommitState::NotAttempted, 4);
         assert_eq!(st.phase, Phase::AwaitingApproval);
         let approved = find_condition(&st.conditions, APPROVED).expect("approved condition");
-        assert_eq!((approved.status.as_str(), approved.reason.as_str()), ("False", "AwaitingApproval"));
+        assert_eq!(
+            (approved.status.as_str(), approved.reason.as_str()),
+            ("False", "AwaitingApproval")
+        );
 
         let ok = decide_request(&cat, &sr, &[approval(4, Decision::Approve)], &opts, Utc::now());
         assert_eq!(ok.outcome, Outcome::Allowed);
         assert!(ok.rendered.is_some());
         let st = status_of(&ok, &committed(), 4);
         assert_eq!(st.phase, Phase::Rendered);
-        assert_eq!(st.render.as_ref().map(|r| r.short_revision.as_str()), Some("01234567"));
+        assert_eq!(
+            st.render.as_ref().map(|r| r.short_revision.as_str()),
+            Some("01234567")
+        );
         assert!(find_condition(&st.conditions, READY).is_some_and(|c| c.is_true()));
 
         let both = [approval(4, Decision::Approve), approval(4, Decision::Reject)];
         let rejected = decide_request(&cat, &sr, &both, &opts, Utc::now());
         assert_eq!(rejected.outcome, Outcome::ApprovalRejected);
-        assert_eq!(status_of(&rejected, &CommitState::NotAttempted, 4).phase, Phase::Rejected);
+        assert_eq!(
+            status_of(&rejected, &CommitState::NotAttempted, 4).phase,
+            Phase::Rejected
+        );
     }
 
     #[test]
@@ -444,12 +464,28 @@ mod tests {
         sr.spec.parameters["compute"]["replicas"] = 1.into();
         let denied = decide_request(&cat, &sr, &[], &opts, Utc::now());
         assert_eq!(denied.outcome, Outcome::Denied);
-        let st = request_status(&rendered, &denied, &CommitState::NotAttempted, None, false, 1, "t1");
+        let st = request_status(
+            &rendered,
+            &denied,
+            &CommitState::NotAttempted,
+            None,
+            false,
+            1,
+            "t1",
+        );
         assert_eq!(st.phase, Phase::Rendered, "existing output is not withdrawn");
         assert!(!st.violations.is_empty());
         assert_eq!(st.render, rendered.render);
         // A new generation that is denied is Rejected; the render status still names the old commit.
-        let st = request_status(&rendered, &denied, &CommitState::NotAttempted, None, false, 2, "t1");
+        let st = request_status(
+            &rendered,
+            &denied,
+            &CommitState::NotAttempted,
+            None,
+            false,
+            2,
+            "t1",
+        );
         assert_eq!(st.phase, Phase::Rejected);
         let pc = find_condition(&st.conditions, POLICY_COMPLIANT).expect("policy condition");
         assert!(pc.message.contains("reliability/"), "{}", pc.message);
@@ -461,7 +497,10 @@ mod tests {
         let sr = example("orders-api", 1);
         let v = decide_request(&cat, &sr, &[], &RenderOptions::default(), Utc::now());
         let first = status_of(&v, &committed(), 1);
-        let unchanged = CommitState::Committed { revision: "0123456789abcdef".into(), changed: false };
+        let unchanged = CommitState::Committed {
+            revision: "0123456789abcdef".into(),
+            changed: false,
+        };
         let again = request_status(&first, &v, &unchanged, None, false, 1, "t9");
         assert_eq!(first, again);
     }
@@ -472,13 +511,27 @@ mod tests {
         let sr = example("orders-api", 1);
         let v = decide_request(&cat, &sr, &[], &RenderOptions::default(), Utc::now());
         let first = status_of(&v, &committed(), 1);
-        let restored = CommitState::Committed { revision: "fedcba9876543210".into(), changed: true };
+        let restored = CommitState::Committed {
+            revision: "fedcba9876543210".into(),
+            changed: true,
+        };
         assert!(is_drift(first.render.as_ref(), &v, &restored));
         let st = request_status(&first, &v, &restored, None, false, 1, "t2");
-        assert_eq!(find_condition(&st.conditions, COMMITTED).map(|c| c.reason.as_str()), Some("DriftRestored"));
+        assert_eq!(
+            find_condition(&st.conditions, COMMITTED).map(|c| c.reason.as_str()),
+            Some("DriftRestored")
+        );
 
         let failed = CommitState::Failed("failed to push: connection refused".into());
-        let st = request_status(&ServiceRequestStatus::default(), &v, &failed, None, false, 1, "t3");
+        let st = request_status(
+            &ServiceRequestStatus::default(),
+            &v,
+            &failed,
+            None,
+            false,
+            1,
+            "t3",
+        );
         assert_eq!(st.phase, Phase::Pending);
         let c = find_condition(&st.conditions, COMMITTED).expect("committed condition");
         assert_eq!(c.reason, "PushFailed");
@@ -497,17 +550,45 @@ mod tests {
             revision: "0123456789abcdef".into(),
             message: String::new(),
         };
-        let st = request_status(&ServiceRequestStatus::default(), &v, &committed(), Some(&sync), true, 1, "t");
+        let st = request_status(
+            &ServiceRequestStatus::default(),
+            &v,
+            &committed(),
+            Some(&sync),
+            true,
+            1,
+            "t",
+        );
         assert_eq!(st.phase, Phase::Synced);
         assert!(find_condition(&st.conditions, READY).is_some_and(|c| c.is_true()));
         sync.revision = "old".into();
         sync.health = "Degraded".into();
         sync.message = "Deployment exceeded its progress deadline".into();
-        let st = request_status(&ServiceRequestStatus::default(), &v, &committed(), Some(&sync), true, 1, "t");
+        let st = request_status(
+            &ServiceRequestStatus::default(),
+            &v,
+            &committed(),
+            Some(&sync),
+            true,
+            1,
+            "t",
+        );
         assert_eq!(st.phase, Phase::Rendered);
         let ready = find_condition(&st.conditions, READY).expect("ready");
-        assert!(!ready.is_true() && ready.message.contains("progress deadline"), "{}", ready.message);
-        let without_argo = request_status(&ServiceRequestStatus::default(), &v, &committed(), None, false, 1, "t");
+        assert!(
+            !ready.is_true() && ready.message.contains("progress deadline"),
+            "{}",
+            ready.message
+        );
+        let without_argo = request_status(
+            &ServiceRequestStatus::default(),
+            &v,
+            &committed(),
+            None,
+            false,
+            1,
+            "t",
+        );
         let synced = find_condition(&without_argo.conditions, SYNCED).expect("synced");
         assert_eq!(synced.reason, "ArgoCDNotInstalled");
     }
