@@ -42,6 +42,36 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("approvals.yaml", Approval::crd()),
         ("scorecards.yaml", scorecard_crd()),
     ]
+    .into_iter()
+    .map(|(file, crd)| (file, kubernetes_formats(crd)))
+    .collect()
+}
+
+/// schemars names Rust's unsigned integers `format: uint32`, which the API
+/// server does not know (every `kubectl apply` then warns). They become
+/// `int64` with `minimum: 0`, which says the same in formats it knows.
+fn kubernetes_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let unsigned = map
+                    .get("format")
+                    .and_then(|f| f.as_str())
+                    .is_some_and(|f| f.starts_with("uint"));
+                if unsigned {
+                    map.insert("format".into(), "int64".into());
+                    map.entry("minimum").or_insert(0.into());
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    // Round-tripping our own generated CRD through JSON cannot fail.
+    let mut value = serde_json::to_value(&crd).expect("CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("CRD deserializes")
 }
 
 /// The Scorecard CRD has no status subresource: the operator is its only
