@@ -3,7 +3,8 @@
 #
 #   e2e/bin.sh build          kube-apiserver, kube-controller-manager,
 #                             kube-scheduler, kubectl, etcd (one `go build`),
-#                             then kwok and opa (`go install`)
+#                             Argo CD's CRDs (module download), then kwok and
+#                             opa (`go install`)
 #   e2e/bin.sh build-argocd   Argo CD (optional, ~9 min, fetches Go 1.27)
 #   e2e/bin.sh paths          print the cache directories (shell assignments)
 #   e2e/bin.sh check          exit 0 only if every required binary is cached
@@ -27,6 +28,7 @@ K8S_DIR="$CACHE/k8s-$K8S_VERSION"
 KWOK_DIR="$CACHE/kwok-$KWOK_VERSION"
 OPA_DIR="$CACHE/opa-$OPA_VERSION"
 ARGOCD_DIR="$CACHE/argocd-$ARGOCD_VERSION"
+ARGOCD_CRDS_DIR="$CACHE/argocd-crds-$ARGOCD_VERSION"
 LOG_DIR="$CACHE/logs"
 
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
@@ -126,8 +128,24 @@ kwok_stages() {
   log "kwok stages: $(ls "$KWOK_DIR/stages" | tr '\n' ' ')"
 }
 
+# Argo CD's Application and AppProject CRDs, from its module (no build): the
+# e2e tests install them so rendered Applications are checked by the API
+# server (server-side dry-run) and the operator watches Applications.
+argocd_crds() {
+  [ -f "$ARGOCD_CRDS_DIR/application-crd.yaml" ] && { log "argocd CRDs: cached in $ARGOCD_CRDS_DIR"; return 0; }
+  local moddir
+  moddir="$(cd "$CACHE" && GOTOOLCHAIN=auto GOFLAGS=-mod=mod go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -f "$moddir/manifests/crds/application-crd.yaml" ] || { log "argo-cd module dir not found"; return 1; }
+  mkdir -p "$ARGOCD_CRDS_DIR"
+  install -m 0644 "$moddir/manifests/crds/application-crd.yaml" "$moddir/manifests/crds/appproject-crd.yaml" \
+    "$ARGOCD_CRDS_DIR/"
+  log "argocd CRDs: $(ls "$ARGOCD_CRDS_DIR" | tr '\n' ' ')"
+}
+
 build() {
   build_k8s
+  argocd_crds
   go_install "$KWOK_DIR" kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" GOTOOLCHAIN=auto
   (cd "$CACHE" && kwok_stages)
   go_install "$OPA_DIR" opa "github.com/open-policy-agent/opa@$OPA_VERSION" GOTOOLCHAIN=auto
@@ -173,6 +191,7 @@ K8S_BIN_DIR=$K8S_DIR
 KWOK_BIN_DIR=$KWOK_DIR
 OPA_BIN_DIR=$OPA_DIR
 ARGOCD_BIN_DIR=$ARGOCD_DIR
+ARGOCD_CRDS_DIR=$ARGOCD_CRDS_DIR
 EOF
 }
 
@@ -182,6 +201,7 @@ check() {
   [ -x "$KWOK_DIR/kwok" ] || { echo "missing $KWOK_DIR/kwok" >&2; ok=1; }
   [ -n "$(ls "$KWOK_DIR/stages/"*.yaml 2>/dev/null)" ] || { echo "missing $KWOK_DIR/stages/*.yaml" >&2; ok=1; }
   [ -x "$OPA_DIR/opa" ] || { echo "missing $OPA_DIR/opa" >&2; ok=1; }
+  [ -f "$ARGOCD_CRDS_DIR/application-crd.yaml" ] || { echo "missing $ARGOCD_CRDS_DIR/application-crd.yaml" >&2; ok=1; }
   return "$ok"
 }
 
