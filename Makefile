@@ -1,11 +1,11 @@
 # Paver — the commands the README names. `make help` lists them.
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt crds pack
+.PHONY: help build test lint fmt crds pack demo demo-down e2e e2e-bins cluster-up cluster-down
 .DEFAULT_GOAL := help
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 build: ## Build the paver binary (target/release/paver)
 	$(CARGO) build --release -p paver
@@ -26,3 +26,22 @@ crds: ## Regenerate crds/*.yaml and manifests/crds.yaml from the Rust types
 
 pack: ## Pack routes/ and policy-bundles/ into manifests/ (embedded in the binary)
 	$(CARGO) run -q -p paver -- pack
+
+demo: ## Paver end to end on this machine: cluster + Git server, operator, examples (e2e/demo.sh)
+	e2e/demo.sh up
+
+demo-down: ## Stop the demo (operator and cluster) and remove its state
+	e2e/demo.sh down
+
+e2e-bins: ## Build and cache the e2e binaries: k8s, etcd, kwok, opa (~15 min once)
+	e2e/bin.sh build
+
+e2e: ## Run only the end-to-end suite (starts its own cluster and Git server)
+	$(CARGO) test -p paver --locked --test e2e --
+
+cluster-up: ## Start the e2e control plane + Git server in .e2e (then: e2e/cluster.sh env)
+	e2e/bin.sh build
+	e2e/cluster.sh up
+
+cluster-down: ## Stop the e2e control plane started by cluster-up
+	e2e/cluster.sh down
