@@ -140,8 +140,19 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
                 Err(e) => {
                     ctx.metrics
                         .git("commit", "failed", started.elapsed().as_secs_f64());
-                    warn!(error = %e, "failed to commit render");
-                    CommitState::Failed(e.to_string())
+                    let already = prev.render.as_ref().is_some_and(|r| {
+                        r.digest == rendered.digest && r.generation == generation && r.path == rendered.dir
+                    });
+                    if already {
+                        // This exact render is committed: only the resync's drift
+                        // check failed. Status stays as it is (no write per request
+                        // during a Git outage); the next resync checks again.
+                        warn!(error = %e, "could not check the committed render for drift");
+                        CommitState::NotAttempted
+                    } else {
+                        warn!(error = %e, "failed to commit render");
+                        CommitState::Failed(e.to_string())
+                    }
                 }
             }
         }

@@ -324,12 +324,9 @@ pub fn request_status(
     ));
 
     let phase = match verdict.outcome {
-        Outcome::Invalid | Outcome::Denied | Outcome::ApprovalRejected if render.is_none() => Phase::Rejected,
-        Outcome::Invalid | Outcome::Denied | Outcome::ApprovalRejected
-            if render.as_ref().is_some_and(|r| r.generation != generation) =>
-        {
-            Phase::Rejected
-        }
+        // What was committed before stays (status.render says where), but the
+        // request as it stands now is rejected, e.g. after a bundle went to enforce.
+        Outcome::Invalid | Outcome::Denied | Outcome::ApprovalRejected => Phase::Rejected,
         Outcome::PolicyUnavailable => Phase::Pending,
         Outcome::NeedsApproval => Phase::AwaitingApproval,
         _ if verdict.render_error.is_some() => Phase::Failed,
@@ -459,7 +456,8 @@ mod tests {
         assert_eq!(v1.outcome, Outcome::Allowed);
         let rendered = status_of(&v1, &committed(), 1);
 
-        // Same generation, policy now denies (e.g. a bundle update): output stays, violations show.
+        // Same generation, policy now denies (e.g. a bundle went to enforce): the
+        // request is Rejected, what was committed stays and status.render names it.
         sr.spec.environment = paver_crds::Environment::Production;
         sr.spec.parameters["compute"]["replicas"] = 1.into();
         let denied = decide_request(&cat, &sr, &[], &opts, Utc::now());
@@ -473,7 +471,7 @@ mod tests {
             1,
             "t1",
         );
-        assert_eq!(st.phase, Phase::Rendered, "existing output is not withdrawn");
+        assert_eq!(st.phase, Phase::Rejected);
         assert!(!st.violations.is_empty());
         assert_eq!(st.render, rendered.render);
         // A new generation that is denied is Rejected; the render status still names the old commit.

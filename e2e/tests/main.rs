@@ -1,0 +1,870 @@
+//! End-to-end: Paver's operator against a real kube-apiserver (RBAC on, the
+//! operator under the ServiceAccount identity and roles from `manifests/`)
+//! and a real Git server over smart HTTP, both started by `e2e/cluster.sh`.
+//!
+//! One control plane serves every scenario; each scenario works in its own
+//! namespace. Scenarios run in order and each reports ok/FAIL; the binary
+//! fails when any did. It skips, saying why, only when the control plane
+//! binaries have not been built (`e2e/bin.sh build`).
+//!
+//! `cargo test -p paver --test e2e` (or `make e2e`); `PAVER_E2E_ONLY=a,b`
+//! runs the scenarios whose names contain `a` or `b` (install always runs).
+
+mod support;
+
+use std::{
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use kube::{Api, Client, ResourceExt, api::DeleteParams};
+use paver_crds::{Phase, PolicyBundle, Scorecard, ServiceRequest};
+use support::{Cluster, Operator, example, repo_root, wait_for, wait_phase};
+
+/// Resync period the operator runs with here (drift is restored within it).
+const RESYNC: &str = "6s";
+
+struct Env {
+    cluster: Cluster,
+    operator: Operator,
+    client: Client,
+}
+
+type Scenario =
+    for<'a> fn(&'a mut Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|env| Box::pin($name(env))) as Scenario)),*]
+    };
+}
+
+fn main() -> ExitCode {
+    if !support::binaries_built() {
+        eprintln!(
+            "e2e: SKIPPED: the control plane binaries are not built; run `e2e/bin.sh build` \
+             (or `make e2e-bins`) to build kube-apiserver, etcd, kubectl, kwok and OPA"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("e2e: failed to start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run_all())
+}
+
+async fn run_all() -> ExitCode {
+    let state = repo_root().join(format!("target/e2e-{}", std::process::id()));
+    let started = Instant::now();
+    let mut cluster = match Cluster::up(state) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("e2e: FAILED to start the control plane: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("e2e: control plane up in {:.1}s", started.elapsed().as_secs_f64());
+    if let Err(e) = install(&cluster) {
+        eprintln!("FAIL install\n  {e:#}");
+        cluster.keep_state = true;
+        return ExitCode::FAILURE;
+    }
+    eprintln!("ok   install");
+    let env = async {
+        let client = cluster.admin_client().await?;
+        let operator = Operator::start(&cluster, RESYNC)?;
+        anyhow::Ok((client, operator))
+    }
+    .await;
+    let (client, operator) = match env {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("FAIL start operator\n  {e:#}");
+            cluster.keep_state = true;
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut env = Env {
+        cluster,
+        operator,
+        client,
+    };
+    let only = std::env::var("PAVER_E2E_ONLY").unwrap_or_default();
+    let list: Vec<(&str, Scenario)> = scenarios![
+        operator_rbac_is_least_privilege,
+        payment_gateway_waits_for_approval_then_commits,
+        denied_request_is_rejected_and_not_committed,
+        bundle_rollout_warn_enforce_and_broken_update,
+        route_version_bump_rerenders,
+        hand_edit_is_restored_on_resync,
+        deleting_a_request_removes_its_directory_and_scorecard,
+        git_server_outage_ends_in_a_pushed_commit,
+        operator_killed_mid_flight_loses_and_duplicates_nothing,
+        nothing_changed_means_nothing_written,
+    ];
+    let (mut passed, mut failed) = (0, Vec::new());
+    for (name, scenario) in list {
+        if !only.is_empty() && !only.split(',').any(|o| name.contains(o)) {
+            continue;
+        }
+        let t0 = Instant::now();
+        match scenario(&mut env).await {
+            Ok(()) => {
+                passed += 1;
+                eprintln!("ok   {name} ({:.1}s)", t0.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                eprintln!("FAIL {name} ({:.1}s)\n  {e:#}", t0.elapsed().as_secs_f64());
+                failed.push(name);
+            }
+        }
+    }
+    eprintln!(
+        "e2e: {passed} passed, {} failed in {:.0}s{}",
+        failed.len(),
+        started.elapsed().as_secs_f64(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failed.join(", "))
+        }
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("e2e: operator log: {}", env.operator.log.display());
+        env.cluster.keep_state = true;
+        ExitCode::FAILURE
+    }
+}
+
+/// CRDs, then the install kustomization (RBAC, admission policy, Deployment,
+/// packed routes and bundles), then Argo CD's CRDs; `kubectl explain` shows
+/// the field descriptions.
+fn install(c: &Cluster) -> Result<()> {
+    let root = repo_root();
+    let crds = root.join("manifests/crds.yaml");
+    c.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
+    wait_established(c)?;
+    let out = c.kubectl(&[
+        "apply",
+        "--server-side",
+        "-k",
+        &root.join("manifests").display().to_string(),
+    ])?;
+    ensure!(
+        out.contains("paveroute.paver.dev/pci-payment-service"),
+        "routes not applied:\n{out}"
+    );
+    ensure!(
+        out.contains("policybundle.paver.dev/security"),
+        "bundles not applied:\n{out}"
+    );
+    let argocd =
+        std::path::PathBuf::from(c.var("PAVER_E2E_CACHE")).join("argocd-crds-v3.6.1/application-crd.yaml");
+    let argocd = if argocd.exists() {
+        argocd
+    } else {
+        // The cache path is printed by bin.sh; fall back to its default layout.
+        let paths = std::process::Command::new(root.join("e2e/bin.sh"))
+            .arg("paths")
+            .output()?;
+        let text = String::from_utf8_lossy(&paths.stdout).into_owned();
+        let dir = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ARGOCD_CRDS_DIR="))
+            .context("bin.sh paths has no ARGOCD_CRDS_DIR")?
+            .to_string();
+        std::path::PathBuf::from(dir).join("application-crd.yaml")
+    };
+    c.kubectl(&["apply", "--server-side", "-f", &argocd.display().to_string()])?;
+    wait_established(c)?;
+    c.kubectl(&["create", "namespace", "argocd"])?;
+    let explain = c.kubectl(&["explain", "servicerequest.spec"])?;
+    for field in [
+        "route",
+        "team",
+        "owner",
+        "costCenter",
+        "environment",
+        "parameters",
+    ] {
+        ensure!(
+            explain.lines().any(|l| l.trim_start().starts_with(field)),
+            "kubectl explain servicerequest.spec lacks {field}:\n{explain}"
+        );
+    }
+    ensure!(
+        !explain.contains("<empty>"),
+        "a field of servicerequest.spec has no description:\n{explain}"
+    );
+    Ok(())
+}
+
+/// Every CRD Established (`kubectl wait` fails on a CRD the API server has
+/// not yet given a status, so retry).
+fn wait_established(c: &Cluster) -> Result<()> {
+    let mut last = None;
+    for _ in 0..60 {
+        match c.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=30s",
+        ]) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("CRDs not Established")))
+}
+
+fn namespace(c: &Cluster, ns: &str) -> Result<()> {
+    match c.kubectl(&["create", "namespace", ns]) {
+        Ok(_) => Ok(()),
+        Err(e) if format!("{e}").contains("AlreadyExists") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The operator runs as the ServiceAccount bound by manifests/ (every other
+/// scenario proves those roles are enough); here: they are not more.
+async fn operator_rbac_is_least_privilege(env: &mut Env) -> Result<()> {
+    let c = &env.cluster;
+    let kc = c.var("PAVER_E2E_OPERATOR_KUBECONFIG");
+    let can = |args: &[&str]| -> Result<bool> {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        // `can-i` exits 1 for "no".
+        Ok(c.kubectl_as(&kc, &all, None).is_ok())
+    };
+    for allowed in [
+        ["patch", "servicerequests.paver.dev/status"],
+        ["watch", "approvals.paver.dev"],
+        ["patch", "scorecards.paver.dev"],
+        ["create", "events.events.k8s.io"],
+        ["watch", "applications.argoproj.io"],
+    ] {
+        ensure!(
+            can(&[allowed[0], allowed[1], "-A"])?,
+            "operator cannot {allowed:?}"
+        );
+    }
+    for denied in [
+        ["get", "secrets"],
+        ["create", "servicerequests.paver.dev"],
+        ["update", "servicerequests.paver.dev"],
+        ["delete", "servicerequests.paver.dev"],
+        ["create", "approvals.paver.dev"],
+        ["patch", "paveroutes.paver.dev"],
+        ["patch", "policybundles.paver.dev"],
+        ["patch", "applications.argoproj.io"],
+        ["create", "deployments.apps"],
+        ["list", "pods"],
+    ] {
+        ensure!(
+            !can(&[denied[0], denied[1], "-A"])?,
+            "operator may {denied:?}: more than it needs"
+        );
+    }
+    ensure!(
+        !can(&["delete", "customresourcedefinitions.apiextensions.k8s.io"])?,
+        "operator may delete CRDs"
+    );
+    Ok(())
+}
+
+fn approval(ns: &str, name: &str, request: &str, generation: i64, approver: &str, decision: &str) -> String {
+    format!(
+        "apiVersion: paver.dev/v1alpha1\nkind: Approval\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
+         spec:\n  request: {request}\n  generation: {generation}\n  approver: {approver}\n  \
+         reason: e2e change ticket\n  decision: {decision}\n"
+    )
+}
+
+/// The payment gateway: AwaitingApproval (nothing committed), an Approval
+/// for generation 1 commits it with provenance trailers, a Scorecard with
+/// real columns; a spec change needs a new Approval (generation 1's does not
+/// carry over).
+async fn payment_gateway_waits_for_approval_then_commits(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "payments";
+    namespace(c, ns)?;
+    c.apply(&std::fs::read_to_string(
+        repo_root().join("examples/payment-gateway.yaml"),
+    )?)?;
+    let sr = wait_phase(client, ns, "payment-gateway", Phase::AwaitingApproval).await?;
+    let reasons = sr.status.clone().unwrap_or_default().approval_reasons;
+    ensure!(!reasons.is_empty(), "AwaitingApproval without a reason");
+    let remote = c.remote();
+    ensure!(
+        remote
+            .clone_repo()?
+            .commits_for("payments/payment-gateway")?
+            .is_empty(),
+        "a request awaiting approval was committed"
+    );
+
+    // Someone approving in another's name is refused by the admission policy.
+    let forged = c.apply(&approval(
+        ns,
+        "forged",
+        "payment-gateway",
+        1,
+        "someone-else",
+        "approve",
+    ));
+    ensure!(
+        forged
+            .as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("spec.approver must be")),
+        "a forged approver was admitted: {forged:?}"
+    );
+    c.apply(&approval(
+        ns,
+        "cab-1",
+        "payment-gateway",
+        1,
+        "paver-e2e-admin",
+        "approve",
+    ))?;
+    let sr = wait_phase(client, ns, "payment-gateway", Phase::Rendered).await?;
+    let render = sr
+        .status
+        .clone()
+        .unwrap_or_default()
+        .render
+        .context("no render status")?;
+    let clone = remote.clone_repo()?;
+    let commits = clone.commits_for("payments/payment-gateway")?;
+    ensure!(commits.len() == 1, "expected one commit, found {}", commits.len());
+    let (sha, msg) = &commits[0];
+    ensure!(
+        *sha == render.revision,
+        "status revision {} is not the commit {sha}",
+        render.revision
+    );
+    for trailer in [
+        "Paver-Request: payments/payment-gateway".to_string(),
+        format!("Paver-Request-UID: {}", sr.uid().unwrap_or_default()),
+        "Paver-Generation: 1".into(),
+        "Paver-Route: pci-payment-service@".into(),
+        "Paver-Bundles: ".into(),
+    ] {
+        ensure!(msg.contains(&trailer), "commit lacks trailer {trailer}:\n{msg}");
+    }
+    let app = clone.path(&format!("{}/argocd-application.yaml", render.path));
+    ensure!(
+        app.exists(),
+        "no Argo CD Application rendered at {}",
+        app.display()
+    );
+    // The API server accepts the rendered Application (Argo CD's CRD schema).
+    c.kubectl(&["apply", "--dry-run=server", "-f", &app.display().to_string()])?;
+    let deployment = clone.path(&format!("{}/manifests/deployment.yaml", render.path));
+    c.kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        ns,
+        "-f",
+        &deployment.display().to_string(),
+    ])?;
+
+    let sc_api: Api<Scorecard> = Api::namespaced(client.clone(), ns);
+    wait_for("the payment-gateway Scorecard", Duration::from_secs(30), || {
+        let sc_api = sc_api.clone();
+        async move {
+            Ok(sc_api
+                .get_opt("payment-gateway")
+                .await?
+                .filter(|s| s.status.is_some()))
+        }
+    })
+    .await?;
+    let table = c.kubectl(&["get", "scorecards", "-n", ns])?;
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .and_then(|i| row.get(i).copied())
+    };
+    ensure!(col("TEAM") == Some("payments"), "TEAM column:\n{table}");
+    ensure!(
+        col("ROUTE") == Some("pci-payment-service"),
+        "ROUTE column:\n{table}"
+    );
+    let score: u32 = col("SCORE")
+        .unwrap_or_default()
+        .parse()
+        .with_context(|| format!("SCORE:\n{table}"))?;
+    ensure!(score > 0 && score <= 100, "SCORE {score}:\n{table}");
+    ensure!(
+        matches!(col("LEVEL"), Some("bronze" | "silver" | "gold" | "none")),
+        "LEVEL column:\n{table}"
+    );
+
+    // A new generation is not covered by generation 1's Approval.
+    c.kubectl(&[
+        "patch",
+        "servicerequest",
+        "payment-gateway",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"owner":"payments-platform@example.com"}}"#,
+    ])?;
+    let sr = wait_phase(client, ns, "payment-gateway", Phase::AwaitingApproval).await?;
+    ensure!(
+        sr.metadata.generation == Some(2),
+        "generation {:?}",
+        sr.metadata.generation
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let commits = remote.clone_repo()?.commits_for("payments/payment-gateway")?;
+    ensure!(
+        commits.len() == 1,
+        "generation 2 was committed without its own approval"
+    );
+    c.apply(&approval(
+        ns,
+        "cab-2",
+        "payment-gateway",
+        2,
+        "paver-e2e-admin",
+        "approve",
+    ))?;
+    let sr = wait_phase(client, ns, "payment-gateway", Phase::Rendered).await?;
+    let commits = remote.clone_repo()?.commits_for("payments/payment-gateway")?;
+    let last = commits.last().context("no commits")?;
+    ensure!(
+        commits.len() == 2 && last.1.contains("Paver-Generation: 2"),
+        "{commits:?}"
+    );
+    ensure!(
+        sr.status.and_then(|s| s.render).map(|r| r.revision) == Some(last.0.clone()),
+        "status revision is not the generation-2 commit"
+    );
+    Ok(())
+}
+
+/// A request breaking a deny rule is Rejected with the bundle, rule id and
+/// message; nothing is committed; a Warning Event says why.
+async fn denied_request_is_rejected_and_not_committed(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-denied";
+    namespace(c, ns)?;
+    c.apply(&example("orders-api.yaml", ns, "no-breaker", |v| {
+        v["spec"]["parameters"]["networking"]["dependencies"][0]["circuitBreaker"] = false.into();
+    })?)?;
+    let sr = wait_phase(client, ns, "no-breaker", Phase::Rejected).await?;
+    let status = sr.status.unwrap_or_default();
+    let v = status
+        .violations
+        .iter()
+        .find(|v| v.rule == "dependency-resilience")
+        .with_context(|| format!("no dependency-resilience violation: {:?}", status.violations))?;
+    ensure!(
+        v.bundle == "reliability" && v.message.contains("circuitBreaker"),
+        "{v:?}"
+    );
+    ensure!(
+        c.remote()
+            .clone_repo()?
+            .commits_for(&format!("{ns}/no-breaker"))?
+            .is_empty(),
+        "a rejected request was committed"
+    );
+    let events = c.kubectl(&["get", "events", "-n", ns, "-o", "wide"])?;
+    ensure!(
+        events.contains("Rejected") && events.contains("dependency-resilience"),
+        "no Rejected event naming the rule:\n{events}"
+    );
+    Ok(())
+}
+
+fn guard_bundle(version: &str, mode: &str, rego_body: &str) -> String {
+    format!(
+        r#"apiVersion: paver.dev/v1alpha1
+kind: PolicyBundle
+metadata:
+  name: e2e-guard
+spec:
+  version: "{version}"
+  owners: [platform-team@example.com]
+  description: e2e rollout guard
+  mode: {mode}
+  match:
+    namespaces: [e2e-rollout]
+  modules:
+    - name: guard.rego
+      source: |
+        package paver.e2e_guard
+        import rego.v1
+{rego_body}
+  tests:
+    - name: guard_test.rego
+      source: |
+        package paver.e2e_guard_test
+        import rego.v1
+        import data.paver.e2e_guard
+        test_flagged_denied if count(e2e_guard.deny) == 1 with input as {{"request": {{"metadata": {{"labels": {{"e2e/flagged": "true"}}}}}}}}
+        test_clean_allowed if count(e2e_guard.deny) == 0 with input as {{"request": {{"metadata": {{"labels": {{}}}}}}}}
+"#
+    )
+}
+
+const GUARD_RULE: &str = r#"        deny contains {"id": "flagged", "msg": "requests labelled e2e/flagged are not allowed"} if {
+          input.request.metadata.labels["e2e/flagged"] == "true"
+        }"#;
+
+/// A bundle rolled out in warn mode gives a warning; switched to enforce it
+/// rejects the request (the bundle change re-reconciles it); a broken update
+/// is refused with module and line and the last good version keeps enforcing.
+async fn bundle_rollout_warn_enforce_and_broken_update(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-rollout";
+    namespace(c, ns)?;
+    c.apply(&guard_bundle("1.0.0", "warn", GUARD_RULE))?;
+    let bundles: Api<PolicyBundle> = Api::all(client.clone());
+    wait_for("e2e-guard 1.0.0 active", Duration::from_secs(30), || {
+        let bundles = bundles.clone();
+        async move {
+            let b = bundles.get("e2e-guard").await?;
+            Ok((b.status.and_then(|s| s.active_version).as_deref() == Some("1.0.0")).then_some(()))
+        }
+    })
+    .await?;
+    c.apply(&example("orders-api.yaml", ns, "flagged", |v| {
+        v["metadata"]["labels"]["e2e/flagged"] = "true".into();
+    })?)?;
+    let sr = wait_phase(client, ns, "flagged", Phase::Rendered).await?;
+    let warnings = sr.status.unwrap_or_default().warnings;
+    ensure!(
+        warnings
+            .iter()
+            .any(|w| w.bundle == "e2e-guard" && w.rule == "flagged"),
+        "warn mode gave no warning: {warnings:?}"
+    );
+
+    c.apply(&guard_bundle("1.0.0", "enforce", GUARD_RULE))?;
+    let sr = wait_phase(client, ns, "flagged", Phase::Rejected).await?;
+    let violations = sr.status.unwrap_or_default().violations;
+    ensure!(
+        violations
+            .iter()
+            .any(|v| v.bundle == "e2e-guard" && v.rule == "flagged"),
+        "{violations:?}"
+    );
+
+    // Version 2.0.0 does not compile (line 4 of guard.rego).
+    c.apply(&guard_bundle(
+        "2.0.0",
+        "enforce",
+        "        deny contains msg if {\n          msg :=\n        }",
+    ))?;
+    let status = wait_for("e2e-guard 2.0.0 reported broken", Duration::from_secs(30), || {
+        let bundles = bundles.clone();
+        async move {
+            let b = bundles.get("e2e-guard").await?;
+            let status = b.status.clone().unwrap_or_default();
+            Ok(
+                (status.observed_generation == b.metadata.generation && !status.errors.is_empty())
+                    .then_some(status),
+            )
+        }
+    })
+    .await?;
+    let err = &status.errors[0];
+    ensure!(
+        err.module == "guard.rego" && err.line.is_some(),
+        "error without module and line: {err:?}"
+    );
+    ensure!(
+        status.active_version.as_deref() == Some("1.0.0"),
+        "active version {:?}, want the last good 1.0.0",
+        status.active_version
+    );
+    let compiled = status.conditions.iter().find(|c| c.type_ == "Compiled");
+    ensure!(
+        compiled.is_some_and(|c| c.status == "False"),
+        "Compiled condition: {compiled:?}"
+    );
+    // The last good version still enforces: a new generation is still rejected.
+    c.kubectl(&[
+        "patch",
+        "servicerequest",
+        "flagged",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"owner":"someone-else@example.com"}}"#,
+    ])?;
+    wait_phase(client, ns, "flagged", Phase::Rejected).await?;
+    c.kubectl(&["delete", "policybundle", "e2e-guard"])?;
+    Ok(())
+}
+
+/// A copy of the microservice route; bumping its version with a template
+/// change re-renders the requests on it, at the new version.
+async fn route_version_bump_rerenders(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-route";
+    namespace(c, ns)?;
+    let route_yaml = c.kubectl(&["get", "paveroute", "microservice", "-o", "yaml"])?;
+    let mut route: serde_yaml::Value = serde_yaml::from_str(&route_yaml)?;
+    let set_route = |route: &mut serde_yaml::Value, version: &str, marker: &str| -> Result<String> {
+        let mut r = route.clone();
+        r["metadata"] = serde_yaml::from_str("name: e2e-svc")?;
+        r.as_mapping_mut().context("route")?.remove("status");
+        r["spec"]["version"] = version.into();
+        // A template change: a comment appended to the first YAML template.
+        let files = r["spec"]["templates"]["inline"]
+            .as_sequence_mut()
+            .context("templates.inline")?;
+        let first = files
+            .iter_mut()
+            .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with(".yaml")))
+            .context("no YAML template")?;
+        let content = first["content"].as_str().unwrap_or_default().to_string();
+        first["content"] = format!("{content}\n# {marker}\n").into();
+        Ok(serde_yaml::to_string(&r)?)
+    };
+    c.apply(&set_route(&mut route, "1.0.0", "e2e marker one")?)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.apply(&example("orders-api.yaml", ns, "bumped", |v| {
+        v["spec"]["route"] = "e2e-svc".into();
+    })?)?;
+    let sr = wait_phase(client, ns, "bumped", Phase::Rendered).await?;
+    let first = sr.status.unwrap_or_default().render.context("no render")?;
+    ensure!(first.route_version == "1.0.0", "{first:?}");
+
+    c.apply(&set_route(&mut route, "1.1.0", "e2e marker two")?)?;
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+    let second = wait_for(
+        "bumped re-rendered at e2e-svc 1.1.0",
+        Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let sr = api.get("bumped").await?;
+                Ok(sr
+                    .status
+                    .and_then(|s| s.render)
+                    .filter(|r| r.route_version == "1.1.0"))
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        second.revision != first.revision,
+        "no new commit for the route bump"
+    );
+    let commits = c.remote().clone_repo()?.commits_for(&format!("{ns}/bumped"))?;
+    ensure!(
+        commits
+            .last()
+            .is_some_and(|(sha, msg)| *sha == second.revision && msg.contains("Paver-Route: e2e-svc@1.1.0")),
+        "{commits:?}"
+    );
+    Ok(())
+}
+
+/// A hand edit of a rendered file is put back on the next resync, with an
+/// Event saying so.
+async fn hand_edit_is_restored_on_resync(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-drift";
+    namespace(c, ns)?;
+    c.apply(&example("orders-api.yaml", ns, "drifty", |_| {})?)?;
+    let sr = wait_phase(client, ns, "drifty", Phase::Rendered).await?;
+    let render = sr.status.unwrap_or_default().render.context("no render")?;
+    let remote = c.remote();
+    let clone = remote.clone_repo()?;
+    let rel = format!("{}/manifests/deployment.yaml", render.path);
+    let original = std::fs::read_to_string(clone.path(&rel))?;
+    std::fs::write(clone.path(&rel), original.replace("replicas: 2", "replicas: 9"))?;
+    ensure!(
+        std::fs::read_to_string(clone.path(&rel))? != original,
+        "the edit changed nothing"
+    );
+    clone.git(&[
+        "-c",
+        "user.name=Hand Editor",
+        "-c",
+        "user.email=hand@example.com",
+        "commit",
+        "-qam",
+        "scale by hand",
+    ])?;
+    clone.git(&["push", "-q", "origin", "HEAD:main"])?;
+    let edited = remote.head()?;
+    wait_for("the hand edit to be restored", Duration::from_secs(60), || {
+        let (remote, rel, original, edited) = (&remote, &rel, &original, &edited);
+        async move {
+            if remote.head()? == *edited {
+                return Ok(None);
+            }
+            let fresh = remote.clone_repo()?;
+            Ok((std::fs::read_to_string(fresh.path(rel))? == *original).then_some(()))
+        }
+    })
+    .await?;
+    let events = c.kubectl(&["get", "events", "-n", ns])?;
+    ensure!(
+        events.contains("DriftRestored"),
+        "no DriftRestored event:\n{events}"
+    );
+    Ok(())
+}
+
+/// Deleting a request removes its directory in a commit; its Scorecard goes
+/// by garbage collection.
+async fn deleting_a_request_removes_its_directory_and_scorecard(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-delete";
+    namespace(c, ns)?;
+    c.apply(&example("orders-api.yaml", ns, "doomed", |_| {})?)?;
+    let sr = wait_phase(client, ns, "doomed", Phase::Rendered).await?;
+    let render = sr.status.unwrap_or_default().render.context("no render")?;
+    let sc: Api<Scorecard> = Api::namespaced(client.clone(), ns);
+    wait_for("the doomed Scorecard", Duration::from_secs(30), || {
+        let sc = sc.clone();
+        async move { Ok(sc.get_opt("doomed").await?.map(drop)) }
+    })
+    .await?;
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+    api.delete("doomed", &DeleteParams::default()).await?;
+    wait_for("the request to be gone", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move { Ok(api.get_opt("doomed").await?.is_none().then_some(())) }
+    })
+    .await?;
+    let clone = c.remote().clone_repo()?;
+    ensure!(
+        !clone.path(&render.path).exists(),
+        "{} still in the repository",
+        render.path
+    );
+    let commits = clone.commits_for(&format!("{ns}/doomed"))?;
+    ensure!(
+        commits.len() == 2,
+        "expected a render and a removal commit: {commits:?}"
+    );
+    wait_for(
+        "the Scorecard to be garbage-collected",
+        Duration::from_secs(60),
+        || {
+            let sc = sc.clone();
+            async move { Ok(sc.get_opt("doomed").await?.is_none().then_some(())) }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// With the Git server down the request says why and keeps retrying; once
+/// the server is back it ends in a pushed commit.
+async fn git_server_outage_ends_in_a_pushed_commit(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-outage";
+    namespace(c, ns)?;
+    c.git_stop()?;
+    let result = async {
+        c.apply(&example("orders-api.yaml", ns, "patient", |_| {})?)?;
+        let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+        wait_for(
+            "a Committed=False condition while Git is down",
+            Duration::from_secs(60),
+            || {
+                let api = api.clone();
+                async move {
+                    let sr = api.get("patient").await?;
+                    let status = sr.status.unwrap_or_default();
+                    Ok(status
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "Committed" && c.status == "False" && !c.message.is_empty())
+                        .map(drop))
+                }
+            },
+        )
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    c.git_start()?;
+    result?;
+    let sr = wait_phase(client, ns, "patient", Phase::Rendered).await?;
+    let render = sr.status.unwrap_or_default().render.context("no render")?;
+    let commits = c.remote().clone_repo()?.commits_for(&format!("{ns}/patient"))?;
+    ensure!(
+        commits.len() == 1 && commits[0].0 == render.revision,
+        "expected one commit at {}: {commits:?}",
+        render.revision
+    );
+    Ok(())
+}
+
+/// SIGKILL the operator while a burst is in flight and start it again:
+/// every request ends committed exactly once.
+async fn operator_killed_mid_flight_loses_and_duplicates_nothing(env: &mut Env) -> Result<()> {
+    let ns = "e2e-crash";
+    namespace(&env.cluster, ns)?;
+    let names: Vec<String> = (1..=20).map(|i| format!("svc-{i:02}")).collect();
+    let docs: Vec<String> = names
+        .iter()
+        .map(|n| example("orders-api.yaml", ns, n, |_| {}))
+        .collect::<Result<_>>()?;
+    env.cluster.apply(&docs.join("---\n"))?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    env.operator.kill()?;
+    // The killed leader never released its Lease: the new process takes over
+    // when it expires.
+    env.operator.restart()?;
+    for n in &names {
+        wait_phase(&env.client, ns, n, Phase::Rendered).await?;
+    }
+    let clone = env.cluster.remote().clone_repo()?;
+    for n in &names {
+        let commits = clone.commits_for(&format!("{ns}/{n}"))?;
+        if commits.len() != 1 {
+            bail!("{ns}/{n} has {} commits, want exactly 1", commits.len());
+        }
+    }
+    Ok(())
+}
+
+/// At rest, resyncs make no commits and no API writes.
+async fn nothing_changed_means_nothing_written(env: &mut Env) -> Result<()> {
+    // Let whatever is in flight settle (two resync periods).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let writes = env.operator.counter("paver_api_writes_total").await?;
+    let reconciles = env.operator.counter("paver_reconciles_total").await?;
+    let head = env.cluster.remote().head()?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let writes_after = env.operator.counter("paver_api_writes_total").await?;
+    let reconciles_after = env.operator.counter("paver_reconciles_total").await?;
+    ensure!(
+        reconciles_after > reconciles,
+        "no resync happened in 15s ({reconciles} reconciles)"
+    );
+    ensure!(
+        writes_after == writes,
+        "API writes at rest: {writes} -> {writes_after}"
+    );
+    ensure!(env.cluster.remote().head()? == head, "a commit was made at rest");
+    Ok(())
+}

@@ -1,0 +1,435 @@
+//! The pieces the end-to-end scenarios drive: a real control plane and Git
+//! server from `e2e/cluster.sh`, the `paver operator` process, kubectl as the
+//! admin, and the output repository over smart HTTP.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    io::Write,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use kube::{
+    Api, Client,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use paver_crds::{Phase, ServiceRequest};
+
+/// The repository root (the e2e scripts, manifests and examples live there).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("failed to start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `e2e/bin.sh build` has run (the only reason to skip).
+pub fn binaries_built() -> bool {
+    Command::new(repo_root().join("e2e/bin.sh"))
+        .arg("check")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A running control plane and Git server; stopped on drop.
+pub struct Cluster {
+    pub state: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// Keep the state directory (logs) after stopping, for a failed run.
+    pub keep_state: bool,
+}
+
+impl Cluster {
+    pub fn up(state: PathBuf) -> Result<Self> {
+        let script = repo_root().join("e2e/cluster.sh");
+        let _ = Command::new(&script)
+            .arg("down")
+            .env("PAVER_E2E_STATE", &state)
+            .output();
+        run(Command::new(&script).arg("up").env("PAVER_E2E_STATE", &state))?;
+        let text = std::fs::read_to_string(state.join("env"))?;
+        let env = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(Self {
+            state,
+            env,
+            keep_state: false,
+        })
+    }
+
+    pub fn var(&self, name: &str) -> String {
+        self.env.get(name).cloned().unwrap_or_default()
+    }
+
+    fn script(&self, arg: &str) -> Result<String> {
+        run(Command::new(repo_root().join("e2e/cluster.sh"))
+            .arg(arg)
+            .env("PAVER_E2E_STATE", &self.state))
+    }
+
+    pub fn git_stop(&self) -> Result<()> {
+        self.script("git-stop").map(drop)
+    }
+
+    pub fn git_start(&self) -> Result<()> {
+        self.script("git-start").map(drop)
+    }
+
+    fn kubectl_bin(&self) -> PathBuf {
+        let dir = self
+            .var("PATH")
+            .split(':')
+            .next()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        dir.join("kubectl")
+    }
+
+    /// kubectl as `kubeconfig` (admin or operator).
+    pub fn kubectl_as(&self, kubeconfig: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut cmd = Command::new(self.kubectl_bin());
+        cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+        let Some(input) = stdin else { return run(&mut cmd) };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow!("no stdin"))?
+            .write_all(input.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed:\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// kubectl as the cluster admin.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        self.kubectl_as(&self.var("PAVER_E2E_ADMIN_KUBECONFIG"), args, None)
+    }
+
+    /// `kubectl apply --server-side -f -` of a YAML document, as the admin.
+    pub fn apply(&self, yaml: &str) -> Result<String> {
+        self.kubectl_as(
+            &self.var("PAVER_E2E_ADMIN_KUBECONFIG"),
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            Some(yaml),
+        )
+    }
+
+    pub async fn admin_client(&self) -> Result<Client> {
+        let kc = Kubeconfig::read_from(self.var("PAVER_E2E_ADMIN_KUBECONFIG"))?;
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(cfg)?)
+    }
+
+    pub fn remote(&self) -> Remote {
+        let token = std::fs::read_to_string(self.var("GIT_TOKEN_FILE")).unwrap_or_default();
+        let url = self.var("GIT_URL").replacen(
+            "http://",
+            &format!("http://{}:{}@", self.var("GIT_USER"), token.trim()),
+            1,
+        );
+        Remote { url }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut cmd = Command::new(repo_root().join("e2e/cluster.sh"));
+        cmd.arg("down").env("PAVER_E2E_STATE", &self.state);
+        if self.keep_state {
+            cmd.env("PAVER_E2E_KEEP_STATE", "1");
+            eprintln!(
+                "e2e: kept the cluster's state and logs in {}",
+                self.state.display()
+            );
+        }
+        let _ = cmd.output();
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18080)
+}
+
+/// The `paver operator` process, run as the operator's identity.
+pub struct Operator {
+    child: Option<Child>,
+    pub metrics: String,
+    pub log: PathBuf,
+    args: Vec<String>,
+    kubeconfig: String,
+}
+
+impl Operator {
+    pub fn start(cluster: &Cluster, resync: &str) -> Result<Self> {
+        let dir = cluster.state.join("operator");
+        std::fs::create_dir_all(&dir)?;
+        let user_file = dir.join("git-username");
+        std::fs::write(&user_file, cluster.var("GIT_USER"))?;
+        let port = free_port();
+        let args = vec![
+            "operator".to_string(),
+            "--repo-url".into(),
+            cluster.var("GIT_URL"),
+            "--git-username-file".into(),
+            user_file.display().to_string(),
+            "--git-token-file".into(),
+            cluster.var("GIT_TOKEN_FILE"),
+            "--workdir".into(),
+            dir.join("repo").display().to_string(),
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--lease-namespace".into(),
+            "paver-system".into(),
+            "--resync".into(),
+            resync.into(),
+        ];
+        let mut op = Self {
+            child: None,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log: cluster.state.join("logs/paver-operator.log"),
+            args,
+            kubeconfig: cluster.var("PAVER_E2E_OPERATOR_KUBECONFIG"),
+        };
+        op.spawn()?;
+        Ok(op)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_paver"))
+            .args(&self.args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("failed to start paver operator")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no chance to finish anything or release the lease.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn()
+    }
+
+    /// Sum of a counter family from /metrics (all label sets).
+    pub async fn counter(&self, name: &str) -> Result<f64> {
+        let text = http_get(&self.metrics).await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A clean stop (SIGTERM) releases the lease.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+        }
+        if let Some(mut child) = self.child.take() {
+            for _ in 0..50 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Plain HTTP GET on loopback (the metrics endpoint) with curl.
+async fn http_get(url: &str) -> Result<String> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || run(Command::new("curl").args(["-fsS", "--max-time", "5", &url])))
+        .await?
+}
+
+/// The output repository on the Git server.
+pub struct Remote {
+    url: String,
+}
+
+/// A fresh clone of the output repository.
+pub struct Clone {
+    pub dir: tempfile::TempDir,
+}
+
+impl Remote {
+    pub fn clone_repo(&self) -> Result<Clone> {
+        let dir = tempfile::tempdir()?;
+        run(Command::new("git")
+            .args(["clone", "-q", &self.url])
+            .arg(dir.path())
+            .env("GIT_TERMINAL_PROMPT", "0"))?;
+        Ok(Clone { dir })
+    }
+
+    /// The commit at the tip of `main` on the server.
+    pub fn head(&self) -> Result<String> {
+        let out = run(Command::new("git")
+            .args(["ls-remote", &self.url, "refs/heads/main"])
+            .env("GIT_TERMINAL_PROMPT", "0"))?;
+        Ok(out.split_whitespace().next().unwrap_or_default().to_string())
+    }
+}
+
+impl Clone {
+    pub fn git(&self, args: &[&str]) -> Result<String> {
+        run(Command::new("git")
+            .arg("-C")
+            .arg(self.dir.path())
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0"))
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Commits whose message carries `Paver-Request: <key>`, oldest first,
+    /// as (sha, full message).
+    pub fn commits_for(&self, key: &str) -> Result<Vec<(String, String)>> {
+        let log = self.git(&["log", "--reverse", "--format=%H%x00%B%x01"])?;
+        Ok(log
+            .split('\u{1}')
+            .filter_map(|entry| entry.trim_start().split_once('\0'))
+            .filter(|(_, body)| body.lines().any(|l| l.trim() == format!("Paver-Request: {key}")))
+            .map(|(sha, body)| (sha.to_string(), body.to_string()))
+            .collect())
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`
+/// and the last error seen.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (last error: {last})")
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the request reports `phase` for its current generation.
+pub async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> Result<ServiceRequest> {
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let res = wait_for(
+        &format!("{ns}/{name} to be {phase:?}"),
+        Duration::from_secs(60),
+        || {
+            let (api, seen, phase) = (api.clone(), seen.clone(), phase.clone());
+            async move {
+                let Some(sr) = api.get_opt(name).await? else {
+                    return Ok(None);
+                };
+                let status = sr.status.clone().unwrap_or_default();
+                if let Ok(mut s) = seen.lock() {
+                    *s = format!(
+                        "{:?} at generation {:?}; conditions: {}",
+                        status.phase,
+                        status.observed_generation,
+                        serde_json::to_string(&status.conditions).unwrap_or_default()
+                    );
+                }
+                Ok(
+                    (status.phase == phase && status.observed_generation == sr.metadata.generation)
+                        .then_some(sr),
+                )
+            }
+        },
+    )
+    .await;
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    res.with_context(|| format!("{ns}/{name} last seen {seen}"))
+}
+
+/// An example request from `examples/`, renamed into `ns`, with `edit` applied
+/// to its YAML value.
+pub fn example(
+    file: &str,
+    ns: &str,
+    name: &str,
+    edit: impl FnOnce(&mut serde_yaml::Value),
+) -> Result<String> {
+    let text = std::fs::read_to_string(repo_root().join("examples").join(file))?;
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    v["metadata"]["namespace"] = ns.into();
+    v["metadata"]["name"] = name.into();
+    edit(&mut v);
+    Ok(serde_yaml::to_string(&v)?)
+}
