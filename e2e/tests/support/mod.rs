@@ -392,7 +392,7 @@ pub async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> 
         &format!("{ns}/{name} to be {phase:?}"),
         Duration::from_secs(60),
         || {
-            let (api, seen, phase) = (api.clone(), seen.clone(), phase.clone());
+            let (api, seen) = (api.clone(), seen.clone());
             async move {
                 let Some(sr) = api.get_opt(name).await? else {
                     return Ok(None);
