@@ -1,5 +1,5 @@
 //! Paver's regorus evaluation agrees with real OPA on the shipped bundles.
-//! Needs an `opa` binary ($OPA, `opa` on PATH, or ~/go/bin/opa); without
+//! Needs an `opa` binary ($OPA, `opa` on PATH, the e2e cache's, or ~/go/bin/opa); without
 //! one the test prints why it skipped and passes.
 
 mod common;
@@ -23,6 +23,13 @@ fn find_opa() -> Option<PathBuf> {
     };
     let mut candidates: Vec<PathBuf> = std::env::var_os("OPA").map(PathBuf::from).into_iter().collect();
     candidates.push(PathBuf::from("opa"));
+    // The one `e2e/bin.sh build` caches (what CI builds), then `go install`'s.
+    let cache = std::env::var_os("PAVER_E2E_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/paver-e2e")));
+    if let Some(cache) = cache {
+        candidates.push(cache.join("opa-v1.22.2/opa"));
+    }
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(Path::new(&home).join("go/bin/opa"));
     }
@@ -177,7 +184,7 @@ fn opa_sets(opa: &Path, dir: &Path, package: &str, input_file: &Path) -> Sets {
 fn paver_and_opa_agree_on_the_shipped_bundles() {
     let Some(opa) = find_opa() else {
         eprintln!(
-            "SKIPPED opa_parity: no opa binary found ($OPA, PATH, ~/go/bin/opa); install OPA to run it"
+            "SKIPPED opa_parity: no opa binary found ($OPA, PATH, ~/.cache/paver-e2e/opa-v1.22.2, ~/go/bin/opa); install OPA to run it"
         );
         return;
     };
