@@ -49,6 +49,7 @@ fn options() -> RenderOptions {
     RenderOptions {
         repo_url: "https://git.example.com/platform/gitops.git".into(),
         revision: "main".into(),
+        destination_server: None,
     }
 }
 

@@ -212,6 +212,7 @@ pub fn render(file: &Path, out: Option<&Path>, repo_url: &str, sources: &Sources
     let opts = RenderOptions {
         repo_url: repo_url.to_string(),
         revision: "main".into(),
+        destination_server: None,
     };
     let mut code = 0;
     for sr in requests {

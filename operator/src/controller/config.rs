@@ -44,6 +44,11 @@ pub struct OperatorConfig {
     /// Name of the leader-election Lease.
     #[arg(long, env = "PAVER_LEASE_NAME", default_value = "paver-operator")]
     pub lease_name: String,
+    /// Argo CD's address of this cluster, written into every rendered
+    /// Application's `destination.server` instead of the route's (default:
+    /// the route's, else `https://kubernetes.default.svc`).
+    #[arg(long, env = "PAVER_ARGOCD_DESTINATION_SERVER")]
+    pub argocd_destination_server: Option<String>,
     /// Log as JSON lines.
     #[arg(long, env = "PAVER_LOG_JSON")]
     pub log_json: bool,

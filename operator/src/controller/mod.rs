@@ -123,6 +123,7 @@ impl Context {
         RenderOptions {
             repo_url: self.config.repo_url.clone(),
             revision: self.config.branch.clone(),
+            destination_server: self.config.argocd_destination_server.clone(),
         }
     }
 

@@ -50,6 +50,11 @@ pub struct RenderOptions {
     pub repo_url: String,
     /// Branch Argo CD follows, for the Application's `targetRevision`.
     pub revision: String,
+    /// When set, the Application's `destination.server` whatever the route
+    /// says: the API server as Argo CD reaches it (e.g. a hub Argo CD
+    /// deploying to this cluster, or one running outside any Pod, where
+    /// `https://kubernetes.default.svc` means nothing).
+    pub destination_server: Option<String>,
 }
 
 /// The files of one request.
@@ -513,7 +518,10 @@ fn application(
                 "path": format!("{dir}/{MANIFESTS_DIR}"),
             },
             "destination": {
-                "server": or(&app.destination.server, "https://kubernetes.default.svc"),
+                "server": match &options.destination_server {
+                    Some(server) if !server.is_empty() => server.clone(),
+                    _ => or(&app.destination.server, "https://kubernetes.default.svc"),
+                },
                 "namespace": destination_namespace,
             },
             "syncPolicy": sync_policy,

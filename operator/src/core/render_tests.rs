@@ -192,6 +192,7 @@ fn renders_application_with_defaults() {
     let options = RenderOptions {
         repo_url: "https://git.example/out.git".into(),
         revision: "main".into(),
+        destination_server: None,
     };
     let out = render(&compiled, &req, &json!({}), &Estimate::default(), &options).expect("render");
     let app: Value = serde_yaml::from_str(&out.files["commerce/commerce/orders-api/argocd-application.yaml"])
@@ -232,4 +233,34 @@ fn label_values_are_label_safe() {
     let long = label_value(&"a".repeat(100));
     assert!(long.len() <= 63, "{long}");
     assert_ne!(label_value(&"a".repeat(100)), label_value(&"a".repeat(101)));
+}
+
+#[test]
+fn destination_server_option_overrides_the_route() {
+    let mut r = route_with(vec![file("manifests/a.yaml", "x")]);
+    let mut app = ApplicationTemplate::default();
+    app.destination.server = "https://route.example:6443".into();
+    r.spec.output.application = Some(app);
+    let compiled = compile(r).expect("compile");
+    let req = request(json!({}));
+    let server = |destination_server: Option<String>| {
+        let options = RenderOptions {
+            repo_url: "https://git.example/out.git".into(),
+            revision: "main".into(),
+            destination_server,
+        };
+        let out = render(&compiled, &req, &json!({}), &Estimate::default(), &options).expect("render");
+        let app: Value =
+            serde_yaml::from_str(&out.files["commerce/commerce/orders-api/argocd-application.yaml"])
+                .expect("yaml");
+        app["spec"]["destination"]["server"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(server(None), "https://route.example:6443");
+    assert_eq!(
+        server(Some("https://127.0.0.1:6443".into())),
+        "https://127.0.0.1:6443"
+    );
 }
