@@ -101,12 +101,37 @@ pub fn application_request(app: &DynamicObject) -> Option<ObjectRef<ServiceReque
 pub fn sync_status(app: &DynamicObject) -> SyncStatus {
     let status = &app.data["status"];
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    let message = [&status["operationState"]["message"], &status["health"]["message"]]
+    let mut messages: Vec<String> = [&status["operationState"]["message"], &status["health"]["message"]]
         .into_iter()
         .map(text)
         .filter(|m| !m.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
+        .collect();
+    // Argo CD 3 keeps no health message on the Application itself: name the
+    // resources that are not Healthy, with their own message (what a
+    // developer can act on), and the Application's error conditions.
+    let empty = Vec::new();
+    for r in status["resources"].as_array().unwrap_or(&empty) {
+        let health = text(&r["health"]["status"]);
+        if health.is_empty() || health == "Healthy" {
+            continue;
+        }
+        let what = format!(
+            "{} {}/{}",
+            text(&r["kind"]),
+            text(&r["namespace"]),
+            text(&r["name"])
+        );
+        messages.push(match text(&r["health"]["message"]) {
+            m if m.is_empty() => format!("{what} is {health}"),
+            m => format!("{what} is {health}: {m}"),
+        });
+    }
+    for c in status["conditions"].as_array().unwrap_or(&empty) {
+        if text(&c["type"]).ends_with("Error") {
+            messages.push(format!("{}: {}", text(&c["type"]), text(&c["message"])));
+        }
+    }
+    let message = messages.join("; ");
     let or_unknown = |s: String| if s.is_empty() { "Unknown".to_string() } else { s };
     SyncStatus {
         application: format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any()),
@@ -144,3 +169,36 @@ impl Context {
 }
 
 pub type Ctx = Arc<Context>;
+
+#[cfg(test)]
+mod tests {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    use serde_json::json;
+
+    use super::sync_status;
+
+    #[test]
+    fn unhealthy_resources_are_named_in_the_message() {
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
+        let mut app = DynamicObject::new("shop-web", &ar).within("argocd");
+        app.data = json!({"status": {
+            "sync": {"status": "Synced", "revision": "abc"},
+            "health": {"status": "Degraded"},
+            "resources": [
+                {"kind": "Service", "namespace": "shop", "name": "web", "health": {"status": "Healthy"}},
+                {"kind": "Deployment", "namespace": "shop", "name": "web",
+                 "health": {"status": "Degraded", "message": "Deployment \"web\" exceeded its progress deadline"}},
+                {"kind": "ConfigMap", "namespace": "shop", "name": "web-config"}
+            ],
+            "conditions": [{"type": "ComparisonError", "message": "repository not accessible"}]
+        }});
+        let s = sync_status(&app);
+        assert_eq!(s.application, "argocd/shop-web");
+        assert_eq!(s.health, "Degraded");
+        assert_eq!(
+            s.message,
+            "Deployment shop/web is Degraded: Deployment \"web\" exceeded its progress deadline; \
+             ComparisonError: repository not accessible"
+        );
+    }
+}

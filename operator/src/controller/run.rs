@@ -378,10 +378,18 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             .applied_objects();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
+            // Argo CD rewrites an Application at every refresh (reconciledAt):
+            // only a change in what Paver reads from it wakes the request.
+            let mut seen: BTreeMap<String, paver_crds::SyncStatus> = BTreeMap::new();
             while let Some(app) = stream.next().await {
                 if let Ok(app) = app
                     && let Some(r) = super::application_request(&app)
                 {
+                    let report = super::sync_status(&app);
+                    if seen.get(&report.application) == Some(&report) {
+                        continue;
+                    }
+                    seen.insert(report.application.clone(), report);
                     let _ = trigger.send(r);
                 }
             }
