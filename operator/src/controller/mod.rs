@@ -166,6 +166,53 @@ impl Context {
             })
             .map(|app| sync_status(app))
     }
+
+    /// The workloads of the request's Application (see [`workloads`]).
+    pub fn application_workloads(&self, sr: &ServiceRequest) -> Vec<serde_json::Value> {
+        let (Some(ns), name) = (sr.namespace(), sr.name_any()) else {
+            return Vec::new();
+        };
+        self.applications
+            .state()
+            .iter()
+            .find(|app| {
+                let labels = app.labels();
+                labels.get(REQUEST_NAMESPACE_LABEL) == Some(&ns)
+                    && labels.get(REQUEST_NAME_LABEL) == Some(&name)
+            })
+            .map(|app| workloads(app))
+            .unwrap_or_default()
+    }
+}
+
+/// The Deployments, StatefulSets and DaemonSets among an Application's
+/// resources, with the health Argo CD keeps for each (`health` is empty
+/// when Argo CD keeps resource health out of the Application: Argo CD 3
+/// without `controller.resource.health.persist`).
+pub fn workloads(app: &DynamicObject) -> Vec<serde_json::Value> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    app.data["status"]["resources"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| {
+                    matches!(
+                        r["kind"].as_str(),
+                        Some("Deployment" | "StatefulSet" | "DaemonSet")
+                    )
+                })
+                .map(|r| {
+                    serde_json::json!({
+                        "kind": text(&r["kind"]),
+                        "namespace": text(&r["namespace"]),
+                        "name": text(&r["name"]),
+                        "health": text(&r["health"]["status"]),
+                        "message": text(&r["health"]["message"]),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub type Ctx = Arc<Context>;

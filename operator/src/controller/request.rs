@@ -195,7 +195,7 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
         && matches!(commit, CommitState::Committed { .. })
     {
         let facts = git_facts(ctx, &rendered.dir).await;
-        let cluster = cluster_facts(sync.as_ref());
+        let cluster = cluster_facts(sync.as_ref(), ctx.application_workloads(sr));
         let checks = {
             let catalog = ctx.catalog.read().await;
             scorecard_for(&catalog, sr, &verdict, &new_status, facts, cluster, Utc::now())
@@ -222,7 +222,7 @@ async fn git_facts(ctx: &Ctx, dir: &str) -> serde_json::Value {
 }
 
 /// Facts about the cluster (Argo CD's view) for `input.cluster`.
-fn cluster_facts(sync: Option<&SyncStatus>) -> serde_json::Value {
+fn cluster_facts(sync: Option<&SyncStatus>, workloads: Vec<serde_json::Value>) -> serde_json::Value {
     match sync {
         Some(s) => json!({
             "application": s.application,
@@ -230,6 +230,7 @@ fn cluster_facts(sync: Option<&SyncStatus>) -> serde_json::Value {
             "health": s.health,
             "revision": s.revision,
             "message": s.message,
+            "workloads": workloads,
         }),
         None => json!({}),
     }

@@ -443,8 +443,55 @@ fn builtin_checks(status: &ServiceRequestStatus, cluster: &Value) -> Vec<CheckRe
                 format!("{app} health is {health}: {message}")
             },
         ));
+        if let Some(check) = replicas_available(cluster) {
+            checks.push(check);
+        }
     }
     checks
+}
+
+/// Every replica of the Application's workloads available, from the health
+/// Argo CD keeps per resource (none when it keeps no resource health in the
+/// Application, or there are no workloads).
+fn replicas_available(cluster: &Value) -> Option<CheckResult> {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let workloads: Vec<&Value> = cluster["workloads"]
+        .as_array()?
+        .iter()
+        .filter(|w| !text(&w["health"]).is_empty())
+        .collect();
+    if workloads.is_empty() {
+        return None;
+    }
+    let name = |w: &Value| {
+        format!(
+            "{} {}/{}",
+            text(&w["kind"]),
+            text(&w["namespace"]),
+            text(&w["name"])
+        )
+    };
+    let down: Vec<String> = workloads
+        .iter()
+        .filter(|w| w["health"] != "Healthy")
+        .map(|w| match text(&w["message"]) {
+            m if m.is_empty() => format!("{} is {}", name(w), text(&w["health"])),
+            m => format!("{} is {}: {m}", name(w), text(&w["health"])),
+        })
+        .collect();
+    let pass = down.is_empty();
+    Some(builtin(
+        "replicas-available",
+        "cluster",
+        "silver",
+        pass,
+        if pass {
+            let all: Vec<String> = workloads.iter().map(|w| name(w)).collect();
+            format!("every replica is available: {}", all.join(", "))
+        } else {
+            down.join("; ")
+        },
+    ))
 }
 
 /// The Scorecard of a rendered request: the `checks` of every bundle that
@@ -503,4 +550,40 @@ pub fn scorecard_for(
         levels,
         &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
+}
+
+#[cfg(test)]
+mod replicas_tests {
+    use serde_json::json;
+
+    use super::replicas_available;
+
+    #[test]
+    fn replicas_available_from_workload_health() {
+        let healthy = json!({"workloads": [
+            {"kind": "Deployment", "namespace": "shop", "name": "web", "health": "Healthy", "message": ""}
+        ]});
+        let check = replicas_available(&healthy).expect("a check");
+        assert!(check.pass, "{check:?}");
+        assert_eq!(check.category, "cluster");
+
+        let stuck = json!({"workloads": [
+            {"kind": "Deployment", "namespace": "shop", "name": "web", "health": "Healthy", "message": ""},
+            {"kind": "Deployment", "namespace": "shop", "name": "api", "health": "Degraded",
+             "message": "Deployment \"api\" exceeded its progress deadline"}
+        ]});
+        let check = replicas_available(&stuck).expect("a check");
+        assert!(!check.pass);
+        assert_eq!(
+            check.message,
+            "Deployment shop/api is Degraded: Deployment \"api\" exceeded its progress deadline"
+        );
+
+        // No resource health in the Application (Argo CD 3's default): no check.
+        let unknown = json!({"workloads": [
+            {"kind": "Deployment", "namespace": "shop", "name": "web", "health": "", "message": ""}
+        ]});
+        assert!(replicas_available(&unknown).is_none());
+        assert!(replicas_available(&json!({})).is_none());
+    }
 }
