@@ -353,8 +353,10 @@ cmd_status() {
 
 cmd_down() {
   local f pid n
-  # Reverse start order: clients first, etcd last.
-  for n in git-http kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  # Reverse start order: clients first (Argo CD, started by e2e/argocd.sh
+  # into the same pids/), etcd last.
+  for n in argocd-application-controller argocd-repo-server argocd-redis \
+    git-http kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     f="$STATE/pids/$n.pid"
     [ -f "$f" ] || continue
     pid="$(cat "$f")"
