@@ -10,6 +10,7 @@
 //! `cargo test -p paver --test e2e` (or `make e2e`); `PAVER_E2E_ONLY=a,b`
 //! runs the scenarios whose names contain `a` or `b` (install always runs).
 
+mod argocd;
 mod support;
 
 use std::{
@@ -18,6 +19,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use argocd::{
+    argocd_prunes_a_deleted_request, argocd_reports_a_workload_that_cannot_become_healthy,
+    argocd_syncs_requests_to_available_deployments,
+};
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
 use paver_crds::{Phase, PolicyBundle, Scorecard, ServiceRequest};
 use support::{Cluster, Operator, example, repo_root, wait_for, wait_phase};
@@ -75,9 +80,14 @@ async fn run_all() -> ExitCode {
         return ExitCode::FAILURE;
     }
     eprintln!("ok   install");
+    let operator_args = argocd::start(&cluster);
     let env = async {
         let client = cluster.admin_client().await?;
-        let operator = Operator::start(&cluster, RESYNC)?;
+        let operator = if operator_args.is_empty() {
+            Operator::start(&cluster, RESYNC)?
+        } else {
+            Operator::start_with(&cluster, RESYNC, &operator_args)?
+        };
         anyhow::Ok((client, operator))
     }
     .await;
@@ -104,10 +114,13 @@ async fn run_all() -> ExitCode {
         hand_edit_is_restored_on_resync,
         deleting_a_request_removes_its_directory_and_scorecard,
         git_server_outage_ends_in_a_pushed_commit,
+        argocd_syncs_requests_to_available_deployments,
+        argocd_reports_a_workload_that_cannot_become_healthy,
+        argocd_prunes_a_deleted_request,
         operator_killed_mid_flight_loses_and_duplicates_nothing,
         nothing_changed_means_nothing_written,
     ];
-    let (mut passed, mut failed) = (0, Vec::new());
+    let (mut passed, mut failed, mut skipped) = (0, Vec::new(), 0);
     for (name, scenario) in list {
         if !only.is_empty() && !only.split(',').any(|o| name.contains(o)) {
             continue;
@@ -118,6 +131,10 @@ async fn run_all() -> ExitCode {
                 passed += 1;
                 eprintln!("ok   {name} ({:.1}s)", t0.elapsed().as_secs_f64());
             }
+            Err(e) if e.is::<argocd::Skipped>() => {
+                skipped += 1;
+                eprintln!("SKIP {name}: {e}");
+            }
             Err(e) => {
                 eprintln!("FAIL {name} ({:.1}s)\n  {e:#}", t0.elapsed().as_secs_f64());
                 failed.push(name);
@@ -125,8 +142,13 @@ async fn run_all() -> ExitCode {
         }
     }
     eprintln!(
-        "e2e: {passed} passed, {} failed in {:.0}s{}",
+        "e2e: {passed} passed, {} failed{} in {:.0}s{}",
         failed.len(),
+        if skipped > 0 {
+            format!(", {skipped} skipped")
+        } else {
+            String::new()
+        },
         started.elapsed().as_secs_f64(),
         if failed.is_empty() {
             String::new()

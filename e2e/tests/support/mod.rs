@@ -433,3 +433,80 @@ pub fn example(
     edit(&mut v);
     Ok(serde_yaml::to_string(&v)?)
 }
+
+/// Why Argo CD cannot run here, or `None` when `e2e/bin.sh build-argocd`
+/// has built it and redis-server is installed.
+pub fn argocd_missing() -> Option<String> {
+    let paths = Command::new(repo_root().join("e2e/bin.sh")).arg("paths").output();
+    let dir = paths.ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("ARGOCD_BIN_DIR="))
+            .map(PathBuf::from)
+    });
+    let Some(dir) = dir else {
+        return Some("`e2e/bin.sh paths` names no ARGOCD_BIN_DIR".into());
+    };
+    if !dir.join("argocd").exists() || !dir.join("module-dir").exists() {
+        return Some(format!(
+            "Argo CD is not built in {} (run `e2e/bin.sh build-argocd`, ~9 min)",
+            dir.display()
+        ));
+    }
+    let redis = Command::new("sh")
+        .args(["-c", "command -v redis-server"])
+        .stdout(Stdio::null())
+        .status();
+    if !redis.is_ok_and(|s| s.success()) {
+        return Some("redis-server is not installed (apt-get install redis-server)".into());
+    }
+    None
+}
+
+impl Cluster {
+    /// `e2e/argocd.sh up` on this cluster (stopped by `cluster.sh down`).
+    pub fn argocd_up(&self) -> Result<()> {
+        run(Command::new(repo_root().join("e2e/argocd.sh"))
+            .arg("up")
+            .env("PAVER_E2E_STATE", &self.state))
+        .map(drop)
+    }
+}
+
+impl Operator {
+    /// [`Operator::start`] with more flags (kept across restarts).
+    pub fn start_with(cluster: &Cluster, resync: &str, extra: &[String]) -> Result<Self> {
+        let dir = cluster.state.join("operator");
+        std::fs::create_dir_all(&dir)?;
+        let user_file = dir.join("git-username");
+        std::fs::write(&user_file, cluster.var("GIT_USER"))?;
+        let port = free_port();
+        let mut args = vec![
+            "operator".to_string(),
+            "--repo-url".into(),
+            cluster.var("GIT_URL"),
+            "--git-username-file".into(),
+            user_file.display().to_string(),
+            "--git-token-file".into(),
+            cluster.var("GIT_TOKEN_FILE"),
+            "--workdir".into(),
+            dir.join("repo").display().to_string(),
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--lease-namespace".into(),
+            "paver-system".into(),
+            "--resync".into(),
+            resync.into(),
+        ];
+        args.extend(extra.iter().cloned());
+        let mut op = Self {
+            child: None,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log: cluster.state.join("logs/paver-operator.log"),
+            args,
+            kubeconfig: cluster.var("PAVER_E2E_OPERATOR_KUBECONFIG"),
+        };
+        op.spawn()?;
+        Ok(op)
+    }
+}

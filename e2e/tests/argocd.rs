@@ -1,0 +1,547 @@
+//! The whole loop with the real Argo CD (`e2e/argocd.sh`): Paver commits,
+//! Argo CD syncs from the Git server, the workload runs on the kwok nodes,
+//! and sync and health come back into the request and its Scorecard.
+//!
+//! Argo CD picks up Paver's Applications the way a platform would: through
+//! the shipped app-of-apps (`manifests/argocd/root-application.yaml`),
+//! here narrowed to the namespaces of these scenarios (`e2e-argocd-*`) so
+//! the other scenarios' requests keep stopping at `Rendered`.
+//!
+//! Without the Argo CD binary (`e2e/bin.sh build-argocd`) or redis-server
+//! these scenarios report SKIP with the reason.
+
+use std::{
+    fmt,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind},
+};
+use paver_crds::{Phase, Scorecard, ServiceRequest, ServiceRequestStatus};
+
+use crate::{
+    Env, namespace,
+    support::{self, Cluster, example, repo_root, wait_for},
+};
+
+/// How long a request may take from apply to Synced/Healthy here.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+/// Which request directories the e2e app-of-apps picks up.
+const ROOT_INCLUDE: &str = "*/e2e-argocd-*/argocd-application.yaml";
+
+/// A scenario that cannot run here, and why.
+#[derive(Debug)]
+pub struct Skipped(pub String);
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Skipped {}
+
+enum State {
+    Up,
+    Skipped(String),
+    Failed(String),
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+/// Starts Argo CD on the cluster when it is built; returns the operator's
+/// extra flags (the destination server Argo CD knows the cluster by).
+pub fn start(c: &Cluster) -> Vec<String> {
+    let state = match support::argocd_missing() {
+        Some(reason) => {
+            eprintln!("SKIP argocd up: {reason}");
+            State::Skipped(reason)
+        }
+        None => {
+            let t0 = Instant::now();
+            match c.argocd_up() {
+                Ok(()) => {
+                    eprintln!("ok   argocd up ({:.1}s)", t0.elapsed().as_secs_f64());
+                    State::Up
+                }
+                Err(e) => {
+                    eprintln!("FAIL argocd up\n  {e:#}");
+                    State::Failed(format!("{e:#}"))
+                }
+            }
+        }
+    };
+    let args = match state {
+        State::Up => vec![
+            "--argocd-destination-server".to_string(),
+            c.var("PAVER_E2E_APISERVER"),
+        ],
+        _ => Vec::new(),
+    };
+    let _ = STATE.set(state);
+    args
+}
+
+fn require() -> Result<()> {
+    match STATE.get() {
+        Some(State::Up) => Ok(()),
+        Some(State::Skipped(reason)) => Err(Skipped(reason.clone()).into()),
+        Some(State::Failed(e)) => bail!("Argo CD did not start: {e}"),
+        None => Err(Skipped("Argo CD was not started".into()).into()),
+    }
+}
+
+fn applications(client: &Client) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
+    Api::namespaced_with(client.clone(), "argocd", &ar)
+}
+
+/// The shipped app-of-apps, pointed at the e2e Git server and API server and
+/// narrowed to these scenarios' namespaces.
+fn root_application(c: &Cluster) -> Result<()> {
+    let text = std::fs::read_to_string(repo_root().join("manifests/argocd/root-application.yaml"))?;
+    let mut v: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    v["spec"]["source"]["repoURL"] = c.var("GIT_URL").into();
+    v["spec"]["source"]["directory"]["include"] = ROOT_INCLUDE.into();
+    v["spec"]["destination"]["server"] = c.var("PAVER_E2E_APISERVER").into();
+    c.apply(&serde_yaml::to_string(&v)?)?;
+    Ok(())
+}
+
+fn describe(status: &ServiceRequestStatus) -> String {
+    format!(
+        "phase {:?}, sync {}, conditions {}",
+        status.phase,
+        serde_json::to_string(&status.sync).unwrap_or_default(),
+        serde_json::to_string(&status.conditions).unwrap_or_default()
+    )
+}
+
+/// Polls the request until `done` holds for its current generation; the
+/// error names what was last seen.
+async fn wait_request(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&ServiceRequestStatus) -> bool,
+) -> Result<ServiceRequest> {
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+    let seen = std::sync::Mutex::new(String::new());
+    let res = wait_for(&format!("{ns}/{name} {what}"), SYNC_TIMEOUT, || {
+        let (api, seen, done) = (&api, &seen, &done);
+        async move {
+            let Some(sr) = api.get_opt(name).await? else {
+                return Ok(None);
+            };
+            let status = sr.status.clone().unwrap_or_default();
+            if let Ok(mut s) = seen.lock() {
+                *s = describe(&status);
+            }
+            Ok((status.observed_generation == sr.metadata.generation && done(&status)).then_some(sr))
+        }
+    })
+    .await;
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    res.with_context(|| format!("{ns}/{name} last seen: {seen}"))
+}
+
+fn condition_true(status: &ServiceRequestStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+fn synced_and_healthy(status: &ServiceRequestStatus) -> bool {
+    status.phase == Phase::Synced
+        && status.sync.as_ref().is_some_and(|s| s.health == "Healthy")
+        && condition_true(status, "Synced")
+        && condition_true(status, "Ready")
+}
+
+/// The Scorecard once its checks include `id` with `pass`.
+async fn wait_check(client: &Client, ns: &str, name: &str, id: &str, pass: bool) -> Result<Scorecard> {
+    let api: Api<Scorecard> = Api::namespaced(client.clone(), ns);
+    let seen = std::sync::Mutex::new(String::new());
+    let res = wait_for(
+        &format!("{ns}/{name} Scorecard check {id} pass={pass}"),
+        Duration::from_secs(60),
+        || {
+            let (api, seen) = (&api, &seen);
+            async move {
+                let Some(sc) = api.get_opt(name).await? else {
+                    return Ok(None);
+                };
+                let checks = sc.status.clone().unwrap_or_default().checks;
+                if let Ok(mut s) = seen.lock() {
+                    *s = serde_json::to_string(&checks).unwrap_or_default();
+                }
+                Ok(checks.iter().any(|c| c.id == id && c.pass == pass).then_some(sc))
+            }
+        },
+    )
+    .await;
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    res.with_context(|| format!("checks last seen: {seen}"))
+}
+
+/// `kubectl get` of one field.
+fn field(c: &Cluster, args: &[&str], path: &str) -> Result<String> {
+    let jsonpath = format!("jsonpath={path}");
+    let mut all = args.to_vec();
+    all.extend(["-o", &jsonpath]);
+    Ok(c.kubectl(&all)?.trim().to_string())
+}
+
+/// The request's Deployment has every replica available, on kwok nodes.
+fn deployment_available(c: &Cluster, ns: &str, name: &str) -> Result<()> {
+    let dep = ["get", "deployment", name, "-n", ns];
+    let want = field(c, &dep, "{.spec.replicas}")?;
+    let available = field(c, &dep, "{.status.availableReplicas}")?;
+    ensure!(
+        !want.is_empty() && available == want,
+        "deployment {ns}/{name}: {available:?} of {want:?} replicas available"
+    );
+    let selector = format!("app.kubernetes.io/name={name}");
+    let pods = field(
+        c,
+        &["get", "pods", "-n", ns, "-l", &selector],
+        r#"{range .items[*]}{.spec.nodeName} {.status.phase}{"\n"}{end}"#,
+    )?;
+    let running = pods
+        .lines()
+        .filter(|l| l.starts_with("kwok-node-") && l.ends_with(" Running"))
+        .count();
+    ensure!(
+        running.to_string() == want,
+        "want {want} Pods Running on kwok nodes, got:\n{pods}"
+    );
+    Ok(())
+}
+
+/// The microservice and web-frontend examples, from apply to Argo CD
+/// Synced/Healthy at the revision Paver pushed, with their Deployments
+/// Available on the kwok nodes and the Scorecards' cluster checks passing.
+pub async fn argocd_syncs_requests_to_available_deployments(env: &mut Env) -> Result<()> {
+    require()?;
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-argocd-ok";
+    namespace(c, ns)?;
+    root_application(c)?;
+    let t0 = Instant::now();
+    c.apply(
+        &[
+            example("orders-api.yaml", ns, "orders", |_| {})?,
+            example("storefront-web.yaml", ns, "storefront", |_| {})?,
+        ]
+        .join("---\n"),
+    )?;
+    let mut times = Vec::new();
+    for name in ["orders", "storefront"] {
+        wait_request(client, ns, name, "Synced", |s| s.phase == Phase::Synced).await?;
+        let synced_at = t0.elapsed().as_secs_f64();
+        if name == "storefront" {
+            // No ingress controller runs here: admit the Ingress as one would.
+            admit_ingress(c, ns, name).await?;
+        }
+        let sr = wait_request(client, ns, name, "Synced/Healthy", synced_and_healthy).await?;
+        times.push(format!(
+            "{name} Synced {synced_at:.1}s, Healthy {:.1}s",
+            t0.elapsed().as_secs_f64()
+        ));
+        let status = sr.status.unwrap_or_default();
+        let render = status.render.context("no render status")?;
+        let sync = status.sync.context("no sync status")?;
+        ensure!(
+            sync.revision == render.revision && render.revision == c.remote().head()?,
+            "synced {} / rendered {} / Git head",
+            sync.revision,
+            render.revision
+        );
+        ensure!(sync.application == format!("argocd/{ns}-{name}"), "{sync:?}");
+        deployment_available(c, ns, name)?;
+        let app = applications(client).get(&format!("{ns}-{name}")).await?;
+        let dest = &app.data["spec"]["destination"];
+        ensure!(
+            dest["server"] == c.var("PAVER_E2E_APISERVER").as_str() && dest["namespace"] == ns,
+            "Application destination {dest}"
+        );
+        wait_check(client, ns, name, "argocd-synced", true).await?;
+        wait_check(client, ns, name, "argocd-healthy", true).await?;
+        wait_check(client, ns, name, "replicas-available", true).await?;
+    }
+    eprintln!("     apply to Synced/Healthy: {}", times.join(", "));
+    let table = c.kubectl(&["get", "scorecards", "-n", ns])?;
+    ensure!(
+        table.lines().count() == 3 && table.contains("orders") && table.contains("storefront"),
+        "kubectl get scorecards:\n{table}"
+    );
+    let apps = c.kubectl(&["get", "applications", "-n", "argocd"])?;
+    for name in ["orders", "storefront"] {
+        ensure!(
+            apps.lines().any(|l| l.starts_with(&format!("{ns}-{name} "))
+                && l.contains("Synced")
+                && l.contains("Healthy")),
+            "kubectl get applications:\n{apps}"
+        );
+    }
+    Ok(())
+}
+
+/// What an ingress controller does: give the Ingress Argo CD created an
+/// address (Argo CD's Ingress health waits for one).
+async fn admit_ingress(c: &Cluster, ns: &str, name: &str) -> Result<()> {
+    wait_for(&format!("Ingress {ns}/{name}"), SYNC_TIMEOUT, || async move {
+        Ok(c.kubectl(&[
+            "get",
+            "ingress",
+            name,
+            "-n",
+            ns,
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ])?
+        .contains(name)
+        .then_some(()))
+    })
+    .await?;
+    c.kubectl(&[
+        "patch",
+        "ingress",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"127.0.0.1"}]}}}"#,
+    ])?;
+    Ok(())
+}
+
+/// A copy of the microservice route whose Deployments ask for a node
+/// label no node has, with a 10 s progress deadline.
+fn unschedulable_route(c: &Cluster) -> Result<()> {
+    let yaml = c.kubectl(&["get", "paveroute", "microservice", "-o", "yaml"])?;
+    let mut r: serde_yaml::Value = serde_yaml::from_str(&yaml)?;
+    r["metadata"] = serde_yaml::from_str("name: e2e-unschedulable")?;
+    r.as_mapping_mut().context("route")?.remove("status");
+    let files = r["spec"]["templates"]["inline"]
+        .as_sequence_mut()
+        .context("templates.inline")?;
+    let dep = files
+        .iter_mut()
+        .find(|f| f["path"].as_str() == Some("manifests/deployment.yaml"))
+        .context("no manifests/deployment.yaml template")?;
+    let content = dep["content"].as_str().unwrap_or_default();
+    ensure!(
+        content.contains("  revisionHistoryLimit: 5\n") && content.contains("      serviceAccountName: "),
+        "the deployment template changed shape"
+    );
+    dep["content"] = content
+        .replace(
+            "  revisionHistoryLimit: 5\n",
+            "  revisionHistoryLimit: 5\n  progressDeadlineSeconds: 10\n",
+        )
+        .replace(
+            "      serviceAccountName: ",
+            "      nodeSelector:\n        paver.dev/e2e-no-such-pool: \"true\"\n      serviceAccountName: ",
+        )
+        .into();
+    c.apply(&serde_yaml::to_string(&r)?)?;
+    Ok(())
+}
+
+/// A workload that cannot become healthy: the request is Synced but not
+/// Ready, says Degraded with Kubernetes' own reason, and its Scorecard's
+/// argocd-healthy check fails with that message.
+pub async fn argocd_reports_a_workload_that_cannot_become_healthy(env: &mut Env) -> Result<()> {
+    require()?;
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-argocd-sick";
+    namespace(c, ns)?;
+    root_application(c)?;
+    unschedulable_route(c)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.apply(&example("orders-api.yaml", ns, "stuck", |v| {
+        v["spec"]["route"] = "e2e-unschedulable".into();
+    })?)?;
+    let sr = wait_request(client, ns, "stuck", "Degraded", |s| {
+        s.sync.as_ref().is_some_and(|s| s.health == "Degraded")
+    })
+    .await?;
+    let status = sr.status.unwrap_or_default();
+    let sync = status.sync.clone().context("no sync status")?;
+    ensure!(
+        sync.message
+            .contains("Deployment e2e-argocd-sick/stuck is Degraded")
+            && sync.message.contains("progress deadline"),
+        "message a developer can act on? {:?}",
+        sync.message
+    );
+    ensure!(status.phase == Phase::Synced, "{}", describe(&status));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .context("no Ready condition")?;
+    ensure!(
+        ready.status == "False"
+            && ready.reason == "NotHealthy"
+            && ready.message.contains("progress deadline"),
+        "{ready:?}"
+    );
+    let pods = field(
+        c,
+        &["get", "pods", "-n", ns, "-l", "app.kubernetes.io/name=stuck"],
+        "{.items[*].status.phase}",
+    )?;
+    ensure!(
+        !pods.is_empty() && pods.split_whitespace().all(|p| p == "Pending"),
+        "pods: {pods}"
+    );
+    let sc = wait_check(client, ns, "stuck", "argocd-healthy", false).await?;
+    let check = sc
+        .status
+        .unwrap_or_default()
+        .checks
+        .into_iter()
+        .find(|c| c.id == "argocd-healthy")
+        .context("no argocd-healthy check")?;
+    ensure!(
+        check.category == "cluster" && check.message.contains("progress deadline"),
+        "{check:?}"
+    );
+    wait_check(client, ns, "stuck", "argocd-synced", true).await?;
+    let sc = wait_check(client, ns, "stuck", "replicas-available", false).await?;
+    let check = sc
+        .status
+        .unwrap_or_default()
+        .checks
+        .into_iter()
+        .find(|c| c.id == "replicas-available")
+        .context("no replicas-available check")?;
+    ensure!(
+        check
+            .message
+            .contains("Deployment e2e-argocd-sick/stuck is Degraded")
+            && check.message.contains("progress deadline"),
+        "{check:?}"
+    );
+    Ok(())
+}
+
+/// Deleting a synced request: its directory goes, the app-of-apps prunes its
+/// Application, Argo CD's resources finalizer prunes the workload, the
+/// Scorecard goes by garbage collection; the other requests stay.
+pub async fn argocd_prunes_a_deleted_request(env: &mut Env) -> Result<()> {
+    require()?;
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-argocd-gone";
+    namespace(c, ns)?;
+    root_application(c)?;
+    c.apply(
+        &[
+            example("orders-api.yaml", ns, "doomed", |_| {})?,
+            example("orders-api.yaml", ns, "kept", |_| {})?,
+        ]
+        .join("---\n"),
+    )?;
+    for name in ["doomed", "kept"] {
+        wait_request(client, ns, name, "Synced/Healthy", synced_and_healthy).await?;
+    }
+    deployment_available(c, ns, "doomed")?;
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+    api.delete("doomed", &DeleteParams::default()).await?;
+    let apps = applications(client);
+    let gone = |what: &'static str, args: Vec<String>| {
+        let c = &c;
+        wait_for(what, SYNC_TIMEOUT, move || {
+            let args = args.clone();
+            async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = c.kubectl(&args)?;
+                Ok(out.trim().is_empty().then_some(()))
+            }
+        })
+    };
+    wait_for("the request to be gone", SYNC_TIMEOUT, || {
+        let api = api.clone();
+        async move { Ok(api.get_opt("doomed").await?.is_none().then_some(())) }
+    })
+    .await?;
+    wait_for("the Application to be pruned", SYNC_TIMEOUT, || {
+        let apps = apps.clone();
+        async move {
+            Ok(apps
+                .get_opt(&format!("{ns}-doomed"))
+                .await?
+                .is_none()
+                .then_some(()))
+        }
+    })
+    .await?;
+    let sel = |kind: &str| {
+        vec![
+            "get".to_string(),
+            kind.to_string(),
+            "-n".into(),
+            ns.into(),
+            "-l".into(),
+            "app.kubernetes.io/name=doomed".into(),
+            "-o".into(),
+            "name".into(),
+        ]
+    };
+    gone("the Deployment to be pruned", sel("deployments")).await?;
+    gone("the Pods to be gone", sel("pods")).await?;
+    gone(
+        "the Service and ConfigMap to be pruned",
+        vec![
+            "get".into(),
+            "service,configmap".into(),
+            "-n".into(),
+            ns.into(),
+            "--ignore-not-found".into(),
+            "-o".into(),
+            "name".into(),
+            "doomed".into(),
+            "doomed-config".into(),
+        ],
+    )
+    .await?;
+    let sc: Api<Scorecard> = Api::namespaced(client.clone(), ns);
+    wait_for("the Scorecard to be collected", Duration::from_secs(60), || {
+        let sc = sc.clone();
+        async move { Ok(sc.get_opt("doomed").await?.is_none().then_some(())) }
+    })
+    .await?;
+    let clone = c.remote().clone_repo()?;
+    ensure!(
+        !clone.path(&format!("commerce/{ns}/doomed")).exists(),
+        "the directory is still in the repository"
+    );
+    // Nothing else touched.
+    ensure!(
+        clone.path(&format!("commerce/{ns}/kept")).exists(),
+        "the other request's directory went too"
+    );
+    ensure!(
+        apps.get_opt(&format!("{ns}-kept")).await?.is_some(),
+        "the other request's Application went too"
+    );
+    deployment_available(c, ns, "kept")?;
+    let kept = api.get("kept").await?;
+    ensure!(
+        kept.status.as_ref().is_some_and(synced_and_healthy),
+        "kept: {}",
+        describe(&kept.status.unwrap_or_default())
+    );
+    Ok(())
+}
