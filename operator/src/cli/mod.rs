@@ -161,7 +161,10 @@ fn operator(config: OperatorConfig) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(crate::controller::run(config)) {
+    let result = runtime.block_on(crate::controller::run(config));
+    // Blocking tasks (Git I/O) get a moment to finish; the process never hangs on them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "operator stopped");

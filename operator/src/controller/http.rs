@@ -1,11 +1,8 @@
 //! `/metrics`, `/healthz` and `/readyz` on one small axum server.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
@@ -45,7 +42,11 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// Serves the endpoints until the process ends.
-pub async fn serve(addr: SocketAddr, metrics_: Metrics, health: Health) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics_: Metrics,
+    health: Health,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -54,6 +55,5 @@ pub async fn serve(addr: SocketAddr, metrics_: Metrics, health: Health) -> std::
             metrics: metrics_,
             health,
         });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }

@@ -243,10 +243,14 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let health = http::Health::default();
     {
-        let (metrics, health) = (metrics.clone(), health.clone());
+        // Bind first: a taken port is a startup error, not a silent operator without probes.
         let addr = config.metrics_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for /metrics and probes: {e}"))?;
+        let (metrics, health) = (metrics.clone(), health.clone());
         tokio::spawn(async move {
-            if let Err(e) = http::serve(addr, metrics, health).await {
+            if let Err(e) = http::serve(listener, metrics, health).await {
                 error!(error = %e, %addr, "failed to serve metrics and probes");
             }
         });
@@ -262,11 +266,12 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         duration: Duration::from_secs(15),
         renew_every: Duration::from_secs(5),
     });
-    let mut leadership = match &lease {
-        None => watch::channel(true).1,
+    // None: no leader election (one replica); never "lost".
+    let leadership = match &lease {
+        None => None,
         Some(cfg) => {
             tokio::select! {
-                rx = leader::lead(client.clone(), cfg.clone()) => rx,
+                rx = leader::lead(client.clone(), cfg.clone()) => Some(rx),
                 _ = shutdown_signal() => return Ok(()),
             }
         }
@@ -408,21 +413,14 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .applied_objects()
         .predicate_filter(generation_or_deletion, Default::default());
     let trigger_stream = tokio_stream_from(trigger_rx);
+    let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel();
     let controller = Controller::for_stream(stream, requests)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .reconcile_on(trigger_stream)
         .graceful_shutdown_on(async move {
-            let lost = async {
-                while *leadership.borrow() {
-                    if leadership.changed().await.is_err() {
-                        break;
-                    }
-                }
-                error!("leadership lost; stopping");
-            };
             tokio::select! {
                 _ = shutdown_signal() => info!("signalled; finishing running reconciles and stopping"),
-                _ = lost => {}
+                _ = leadership_lost(leadership, lost_tx) => error!("leadership lost; stopping"),
             }
         })
         .run(request::reconcile, request::error_policy, ctx.clone())
@@ -432,10 +430,27 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             }
         });
     controller.await;
+    if lost_rx.try_recv().is_ok() {
+        // Exit non-zero: the Pod restarts and stands by as a follower.
+        anyhow::bail!("lost the leader Lease to another replica");
+    }
     if let Some(cfg) = &lease {
         leader::release(client, cfg).await;
     }
     Ok(())
+}
+
+/// Resolves when this replica stops leading; never without leader election.
+async fn leadership_lost(leadership: Option<watch::Receiver<bool>>, lost: tokio::sync::oneshot::Sender<()>) {
+    let Some(mut rx) = leadership else {
+        return std::future::pending().await;
+    };
+    while *rx.borrow() {
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+    let _ = lost.send(());
 }
 
 /// SIGINT or SIGTERM (what Kubernetes sends a Pod being stopped).
