@@ -226,7 +226,9 @@ fn deployment_available(c: &Cluster, ns: &str, name: &str) -> Result<()> {
 
 /// The microservice and web-frontend examples, from apply to Argo CD
 /// Synced/Healthy at the revision Paver pushed, with their Deployments
-/// Available on the kwok nodes and the Scorecards' cluster checks passing.
+/// Available on the kwok nodes and the Scorecards' cluster checks passing;
+/// then a change to one is a new commit that Argo CD syncs, and the request
+/// reports the new revision.
 pub async fn argocd_syncs_requests_to_available_deployments(env: &mut Env) -> Result<()> {
     require()?;
     let (c, client) = (&env.cluster, &env.client);
@@ -276,6 +278,50 @@ pub async fn argocd_syncs_requests_to_available_deployments(env: &mut Env) -> Re
         wait_check(client, ns, name, "replicas-available", true).await?;
     }
     eprintln!("     apply to Synced/Healthy: {}", times.join(", "));
+
+    // A change: a new commit, which Argo CD syncs; the request reports it.
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+    let before = api
+        .get("orders")
+        .await?
+        .status
+        .and_then(|s| s.render)
+        .context("no render")?;
+    let t1 = Instant::now();
+    c.kubectl(&[
+        "patch",
+        "servicerequest",
+        "orders",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"parameters":{"compute":{"replicas":3}}}}"#,
+    ])?;
+    let sr = wait_request(client, ns, "orders", "Synced/Healthy at a new revision", |s| {
+        synced_and_healthy(s) && s.render.as_ref().is_some_and(|r| r.revision != before.revision)
+    })
+    .await?;
+    eprintln!(
+        "     change to Synced/Healthy: {:.1}s",
+        t1.elapsed().as_secs_f64()
+    );
+    let status = sr.status.unwrap_or_default();
+    let (render, sync) = (
+        status.render.context("no render")?,
+        status.sync.context("no sync")?,
+    );
+    ensure!(
+        sync.revision == render.revision,
+        "synced {} rendered {}",
+        sync.revision,
+        render.revision
+    );
+    ensure!(
+        field(c, &["get", "deployment", "orders", "-n", ns], "{.spec.replicas}")? == "3",
+        "the Deployment was not updated"
+    );
+    deployment_available(c, ns, "orders")?;
     let table = c.kubectl(&["get", "scorecards", "-n", ns])?;
     ensure!(
         table.lines().count() == 3 && table.contains("orders") && table.contains("storefront"),
