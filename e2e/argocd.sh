@@ -38,6 +38,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HERE/.." && pwd)"
 STATE="${PAVER_E2E_STATE:-$REPO_ROOT/.e2e}"
 RESYNC="${PAVER_E2E_ARGOCD_RESYNC:-3s}"
+# How long repository errors are ignored before an Application shows them
+# (Argo CD's default: 180 s).
+ERROR_GRACE="${PAVER_E2E_ARGOCD_ERROR_GRACE:-10}"
 NS=argocd
 
 eval "$("$HERE/bin.sh" paths)"
@@ -225,6 +228,7 @@ EOF
     --app-resync "${RESYNC%s}" --app-resync-jitter 0 \
     --status-processors 4 --operation-processors 4 \
     --persist-resource-health \
+    --repo-error-grace-period-seconds "$ERROR_GRACE" \
     --logformat text
   wait_for "argocd-application-controller on :$CONTROLLER_METRICS_PORT" 60 argocd-application-controller \
     curl -fsS "http://127.0.0.1:$CONTROLLER_METRICS_PORT/healthz"

@@ -591,3 +591,78 @@ pub async fn argocd_prunes_a_deleted_request(env: &mut Env) -> Result<()> {
     );
     Ok(())
 }
+
+/// The Git server goes away while a synced request changes: Paver says it
+/// cannot commit, Argo CD reports it cannot reach the repository, and once
+/// the server is back both carry on by themselves to the new revision.
+pub async fn argocd_and_paver_recover_from_a_git_outage(env: &mut Env) -> Result<()> {
+    require()?;
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-argocd-outage";
+    namespace(c, ns)?;
+    root_application(c)?;
+    c.apply(&example("orders-api.yaml", ns, "steady", |_| {})?)?;
+    let sr = wait_request(client, ns, "steady", "Synced/Healthy", synced_and_healthy).await?;
+    let before = sr.status.and_then(|s| s.render).context("no render")?;
+    c.git_stop()?;
+    let outage = async {
+        c.kubectl(&[
+            "patch",
+            "servicerequest",
+            "steady",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"parameters":{"compute":{"replicas":3}}}}"#,
+        ])?;
+        wait_request(
+            client,
+            ns,
+            "steady",
+            "Committed=False and Argo CD's repository error",
+            |s| {
+                let committed_false = s
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Committed" && c.status == "False" && !c.message.is_empty());
+                let argo_error = s
+                    .sync
+                    .as_ref()
+                    .is_some_and(|s| s.message.contains("ComparisonError"));
+                committed_false && argo_error
+            },
+        )
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    c.git_start()?;
+    outage?;
+    let t0 = Instant::now();
+    let sr = wait_request(client, ns, "steady", "Synced/Healthy at a new revision", |s| {
+        synced_and_healthy(s) && s.render.as_ref().is_some_and(|r| r.revision != before.revision)
+    })
+    .await?;
+    eprintln!(
+        "     Git back to Synced/Healthy at the new revision: {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let status = sr.status.unwrap_or_default();
+    let (render, sync) = (
+        status.render.context("no render")?,
+        status.sync.context("no sync")?,
+    );
+    ensure!(
+        sync.revision == render.revision && render.revision == c.remote().head()?,
+        "synced {} rendered {}",
+        sync.revision,
+        render.revision
+    );
+    ensure!(
+        field(c, &["get", "deployment", "steady", "-n", ns], "{.spec.replicas}")? == "3",
+        "the Deployment was not updated"
+    );
+    deployment_available(c, ns, "steady")?;
+    Ok(())
+}

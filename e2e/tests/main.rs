@@ -20,8 +20,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use argocd::{
-    argocd_prunes_a_deleted_request, argocd_reports_a_workload_that_cannot_become_healthy,
-    argocd_syncs_requests_to_available_deployments,
+    argocd_and_paver_recover_from_a_git_outage, argocd_prunes_a_deleted_request,
+    argocd_reports_a_workload_that_cannot_become_healthy, argocd_syncs_requests_to_available_deployments,
 };
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
 use paver_crds::{Phase, PolicyBundle, Scorecard, ServiceRequest};
@@ -117,6 +117,7 @@ async fn run_all() -> ExitCode {
         argocd_syncs_requests_to_available_deployments,
         argocd_reports_a_workload_that_cannot_become_healthy,
         argocd_prunes_a_deleted_request,
+        argocd_and_paver_recover_from_a_git_outage,
         operator_killed_mid_flight_loses_and_duplicates_nothing,
         nothing_changed_means_nothing_written,
     ];
