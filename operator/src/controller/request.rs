@@ -111,6 +111,8 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
     }
 
     // Policy changes never delete output: only an allowed verdict commits.
+    // Who last committed to the request's directory, as the writer read it right after the batch.
+    let mut authors = None;
     let commit = match (&verdict.outcome, &verdict.rendered) {
         (Outcome::Allowed, Some(rendered)) => {
             let change = Change {
@@ -128,6 +130,7 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
             let started = std::time::Instant::now();
             match ctx.writer.submit(change).await {
                 Ok(r) => {
+                    authors = Some(r.authors.clone());
                     let outcome = if r.changed { "committed" } else { "unchanged" };
                     ctx.metrics
                         .git("commit", outcome, started.elapsed().as_secs_f64());
@@ -194,7 +197,10 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
     if let Some(rendered) = &verdict.rendered
         && matches!(commit, CommitState::Committed { .. })
     {
-        let facts = git_facts(ctx, &rendered.dir).await;
+        let facts = match authors {
+            Some(times) => json!({ "last_commit_by_author": times, "now": Utc::now().timestamp() }),
+            None => git_facts(ctx, &rendered.dir).await,
+        };
         let cluster = cluster_facts(sync.as_ref(), ctx.application_workloads(sr));
         let checks = {
             let catalog = ctx.catalog.read().await;

@@ -71,6 +71,10 @@ pub struct ChangeOutcome {
     pub changed: bool,
     /// Facts about the batch the change travelled in.
     pub metrics: BatchMetrics,
+    /// For each author email, their latest commit time (unix seconds) in the
+    /// change's directory, read right after the batch (scorecard facts
+    /// without a second trip through the writer).
+    pub authors: BTreeMap<String, i64>,
 }
 
 /// The result of [`Repo::commit_batch`].

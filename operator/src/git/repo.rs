@@ -5,7 +5,7 @@
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, hash_map::RandomState},
+    collections::{BTreeMap, HashMap, hash_map::RandomState},
     hash::{BuildHasher, Hasher},
     path::Path,
     time::{Duration, Instant},
@@ -75,6 +75,10 @@ pub struct Repo {
     repo: Repository,
     config: GitConfig,
     retry: RetryPolicy,
+    /// Per directory: the head its author times were computed at, and them.
+    /// The next read walks only the commits since (history is append-only
+    /// on the branch Paver owns; a rewrite just costs one full walk).
+    author_times: HashMap<String, (Oid, BTreeMap<String, i64>)>,
 }
 
 impl Repo {
@@ -96,6 +100,7 @@ impl Repo {
             repo,
             config,
             retry: RetryPolicy::default(),
+            author_times: HashMap::new(),
         })
     }
 
@@ -206,17 +211,27 @@ impl Repo {
         })
     }
 
-    fn outcome(&self, changes: &[Change], plan: Plan, metrics: BatchMetrics) -> BatchOutcome {
+    fn outcome(&mut self, changes: &[Change], plan: Plan, metrics: BatchMetrics) -> BatchOutcome {
         let head = plan.head.to_string();
         let results = changes
             .iter()
             .zip(plan.changed)
             .map(|(change, changed)| {
-                changed.map(|changed| ChangeOutcome {
-                    key: change.key.clone(),
-                    revision: Some(head.clone()),
-                    changed,
-                    metrics,
+                changed.map(|changed| {
+                    // Incremental and local (the tracking ref is the pushed head).
+                    let authors = if change.delete {
+                        BTreeMap::new()
+                    } else {
+                        self.last_commit_times_by_author(Some(&change.dir))
+                            .unwrap_or_default()
+                    };
+                    ChangeOutcome {
+                        key: change.key.clone(),
+                        revision: Some(head.clone()),
+                        changed,
+                        metrics,
+                        authors,
+                    }
                 })
             })
             .collect();
@@ -405,31 +420,60 @@ impl Repo {
 
     /// For each author email, the time (unix seconds) of their latest commit
     /// touching `dir` (relative to root), or anything when `dir` is `None`.
+    /// Reads the history as of the last fetch or push (no network: it runs
+    /// once per scoring, right after the commit that updated the ref); fetches
+    /// only when nothing was fetched yet.
     pub fn last_commit_times_by_author(&mut self, dir: Option<&str>) -> Result<BTreeMap<String, i64>> {
         let mut times = BTreeMap::new();
-        let Some(head) = self.fetch()? else {
-            return Ok(times);
+        let known = match self.repo.refname_to_id(&self.tracking_ref()) {
+            Ok(id) => Some(id),
+            Err(e) if e.code() == ErrorCode::NotFound => None,
+            Err(e) => return Err(Self::git("read the tracking branch")(e)),
+        };
+        let head = match known {
+            Some(id) => id,
+            None => match self.fetch()? {
+                Some(id) => id,
+                None => return Ok(times),
+            },
         };
         let full = dir.map(|d| paths::join(&self.config.root, d));
+        let key = full.clone().unwrap_or_default();
         let mut walk = self.repo.revwalk().map_err(Self::git("walk history"))?;
         walk.push(head).map_err(Self::git("walk history"))?;
+        if let Some((seen, cached)) = self.author_times.get(&key) {
+            if *seen == head {
+                return Ok(cached.clone());
+            }
+            if self.repo.graph_descendant_of(head, *seen).unwrap_or(false) {
+                walk.hide(*seen).map_err(Self::git("walk history"))?;
+                times = cached.clone();
+            }
+        }
         for id in walk.take(MAX_WALK) {
             let commit = id
                 .and_then(|id| self.repo.find_commit(id))
                 .map_err(Self::git("walk history"))?;
+            let mut created = false;
             if let Some(full) = &full {
                 let here = entry_id(&commit, full);
                 let before = commit.parent(0).ok().and_then(|p| entry_id(&p, full));
                 if here == before {
                     continue;
                 }
+                // Older commits touched an earlier life of the directory, if any.
+                created = here.is_some() && before.is_none();
             }
             let author = commit.author();
             let email = author.email().unwrap_or_default().to_string();
             let when = author.when().seconds();
             let slot = times.entry(email).or_insert(when);
             *slot = (*slot).max(when);
+            if created {
+                break;
+            }
         }
+        self.author_times.insert(key, (head, times.clone()));
         Ok(times)
     }
 }
