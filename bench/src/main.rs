@@ -1,0 +1,62 @@
+//! `paver-bench`: programs that report figures, not timed tests.
+//!
+//! - `policy`: Paver's whole policy stage per example request against real
+//!   OPA on the same modules, data, input and queries; bundle activation
+//!   and the cold first evaluation.
+//! - `render`: files rendered per second for every shipped route.
+//! - `git`: commits per second and requests per commit when a burst of
+//!   renders reaches the operator's Git writer, against a local bare
+//!   repository and a loopback smart-HTTP Git server.
+//!
+//! Each prints a table and, with `--json PATH`, writes its figures with
+//! the machine's CPU count, the versions used and the date.
+
+mod env;
+mod git;
+mod policy;
+mod render;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "paver-bench", about = "Paver's benchmarks (figures, not tests)")]
+struct Cli {
+    /// Workspace root (where examples/ lives).
+    #[arg(long, global = true, default_value = env::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The policy stage per example against OPA; activation and cold evaluation.
+    Policy(policy::Args),
+    /// Files rendered per second per shipped route.
+    Render(render::Args),
+    /// Git writer burst: commits/s and requests per commit, local and HTTP.
+    Git(git::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = match &cli.command {
+        Command::Policy(args) => policy::run(&cli.root, args)?,
+        Command::Render(args) => render::run(&cli.root, args)?,
+        Command::Git(args) => git::run(&cli.root, args)?,
+    };
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, format!("{text}\n"))
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
