@@ -197,10 +197,14 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
     if let Some(rendered) = &verdict.rendered
         && matches!(commit, CommitState::Committed { .. })
     {
-        let facts = match authors {
-            Some(times) => json!({ "last_commit_by_author": times, "now": Utc::now().timestamp() }),
-            None => git_facts(ctx, &rendered.dir).await,
+        let times = match authors {
+            Some(times) => Some(times),
+            None => git_times(ctx, &rendered.dir).await,
         };
+        let facts = times.map_or_else(
+            || json!({}),
+            |t| git_facts(&t, &sr.spec.owner, Utc::now().timestamp()),
+        );
         let cluster = cluster_facts(sync.as_ref(), ctx.application_workloads(sr));
         let checks = {
             let catalog = ctx.catalog.read().await;
@@ -215,16 +219,32 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
     })
 }
 
-/// Facts read from the output repository for `input.git`: the last commit
-/// time (unix seconds) of each author who touched the request's directory.
-async fn git_facts(ctx: &Ctx, dir: &str) -> serde_json::Value {
+/// The last commit time (unix seconds) of each author who touched `dir`.
+async fn git_times(ctx: &Ctx, dir: &str) -> Option<BTreeMap<String, i64>> {
     match ctx.writer.last_commit_times_by_author(Some(dir)).await {
-        Ok(times) => json!({ "last_commit_by_author": times, "now": Utc::now().timestamp() }),
+        Ok(times) => Some(times),
         Err(e) => {
             warn!(error = %e, "failed to read commit history for scorecard checks");
-            json!({})
+            None
         }
     }
+}
+
+/// `input.git` for the scorecard bundle: each author's last commit time,
+/// `now`, and `last_commit_by_owner_days` (whole days since the request's
+/// owner last committed in its directory; absent when they never did).
+pub fn git_facts(times: &BTreeMap<String, i64>, owner: &str, now: i64) -> serde_json::Value {
+    let mut facts = json!({ "last_commit_by_author": times, "now": now });
+    let owner = owner.trim().to_ascii_lowercase();
+    let last = times
+        .iter()
+        .filter(|(author, _)| author.to_ascii_lowercase() == owner)
+        .map(|(_, t)| *t)
+        .max();
+    if let Some(last) = last {
+        facts["last_commit_by_owner_days"] = json!((now - last).max(0) / 86_400);
+    }
+    facts
 }
 
 /// Facts about the cluster (Argo CD's view) for `input.cluster`.
@@ -431,4 +451,23 @@ async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> R
 pub fn error_policy(_sr: Arc<ServiceRequest>, error: &Error, _ctx: Ctx) -> Action {
     warn!(%error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_days_come_from_the_owners_commits_only() {
+        let now = 1_000 * 86_400;
+        let times = BTreeMap::from([
+            ("paver@paver.dev".to_string(), now - 60),
+            ("Team@Example.com".to_string(), now - 10 * 86_400 - 5),
+        ]);
+        let facts = git_facts(&times, "team@example.com", now);
+        assert_eq!(facts["last_commit_by_owner_days"], 10);
+        assert_eq!(facts["now"], now);
+        let none = git_facts(&times, "someone@example.com", now);
+        assert!(none.get("last_commit_by_owner_days").is_none(), "{none}");
+    }
 }

@@ -39,6 +39,16 @@ fn generation_or_deletion(sr: &ServiceRequest) -> Option<u64> {
     Some(h.finish())
 }
 
+/// What the caches keep of an object: no managedFields and no client-side
+/// apply copy (both are large, and Paver reads neither), so memory stays
+/// flat with many requests.
+fn slim<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 fn credentials(config: &OperatorConfig) -> Credentials {
     match (
         &config.git_username_file,
@@ -340,6 +350,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         let api: Api<Approval> = Api::all(client.clone());
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
+            .modify(slim)
             .reflect(approvals_writer)
             .applied_objects();
         tokio::spawn(async move {
@@ -359,6 +370,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         let api: Api<Scorecard> = Api::all(client.clone());
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
+            .modify(slim)
             .reflect(scorecards_writer);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
@@ -379,6 +391,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         let config = watcher::Config::default().labels(super::APPLICATION_SELECTOR);
         let stream = watcher(api, config)
             .default_backoff()
+            .modify(slim)
             .reflect(applications_writer)
             .applied_objects();
         tokio::spawn(async move {
@@ -409,6 +422,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let api: Api<ServiceRequest> = Api::all(client.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(slim)
         .reflect(requests_writer)
         .applied_objects()
         .predicate_filter(generation_or_deletion, Default::default());
