@@ -666,3 +666,61 @@ pub async fn argocd_and_paver_recover_from_a_git_outage(env: &mut Env) -> Result
     deployment_available(c, ns, "steady")?;
     Ok(())
 }
+
+/// The other shipped routes, from apply to Argo CD Synced/Healthy at the
+/// revision Paver pushed: data-pipeline and the PCI payment service (after
+/// its Approval) with their Deployments Available, and batch-job's CronJob
+/// in the cluster.
+pub async fn argocd_syncs_every_other_shipped_route(env: &mut Env) -> Result<()> {
+    require()?;
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-argocd-routes";
+    namespace(c, ns)?;
+    root_application(c)?;
+    c.apply(
+        &[
+            example("clickstream-etl.yaml", ns, "clickstream", |_| {})?,
+            example("invoice-reconciler.yaml", ns, "invoices", |_| {})?,
+            example("payment-gateway.yaml", ns, "payments", |_| {})?,
+        ]
+        .join("---\n"),
+    )?;
+    wait_request(client, ns, "payments", "AwaitingApproval", |s| {
+        s.phase == Phase::AwaitingApproval
+    })
+    .await?;
+    c.apply(&format!(
+        "apiVersion: paver.dev/v1alpha1\nkind: Approval\nmetadata:\n  name: payments-1\n  namespace: {ns}\n\
+         spec:\n  request: payments\n  generation: 1\n  approver: paver-e2e-admin\n  reason: e2e CAB\n"
+    ))?;
+    let t0 = Instant::now();
+    let mut times = Vec::new();
+    for name in ["clickstream", "invoices", "payments"] {
+        wait_request(client, ns, name, "Synced", |s| s.phase == Phase::Synced).await?;
+        if name == "payments" {
+            // No ingress controller runs here: admit the Ingress as one would.
+            admit_ingress(c, ns, name).await?;
+        }
+        let sr = wait_request(client, ns, name, "Synced/Healthy", synced_and_healthy).await?;
+        times.push(format!("{name} {:.1}s", t0.elapsed().as_secs_f64()));
+        let status = sr.status.unwrap_or_default();
+        let render = status.render.context("no render status")?;
+        let sync = status.sync.context("no sync status")?;
+        ensure!(
+            sync.revision == render.revision,
+            "{name}: synced {} but rendered {}",
+            sync.revision,
+            render.revision
+        );
+        if name == "invoices" {
+            let schedule = field(c, &["get", "cronjob", name, "-n", ns], "{.spec.schedule}")?;
+            ensure!(!schedule.is_empty(), "no CronJob {ns}/{name} in the cluster");
+        } else {
+            deployment_available(c, ns, name)?;
+        }
+        wait_check(client, ns, name, "argocd-synced", true).await?;
+        wait_check(client, ns, name, "argocd-healthy", true).await?;
+    }
+    eprintln!("     to Synced/Healthy: {}", times.join(", "));
+    Ok(())
+}

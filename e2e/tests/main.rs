@@ -21,7 +21,8 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use argocd::{
     argocd_and_paver_recover_from_a_git_outage, argocd_prunes_a_deleted_request,
-    argocd_reports_a_workload_that_cannot_become_healthy, argocd_syncs_requests_to_available_deployments,
+    argocd_reports_a_workload_that_cannot_become_healthy, argocd_syncs_every_other_shipped_route,
+    argocd_syncs_requests_to_available_deployments,
 };
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
 use paver_crds::{Phase, PolicyBundle, Scorecard, ServiceRequest};
@@ -115,6 +116,7 @@ async fn run_all() -> ExitCode {
         deleting_a_request_removes_its_directory_and_scorecard,
         git_server_outage_ends_in_a_pushed_commit,
         argocd_syncs_requests_to_available_deployments,
+        argocd_syncs_every_other_shipped_route,
         argocd_reports_a_workload_that_cannot_become_healthy,
         argocd_prunes_a_deleted_request,
         argocd_and_paver_recover_from_a_git_outage,
