@@ -14,8 +14,11 @@
 # .gitignore inside it): cluster/ (the cluster.sh state dir), operator.log,
 # operator.pid, the operator's working clone and a clone of the output repo.
 # Running `up` over a running demo stops that demo first.
+# With Argo CD built (e2e/bin.sh build-argocd) it also starts Argo CD and the
+# root Application, and waits for every request to be Synced and Ready.
 # Knobs: PAVER_DEMO_STATE, PAVER_DEMO_TIMEOUT (seconds to wait for the
-# requests, default 180), and e2e/cluster.sh's (PAVER_E2E_CACHE, ...).
+# requests, default 180), PAVER_DEMO_ARGOCD=0 (no Argo CD), and
+# e2e/cluster.sh's (PAVER_E2E_CACHE, ...).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +28,7 @@ CLUSTER_STATE="$DEMO/cluster"
 TIMEOUT="${PAVER_DEMO_TIMEOUT:-180}"
 NAMESPACES=(commerce data finance payments web)
 CARGO="${CARGO:-cargo}"
+eval "$("$HERE/bin.sh" paths)"   # ARGOCD_BIN_DIR, ...
 
 # Go builds the e2e binaries; CI images often have it without PATH.
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
@@ -95,6 +99,15 @@ wait_until() {
   log "$what"
 }
 
+# Every ServiceRequest has phase Synced (Argo CD synced the pushed revision;
+# health is shown after, e.g. an HPA is Degraded here: no metrics server).
+all_synced() {
+  local phases
+  phases="$(kubectl get servicerequests -A -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}')"
+  [ -n "$phases" ] || return 1
+  ! grep -qv '^Synced$' <<<"$phases"
+}
+
 phase_of() { kubectl get servicerequest -n "$1" "$2" -o jsonpath='{.status.phase}' 2>/dev/null; }
 
 # Every ServiceRequest has phase Rendered or Synced.
@@ -159,6 +172,18 @@ cmd_up() {
   kubectl -n paver-system scale deployment paver-operator --replicas=0 >/dev/null
   log "installed: $(kubectl get paveroutes -o name | wc -l) PaveRoutes, $(kubectl get policybundles -o name | wc -l) PolicyBundles, RBAC, admission policy"
 
+  # Argo CD closes the loop when it is built (e2e/bin.sh build-argocd, ~9 min
+  # once); without it requests stop at Rendered.
+  local argocd_args=() argocd=0
+  if [ -x "$ARGOCD_BIN_DIR/argocd" ] && [ "${PAVER_DEMO_ARGOCD:-1}" = 1 ]; then
+    hr "Starting Argo CD (repo-server, application-controller, redis)"
+    PAVER_E2E_STATE="$CLUSTER_STATE" "$HERE/argocd.sh" up >/dev/null
+    argocd=1
+    argocd_args=(--argocd-destination-server "$PAVER_E2E_APISERVER")
+  else
+    log "Argo CD is not built (e2e/bin.sh build-argocd): requests will stop at Rendered"
+  fi
+
   hr "Starting the operator (as system:serviceaccount:paver-system:paver)"
   printf '%s' "$GIT_USER" >"$DEMO/git-username"
   local metrics_port; metrics_port="$(free_port)"
@@ -172,11 +197,19 @@ cmd_up() {
     --metrics-addr "127.0.0.1:$metrics_port" \
     --lease-namespace paver-system \
     --resync 30s \
+    "${argocd_args[@]}" \
     >"$DEMO/operator.log" 2>&1 </dev/null &
   echo $! >"$DEMO/operator.pid"
   wait_until "operator ready (metrics on http://127.0.0.1:$metrics_port/metrics)" 60 \
     curl -fsS "http://127.0.0.1:$metrics_port/readyz" ||
     { tail -n 30 "$DEMO/operator.log" >&2; die "the operator did not get ready in 60s"; }
+
+  if [ "$argocd" = 1 ]; then
+    hr "Applying the Argo CD root Application (manifests/argocd/) for $GIT_URL"
+    sed -e "s|repoURL: .*|repoURL: $GIT_URL|" \
+      -e "s|server: https://kubernetes.default.svc|server: $PAVER_E2E_APISERVER|" \
+      "$REPO_ROOT/manifests/argocd/root-application.yaml" | kubectl apply -f - >/dev/null
+  fi
 
   hr "Applying examples/"
   local ns
@@ -212,12 +245,38 @@ EOF
     tail -n 30 "$DEMO/operator.log" >&2
     die "not every request was rendered after ${TIMEOUT}s (operator log: $DEMO/operator.log)"
   fi
+  if [ "$argocd" = 1 ]; then
+    hr "Waiting for Argo CD to sync every request (up to ${TIMEOUT}s)"
+    # No ingress controller runs here: give each Ingress an address, as one would.
+    local deadline=$(($(date +%s) + TIMEOUT))
+    until all_synced; do
+      kubectl get ingress -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.metadata.name} {.status.loadBalancer.ingress}{"\n"}{end}' 2>/dev/null |
+        while read -r ins iname addr; do
+          [ -n "$iname" ] && [ -z "$addr" ] || continue
+          kubectl patch ingress "$iname" -n "$ins" --subresource=status --type=merge \
+            -p '{"status":{"loadBalancer":{"ingress":[{"ip":"127.0.0.1"}]}}}' >/dev/null 2>&1 || true
+        done
+      [ "$(date +%s)" -lt "$deadline" ] || { log "not every request is Synced yet; showing what there is"; break; }
+      sleep 2
+    done
+  fi
   trap - EXIT
 
   hr "kubectl get policybundles"
   kubectl get policybundles
-  hr "kubectl get servicerequests,scorecards -A   (no Argo CD here: requests stop at Rendered)"
-  kubectl get servicerequests,scorecards -A
+  if [ "$argocd" = 1 ]; then
+    hr "kubectl get servicerequests,scorecards -A"
+    kubectl get servicerequests,scorecards -A
+    hr "Ready per request (health as Argo CD reports it)"
+    kubectl get servicerequests -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}: {.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].message}{"\n"}{end}' | cut -c1-220
+    hr "kubectl get applications -n argocd; the workloads Argo CD deployed"
+    kubectl get applications -n argocd
+    local wns
+    for wns in "${NAMESPACES[@]}"; do kubectl get deployments,cronjobs -n "$wns" --no-headers 2>/dev/null; done
+  else
+    hr "kubectl get servicerequests,scorecards -A   (no Argo CD here: requests stop at Rendered)"
+    kubectl get servicerequests,scorecards -A
+  fi
 
   hr "The output repository ($GIT_URL)"
   rm -rf "$DEMO/gitops"
