@@ -7,14 +7,21 @@
 //! - `git`: commits per second and requests per commit when a burst of
 //!   renders reaches the operator's Git writer, against a local bare
 //!   repository and a loopback smart-HTTP Git server.
+//! - `burst`: end to end on the real control plane (e2e/cluster.sh): N
+//!   ServiceRequests created at once (or `--trickle K`, one every 200 ms),
+//!   time to Committed, reconciles and API writes per request (operator and
+//!   API server), commits, the operator's memory, then a quiet period.
+//! - `report`: BENCHMARKS.md and its charts from the JSON files.
 //!
 //! Each prints a table and, with `--json PATH`, writes its figures with
 //! the machine's CPU count, the versions used and the date.
 
+mod burst;
 mod env;
 mod git;
 mod policy;
 mod render;
+mod report;
 mod stats;
 
 use std::path::PathBuf;
@@ -43,6 +50,10 @@ enum Command {
     Render(render::Args),
     /// Git writer burst: commits/s and requests per commit, local and HTTP.
     Git(git::Args),
+    /// End to end: a burst (or trickle) of ServiceRequests on the e2e control plane.
+    Burst(burst::Args),
+    /// Write BENCHMARKS.md (and its SVG charts) from the JSON files.
+    Report(report::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +62,8 @@ fn main() -> anyhow::Result<()> {
         Command::Policy(args) => policy::run(&cli.root, args)?,
         Command::Render(args) => render::run(&cli.root, args)?,
         Command::Git(args) => git::run(&cli.root, args)?,
+        Command::Burst(args) => burst::run(&cli.root, args)?,
+        Command::Report(args) => report::run(args)?,
     };
     if let Some(path) = &cli.json {
         let text = serde_json::to_string_pretty(&report)?;
