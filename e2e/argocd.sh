@@ -207,7 +207,10 @@ EOF
   # (next to it) must be on PATH for every manifest generation.
   local common_env=(env "PATH=$ARGOCD_BIN_DIR:$PATH" ARGOCD_GPG_ENABLED=false
     "ARGOCD_RECONCILIATION_TIMEOUT=$RESYNC" ARGOCD_RECONCILIATION_JITTER=0s
-    "TMPDIR=$d/tmp" "HOME=$d")
+    "TMPDIR=$d/tmp" "HOME=$d"
+    # The repo-server's git credential socket defaults to one fixed path in
+    # /tmp: two Argo CDs on a machine (parallel runs) would break each other.
+    "ARGOCD_ASK_PASS_SOCK=$d/ask-pass.sock")
   free_port REPO_PORT; free_port REPO_METRICS_PORT
   start argocd-repo-server "${common_env[@]}" "$ARGOCD_BIN_DIR/argocd-repo-server" \
     --address 127.0.0.1 --port "$REPO_PORT" \

@@ -190,7 +190,8 @@ pub struct SyncStatus {
     pub status: String,
     /// `Healthy`, `Progressing`, `Degraded`, `Missing`, `Suspended` or `Unknown`.
     pub health: String,
-    /// Revision Argo CD synced.
+    /// The request's revision (`render.revision`) once the commit Argo CD synced
+    /// contains it (Argo CD syncs the branch head), else the commit Argo CD synced.
     #[serde(default)]
     pub revision: String,
     /// Argo CD's last operation or health message.

@@ -259,11 +259,17 @@ pub async fn argocd_syncs_requests_to_available_deployments(env: &mut Env) -> Re
         let status = sr.status.unwrap_or_default();
         let render = status.render.context("no render status")?;
         let sync = status.sync.context("no sync status")?;
+        // The request's revision is the commit that last changed its output;
+        // Argo CD synced a head that contains it.
+        let clone = c.remote().clone_repo()?;
+        let touched = clone.git(&["log", "-1", "--format=%H", "--", &render.path])?;
         ensure!(
-            sync.revision == render.revision && render.revision == c.remote().head()?,
-            "synced {} / rendered {} / Git head",
+            sync.revision == render.revision && render.revision == touched.trim(),
+            "synced {} / rendered {} / last commit in {}: {}",
             sync.revision,
-            render.revision
+            render.revision,
+            render.path,
+            touched.trim()
         );
         ensure!(sync.application == format!("argocd/{ns}-{name}"), "{sync:?}");
         deployment_available(c, ns, name)?;

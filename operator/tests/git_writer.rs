@@ -194,6 +194,7 @@ fn unchanged_render_makes_no_commit() {
     let remote = fx.remote("out.git");
     let mut repo = fx.repo(&url_of(&remote), "work");
     let c = change("pay/gw", &[("a.yaml", "a"), ("b.yaml", "b")]);
+    let c2 = c.clone();
     let first = repo.commit_batch(vec![c.clone()]).expect("commit");
     let second = repo.commit_batch(vec![c]).expect("commit again");
     assert_eq!(second.commit, None);
@@ -203,6 +204,19 @@ fn unchanged_render_makes_no_commit() {
     assert!(!result.changed);
     assert_eq!(result.revision.as_deref(), Some(first.head.as_str()));
     assert_eq!(history(&remote).len(), 2);
+
+    // Another request's commit moves the head, not this request's revision:
+    // its output is still at the commit that last changed its directory.
+    let other = repo
+        .commit_batch(vec![change("pay/other", &[("c.yaml", "c")])])
+        .expect("other");
+    assert_ne!(other.head, first.head);
+    let third = repo.commit_batch(vec![c2]).expect("third");
+    let result = third.changes[0].as_ref().expect("ok");
+    assert!(!result.changed);
+    assert_eq!(result.revision.as_deref(), Some(first.head.as_str()));
+    assert!(repo.contains(&other.head, &first.head).expect("contains"));
+    assert!(!repo.contains(&first.head, &other.head).expect("contains"));
 }
 
 #[test]

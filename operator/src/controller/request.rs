@@ -162,11 +162,25 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
         _ => CommitState::NotAttempted,
     };
 
-    let sync = if ctx.argocd {
+    let mut sync = if ctx.argocd {
         ctx.application_status(sr)
     } else {
         None
     };
+    // Argo CD syncs the branch head; the request's output is at the commit
+    // that last changed its directory. A head that contains that commit has
+    // synced this request's revision (later commits are other requests').
+    let ours = match &commit {
+        CommitState::Committed { revision, .. } => Some(revision.clone()),
+        _ => prev.render.as_ref().map(|r| r.revision.clone()),
+    };
+    if let (Some(s), Some(ours)) = (sync.as_mut(), ours)
+        && !s.revision.is_empty()
+        && s.revision != ours
+        && ctx.writer.contains(&s.revision, &ours).await.unwrap_or(false)
+    {
+        s.revision = ours;
+    }
     let new_status = request_status(
         &prev,
         &verdict,

@@ -78,7 +78,17 @@ pub struct Repo {
     /// Per directory: the head its author times were computed at, and them.
     /// The next read walks only the commits since (history is append-only
     /// on the branch Paver owns; a rewrite just costs one full walk).
-    author_times: HashMap<String, (Oid, BTreeMap<String, i64>)>,
+    author_times: HashMap<String, DirHistory>,
+}
+
+/// What the history says about one directory, as of `head`.
+#[derive(Clone, Debug)]
+struct DirHistory {
+    head: Oid,
+    /// Each author's latest commit time (unix seconds) in the directory.
+    times: BTreeMap<String, i64>,
+    /// The latest commit that changed the directory.
+    last_touch: Option<Oid>,
 }
 
 impl Repo {
@@ -219,18 +229,28 @@ impl Repo {
             .map(|(change, changed)| {
                 changed.map(|changed| {
                     // Incremental and local (the tracking ref is the pushed head).
-                    let authors = if change.delete {
-                        BTreeMap::new()
+                    let history = if change.delete {
+                        None
                     } else {
-                        self.last_commit_times_by_author(Some(&change.dir))
-                            .unwrap_or_default()
+                        self.dir_history(Some(&change.dir)).ok().flatten()
+                    };
+                    // Unchanged: the commit that last changed the directory, so a
+                    // request's revision moves only when its own output does.
+                    let revision = match (&history, changed) {
+                        (
+                            Some(DirHistory {
+                                last_touch: Some(id), ..
+                            }),
+                            false,
+                        ) => id.to_string(),
+                        _ => head.clone(),
                     };
                     ChangeOutcome {
                         key: change.key.clone(),
-                        revision: Some(head.clone()),
+                        revision: Some(revision),
                         changed,
                         metrics,
-                        authors,
+                        authors: history.map(|h| h.times).unwrap_or_default(),
                     }
                 })
             })
@@ -424,7 +444,32 @@ impl Repo {
     /// once per scoring, right after the commit that updated the ref); fetches
     /// only when nothing was fetched yet.
     pub fn last_commit_times_by_author(&mut self, dir: Option<&str>) -> Result<BTreeMap<String, i64>> {
-        let mut times = BTreeMap::new();
+        Ok(self.dir_history(dir)?.map(|h| h.times).unwrap_or_default())
+    }
+
+    /// The latest commit that changed `dir`, as of the last fetch or push.
+    pub fn last_touch(&mut self, dir: &str) -> Result<Option<String>> {
+        Ok(self
+            .dir_history(Some(dir))?
+            .and_then(|h| h.last_touch)
+            .map(|id| id.to_string()))
+    }
+
+    /// Whether commit `ancestor` is `descendant` or in its history (both
+    /// must be known locally; an unknown commit is "no").
+    pub fn contains(&self, descendant: &str, ancestor: &str) -> Result<bool> {
+        let (Ok(d), Ok(a)) = (Oid::from_str(descendant), Oid::from_str(ancestor)) else {
+            return Ok(false);
+        };
+        if d == a {
+            return Ok(true);
+        }
+        Ok(self.repo.graph_descendant_of(d, a).unwrap_or(false))
+    }
+
+    /// Walks the history of `dir` newest first, incrementally from what was
+    /// seen last time, and only back to the commit that created it.
+    fn dir_history(&mut self, dir: Option<&str>) -> Result<Option<DirHistory>> {
         let known = match self.repo.refname_to_id(&self.tracking_ref()) {
             Ok(id) => Some(id),
             Err(e) if e.code() == ErrorCode::NotFound => None,
@@ -434,22 +479,29 @@ impl Repo {
             Some(id) => id,
             None => match self.fetch()? {
                 Some(id) => id,
-                None => return Ok(times),
+                None => return Ok(None),
             },
         };
         let full = dir.map(|d| paths::join(&self.config.root, d));
         let key = full.clone().unwrap_or_default();
         let mut walk = self.repo.revwalk().map_err(Self::git("walk history"))?;
         walk.push(head).map_err(Self::git("walk history"))?;
-        if let Some((seen, cached)) = self.author_times.get(&key) {
-            if *seen == head {
-                return Ok(cached.clone());
+        let mut history = DirHistory {
+            head,
+            times: BTreeMap::new(),
+            last_touch: None,
+        };
+        if let Some(cached) = self.author_times.get(&key) {
+            if cached.head == head {
+                return Ok(Some(cached.clone()));
             }
-            if self.repo.graph_descendant_of(head, *seen).unwrap_or(false) {
-                walk.hide(*seen).map_err(Self::git("walk history"))?;
-                times = cached.clone();
+            if self.repo.graph_descendant_of(head, cached.head).unwrap_or(false) {
+                walk.hide(cached.head).map_err(Self::git("walk history"))?;
+                history.times = cached.times.clone();
+                history.last_touch = cached.last_touch;
             }
         }
+        let mut newest = None;
         for id in walk.take(MAX_WALK) {
             let commit = id
                 .and_then(|id| self.repo.find_commit(id))
@@ -464,17 +516,21 @@ impl Repo {
                 // Older commits touched an earlier life of the directory, if any.
                 created = here.is_some() && before.is_none();
             }
+            newest.get_or_insert(commit.id());
             let author = commit.author();
             let email = author.email().unwrap_or_default().to_string();
             let when = author.when().seconds();
-            let slot = times.entry(email).or_insert(when);
+            let slot = history.times.entry(email).or_insert(when);
             *slot = (*slot).max(when);
             if created {
                 break;
             }
         }
-        self.author_times.insert(key, (head, times.clone()));
-        Ok(times)
+        if newest.is_some() {
+            history.last_touch = newest;
+        }
+        self.author_times.insert(key, history.clone());
+        Ok(Some(history))
     }
 }
 

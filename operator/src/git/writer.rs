@@ -38,6 +38,7 @@ enum Command {
     ReadDir(String, Reply<BTreeMap<String, String>>),
     AuthorTimes(Option<String>, Reply<BTreeMap<String, i64>>),
     Head(Reply<Option<String>>),
+    Contains(String, String, Reply<bool>),
 }
 
 /// A cheap, cloneable handle to the writer task. The task ends when every
@@ -88,6 +89,12 @@ impl WriterHandle {
     /// The remote head commit, if the branch exists.
     pub async fn head(&self) -> Result<Option<String>> {
         answer(self.send(Command::Head)).await
+    }
+
+    /// See [`Repo::contains`]: whether `descendant` has `ancestor` in its history.
+    pub async fn contains(&self, descendant: &str, ancestor: &str) -> Result<bool> {
+        let (d, a) = (descendant.to_string(), ancestor.to_string());
+        answer(self.send(|r| Command::Contains(d, a, r))).await
     }
 }
 
@@ -188,6 +195,11 @@ async fn read(repo: Option<Repo>, config: &GitConfig, retry: RetryPolicy, cmd: C
         }
         Command::Head(reply) => {
             let (repo, r) = blocking(repo, config, retry, |repo| repo.head()).await;
+            let _ = reply.send(r);
+            repo
+        }
+        Command::Contains(d, a, reply) => {
+            let (repo, r) = blocking(repo, config, retry, move |repo| repo.contains(&d, &a)).await;
             let _ = reply.send(r);
             repo
         }
