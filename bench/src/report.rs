@@ -847,7 +847,13 @@ fn chart(run: &Value, label: &str, path: &Path) -> anyhow::Result<()> {
         .x_desc("seconds since the first create")
         .y_desc("requests")
         .y_label_formatter(&|v| format!("{v:.0}"))
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| {
+            if xmax < 5.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        })
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     c.draw_series(LineSeries::new(
