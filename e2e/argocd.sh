@@ -45,49 +45,11 @@ NS=argocd
 
 eval "$("$HERE/bin.sh" paths)"
 
+# free_port, start, alive, wait_for and die are cluster.sh's (sourcing it
+# only defines them); the state dir is the same.
+# shellcheck source=e2e/cluster.sh
+source "$HERE/cluster.sh"
 log() { printf '[argocd.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-USED_PORTS=" "
-free_port() {
-  local p i
-  for i in $(seq 1 200); do
-    p=$((20000 + RANDOM % 12000))
-    case "$USED_PORTS" in *" $p "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED_PORTS+="$p "
-      printf -v "$1" '%s' "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
-start() {
-  local name="$1"; shift
-  nohup "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$STATE/pids/$name.pid"
-  log "started $name (pid $!, log $STATE/logs/$name.log)"
-}
-
-alive() { local f="$STATE/pids/$1.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
-
-wait_for() {
-  local what="$1" secs="$2" proc="$3"; shift 3
-  local deadline=$(($(date +%s) + secs))
-  until "$@" >/dev/null 2>&1; do
-    if [ -n "$proc" ] && ! alive "$proc"; then
-      tail -n 40 "$STATE/logs/$proc.log" >&2 || true
-      die "$proc exited while waiting for $what (log above: $STATE/logs/$proc.log)"
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      [ -n "$proc" ] && tail -n 40 "$STATE/logs/$proc.log" >&2
-      die "timed out after ${secs}s waiting for $what"
-    fi
-    sleep 0.5
-  done
-  log "$what: ready"
-}
 
 COMPONENTS=(argocd-application-controller argocd-repo-server argocd-redis)
 

@@ -197,37 +197,7 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(cluster: &Cluster, resync: &str) -> Result<Self> {
-        let dir = cluster.state.join("operator");
-        std::fs::create_dir_all(&dir)?;
-        let user_file = dir.join("git-username");
-        std::fs::write(&user_file, cluster.var("GIT_USER"))?;
-        let port = free_port();
-        let args = vec![
-            "operator".to_string(),
-            "--repo-url".into(),
-            cluster.var("GIT_URL"),
-            "--git-username-file".into(),
-            user_file.display().to_string(),
-            "--git-token-file".into(),
-            cluster.var("GIT_TOKEN_FILE"),
-            "--workdir".into(),
-            dir.join("repo").display().to_string(),
-            "--metrics-addr".into(),
-            format!("127.0.0.1:{port}"),
-            "--lease-namespace".into(),
-            "paver-system".into(),
-            "--resync".into(),
-            resync.into(),
-        ];
-        let mut op = Self {
-            child: None,
-            metrics: format!("http://127.0.0.1:{port}/metrics"),
-            log: cluster.state.join("logs/paver-operator.log"),
-            args,
-            kubeconfig: cluster.var("PAVER_E2E_OPERATOR_KUBECONFIG"),
-        };
-        op.spawn()?;
-        Ok(op)
+        Self::start_with(cluster, resync, &[])
     }
 
     fn spawn(&mut self) -> Result<()> {
