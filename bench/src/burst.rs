@@ -104,6 +104,13 @@ struct Report {
     apiserver: ApiserverFigures,
     commits: u64,
     requests_per_commit: Option<f64>,
+    /// Where the 2 cores went from the first create to all Committed:
+    /// CPU seconds per process (utime + stime from /proc), and that wall time.
+    cpu_seconds: BTreeMap<String, f64>,
+    cpu_wall_s: f64,
+    /// The operator's own duration histograms over the burst: seconds
+    /// summed and count, by `family{labels}`.
+    operator_time: BTreeMap<String, (f64, f64)>,
     quiet: Option<Quiet>,
 }
 
@@ -441,6 +448,76 @@ fn proc_memory(pid: u32) -> (f64, f64) {
             .map_or(f64::NAN, |kb| kb / 1024.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds of the operator, this program and the control plane's processes.
+fn cpu_snapshot(cluster: &Cluster, operator: &Operator) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    if let Some(c) = cpu_seconds(operator.pid()) {
+        out.insert("paver operator".to_string(), c);
+    }
+    if let Some(c) = cpu_seconds(std::process::id()) {
+        out.insert("paver-bench (creates, watch)".to_string(), c);
+    }
+    for name in [
+        "kube-apiserver",
+        "etcd",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+        "git-http",
+    ] {
+        let pid = std::fs::read_to_string(cluster.state.join(format!("pids/{name}.pid")))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(c) = pid.and_then(cpu_seconds) {
+            out.insert(name.to_string(), c);
+        }
+    }
+    out
+}
+
+/// `_sum` and `_count` of the operator's duration histograms.
+fn histogram_sums(text: &str) -> BTreeMap<String, (f64, f64)> {
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for s in parse_metrics(text) {
+        let (base, is_sum) = if let Some(b) = s.name.strip_suffix("_seconds_sum") {
+            (b, true)
+        } else if let Some(b) = s.name.strip_suffix("_seconds_count") {
+            (b, false)
+        } else {
+            continue;
+        };
+        let labels: Vec<String> = s
+            .labels
+            .iter()
+            .filter(|(k, _)| k != "outcome")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let key = if labels.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}{{{}}}", labels.join(","))
+        };
+        let e = out.entry(key).or_default();
+        if is_sum {
+            e.0 += s.value;
+        } else {
+            e.1 += s.value;
+        }
+    }
+    out
 }
 
 fn curl(url: &str, bearer: Option<(&str, &str)>) -> anyhow::Result<String> {
@@ -828,6 +905,8 @@ async fn measure(
     let op_before = operator.metrics()?;
     let api_before = apiserver_metrics(cluster)?;
     let (rss_before, _) = operator.memory();
+    let cpu_before = cpu_snapshot(cluster, operator);
+    let hist_before = histogram_sums(&curl(&format!("{}/metrics", operator.metrics_url), None)?);
 
     let api: Api<ServiceRequest> = Api::namespaced(client.clone(), NAMESPACE);
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -924,6 +1003,21 @@ async fn measure(
             break;
         }
     }
+    let cpu_wall = t0.elapsed().as_secs_f64();
+    let cpu_after = cpu_snapshot(cluster, operator);
+    let cpu: BTreeMap<String, f64> = cpu_after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - cpu_before.get(k).copied().unwrap_or(0.0)))
+        .collect();
+    let hist_after = histogram_sums(&curl(&format!("{}/metrics", operator.metrics_url), None)?);
+    let operator_time: BTreeMap<String, (f64, f64)> = hist_after
+        .iter()
+        .map(|(k, (sum, count))| {
+            let (s0, c0) = hist_before.get(k).copied().unwrap_or_default();
+            (k.clone(), (sum - s0, count - c0))
+        })
+        .filter(|(_, (_, c))| *c > 0.0)
+        .collect();
     let results = creator.await?;
     let create_wall = create_wall.unwrap_or_else(|| t0.elapsed());
     let create_errors: Vec<_> = results.into_iter().filter_map(Result::err).collect();
@@ -961,6 +1055,11 @@ async fn measure(
     // Idle: 10 s after the last one was Committed.
     println!("all Committed or timed out; 10 s idle before the counts");
     tokio::time::sleep(Duration::from_secs(10)).await;
+    // The operator's whole /metrics after the burst (durations by stage,
+    // Git operations), for the profile: kept with --keep-state.
+    if let Ok(text) = curl(&format!("{}/metrics", operator.metrics_url), None) {
+        let _ = std::fs::write(cluster.state.join("operator-metrics-after-burst.txt"), text);
+    }
     let op_after = operator.metrics()?.since(&op_before);
     let api_after_raw = apiserver_metrics(cluster)?;
     let api_after = api_after_raw.since(&api_before);
@@ -1015,6 +1114,13 @@ async fn measure(
     );
     println!("  API server writes by    {:?}", api_after.by);
     println!("  commits                 {commits}");
+    println!("  CPU seconds over {cpu_wall:.1} s: {cpu:?}");
+    for (k, (sum, count)) in &operator_time {
+        println!(
+            "  operator time           {k}: {sum:.1} s over {count} (mean {})",
+            fmt_us(sum / count * 1e6)
+        );
+    }
     println!(
         "  operator RSS            before {rss_before:.1} MiB, peak {peak_rss:.1} MiB, idle {idle_rss:.1} MiB"
     );
@@ -1082,6 +1188,9 @@ async fn measure(
         apiserver: report_apiserver,
         commits,
         requests_per_commit: (commits > 0).then(|| committed as f64 / commits as f64),
+        cpu_seconds: cpu,
+        cpu_wall_s: cpu_wall,
+        operator_time,
         quiet,
     })
 }

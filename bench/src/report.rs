@@ -48,6 +48,15 @@ fn s<'a>(v: &'a Value, path: &str) -> &'a str {
     v.pointer(path).and_then(Value::as_str).unwrap_or("?")
 }
 
+/// A burst's count divided by the requests Committed (all of them in a
+/// complete run; a run that timed out is counted per request it finished).
+fn per_committed(v: &Value, path: &str) -> Option<f64> {
+    let committed = f(v, "/committed")?;
+    (committed > 0.0)
+        .then(|| f(v, path).map(|x| x / committed))
+        .flatten()
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     if xs.is_empty() {
@@ -72,6 +81,11 @@ fn thousands(n: f64) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+/// A latency in µs: seconds from 1 s up.
+fn lat(us: f64) -> String {
+    if us >= 1e6 { secs(us / 1e6) } else { fmt_us(us) }
 }
 
 fn secs(x: f64) -> String {
@@ -225,22 +239,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
             target: format!("< {}", secs(limit)),
             measured,
             stands,
-            limits: format!(
-                "The creates themselves: the bench's {} creates ({} in flight) took {} and the last \
-                 request was Committed {} after the last create was answered{}. p50 create→Committed {}, p99 {}.",
-                thousands(n),
-                f(run, "/create_concurrency").unwrap_or(0.0),
-                secs(create),
-                secs((all_s - create).max(0.0)),
-                if (all_s - create) < 0.25 * all_s {
-                    ": the operator keeps up with the API server's create rate on these 2 cores \
-                     (the API server, etcd, the controller manager, the bench and the operator share them)"
-                } else {
-                    ": the operator falls behind the create rate (see the chart)"
-                },
-                fmt_us(f(run, "/latency/median_us").unwrap_or(f64::NAN)),
-                fmt_us(f(run, "/latency/p99_us").unwrap_or(f64::NAN)),
-            ),
+            limits: burst_limits(run, n, create, all_s),
         });
     }
     let bursts: Vec<(String, &Value)> = [&b1k, &b10k]
@@ -256,16 +255,16 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
             .map(|(l, v)| {
                 format!(
                     "{:.2} ({l})",
-                    f(v, "/operator/reconciles_per_request").unwrap_or(f64::NAN)
+                    per_committed(v, "/operator/reconciles").unwrap_or(f64::NAN)
                 )
             })
             .collect();
         let worst = bursts
             .iter()
-            .filter_map(|(_, v)| f(v, "/operator/reconciles_per_request"))
+            .filter_map(|(_, v)| per_committed(v, "/operator/reconciles"))
             .fold(f64::NAN, f64::max);
         rows.push(Row {
-            what: "Reconciles per request (burst)".into(),
+            what: "Reconciles per Committed request (burst)".into(),
             target: "≤ 2".into(),
             measured: rec.join(", "),
             stands: stand_max(worst, 2.0),
@@ -278,8 +277,8 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
             .map(|(l, v)| {
                 format!(
                     "operator {:.2}, API server {:.2} ({l})",
-                    f(v, "/operator/api_writes_per_request").unwrap_or(f64::NAN),
-                    f(v, "/apiserver/writes_per_request").unwrap_or(f64::NAN)
+                    per_committed(v, "/operator/api_writes").unwrap_or(f64::NAN),
+                    per_committed(v, "/apiserver/writes").unwrap_or(f64::NAN)
                 )
             })
             .collect();
@@ -287,8 +286,8 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
             .iter()
             .flat_map(|(_, v)| {
                 [
-                    f(v, "/operator/api_writes_per_request"),
-                    f(v, "/apiserver/writes_per_request"),
+                    per_committed(v, "/operator/api_writes"),
+                    per_committed(v, "/apiserver/writes"),
                 ]
             })
             .flatten()
@@ -305,7 +304,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
             })
             .unwrap_or_default();
         rows.push(Row {
-            what: "API writes per request (burst)".into(),
+            what: "API writes per Committed request (burst)".into(),
             target: "≤ 3".into(),
             measured: writes.join("; "),
             stands: stand_max(worst, 3.0),
@@ -353,13 +352,18 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
             } else {
                 stand_max(peak, 100.0)
             },
-            limits: "The informer caches (requests, routes, bundles, Scorecards; no managedFields or \
-                     last-applied copies are kept) and the Git working tree's index."
-                .into(),
+            limits: format!(
+                "Grows with what is cached: {:.1} KiB per request from before the burst to the peak \
+                 (the informer caches of requests and Scorecards, the Git working tree); the \
+                 allocation profile was not taken in this run.",
+                (peak - f(big, "/operator/rss_before_mib").unwrap_or(f64::NAN)) * 1024.0 / n
+            ),
         });
     }
     let quiet: Vec<(&str, &Value)> = bursts
         .iter()
+        // A quiet period after a burst that did not finish is not quiet.
+        .filter(|(_, v)| f(v, "/all_committed_s").is_some())
         .filter_map(|(l, v)| v.get("quiet").filter(|q| !q.is_null()).map(|q| (l.as_str(), q)))
         .collect();
     for (label, q) in &quiet {
@@ -499,6 +503,65 @@ fn policy_row(p: &Value) -> Row {
     }
 }
 
+/// What the burst's time went to: the create rate or the operator's
+/// throughput, and where the CPU went.
+fn burst_limits(run: &Value, n: f64, create: f64, all_s: f64) -> String {
+    let committed = f(run, "/committed").unwrap_or(0.0);
+    let last = f(run, "/last_committed_s").unwrap_or(all_s);
+    let mut out = if (all_s - create) < 0.25 * all_s {
+        format!(
+            "The create rate: the bench's {} creates were answered in {} and the last request was \
+             Committed {} later: the operator keeps up.",
+            thousands(n),
+            secs(create),
+            secs((all_s - create).max(0.0))
+        )
+    } else {
+        format!(
+            "The operator's throughput: the {} creates were answered in {} ({:.0}/s) but requests were \
+             Committed at {:.0}/s on average ({} commits, {} requests per commit).",
+            thousands(n),
+            secs(create),
+            n / create,
+            committed / last,
+            f(run, "/commits").unwrap_or(0.0),
+            f(run, "/requests_per_commit").map_or("-".into(), |x| format!("{x:.0}"))
+        )
+    };
+    if let Some(cpu) = run.get("cpu_seconds").and_then(Value::as_object) {
+        let wall = f(run, "/cpu_wall_s").unwrap_or(f64::NAN);
+        let mut parts: Vec<(String, f64)> = cpu
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
+            .collect();
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = parts.iter().map(|p| p.1).sum();
+        let _ = write!(
+            out,
+            " CPU over those {}: {:.0} s of the machine's {:.0} core-seconds used — {}.",
+            secs(wall),
+            total,
+            wall * f(run, "/cpus").or(f(run, "/machine/cpus")).unwrap_or(2.0),
+            parts
+                .iter()
+                .take(4)
+                .map(|(k, v)| format!("{k} {v:.0} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if f(run, "/all_committed_s").is_none() {
+        out.push_str(" Not all were Committed: see this run's profile under the end-to-end table.");
+    }
+    let _ = write!(
+        out,
+        " p50 create→Committed {}, p99 {}.",
+        lat(f(run, "/latency/median_us").unwrap_or(f64::NAN)),
+        lat(f(run, "/latency/p99_us").unwrap_or(f64::NAN))
+    );
+    out
+}
+
 /// The costliest `bundle.rule` of an example: (name, median µs, sum over all rule sets).
 fn costliest_rule(e: &Value) -> Option<(String, f64, f64)> {
     let by = e.get("paver_evaluate_by_rule").and_then(Value::as_object)?;
@@ -562,31 +625,31 @@ fn e2e_section(md: &mut String, bursts: &[(String, &Value)], trickle: Option<&Va
             f(v, "/all_committed_s").map_or("not all".into(), secs)
         }),
         ("create→Committed p50", |v| {
-            fmt_us(f(v, "/latency/median_us").unwrap_or(f64::NAN))
+            lat(f(v, "/latency/median_us").unwrap_or(f64::NAN))
         }),
         ("create→Committed p99", |v| {
-            fmt_us(f(v, "/latency/p99_us").unwrap_or(f64::NAN))
+            lat(f(v, "/latency/p99_us").unwrap_or(f64::NAN))
         }),
         ("create→Committed max", |v| {
-            fmt_us(f(v, "/latency/max_us").unwrap_or(f64::NAN))
+            lat(f(v, "/latency/max_us").unwrap_or(f64::NAN))
         }),
         ("Failed or Rejected", |v| {
             format!("{}", f(v, "/failed").unwrap_or(0.0))
         }),
-        ("reconciles per request", |v| {
+        ("reconciles per Committed request", |v| {
             format!(
                 "{:.2}",
-                f(v, "/operator/reconciles_per_request").unwrap_or(f64::NAN)
+                per_committed(v, "/operator/reconciles").unwrap_or(f64::NAN)
             )
         }),
-        ("API writes per request (operator)", |v| {
+        ("API writes per Committed request (operator)", |v| {
             format!(
                 "{:.2}",
-                f(v, "/operator/api_writes_per_request").unwrap_or(f64::NAN)
+                per_committed(v, "/operator/api_writes").unwrap_or(f64::NAN)
             )
         }),
-        ("API writes per request (API server)", |v| {
-            format!("{:.2}", f(v, "/apiserver/writes_per_request").unwrap_or(f64::NAN))
+        ("API writes per Committed request (API server)", |v| {
+            format!("{:.2}", per_committed(v, "/apiserver/writes").unwrap_or(f64::NAN))
         }),
         ("operator writes by resource/verb", |v| {
             map_cell(v.pointer("/operator/api_writes_by"))
@@ -608,9 +671,14 @@ fn e2e_section(md: &mut String, bursts: &[(String, &Value)], trickle: Option<&Va
             format!("{:.0} MiB", f(v, "/operator/idle_rss_mib").unwrap_or(f64::NAN))
         }),
         ("quiet period", |v| {
-            v.get("quiet")
-                .filter(|q| !q.is_null())
-                .map_or("-".into(), |q| secs(f(q, "/seconds").unwrap_or(0.0)))
+            v.get("quiet").filter(|q| !q.is_null()).map_or("-".into(), |q| {
+                let s = secs(f(q, "/seconds").unwrap_or(0.0));
+                if f(v, "/all_committed_s").is_some() {
+                    s
+                } else {
+                    format!("{s} (the burst had not finished: not quiet)")
+                }
+            })
         }),
         ("quiet: reconciles", |v| quiet_cell(v, "/reconciles")),
         ("quiet: operator API writes", |v| {
@@ -635,6 +703,46 @@ fn e2e_section(md: &mut String, bursts: &[(String, &Value)], trickle: Option<&Va
         writeln!(md)?;
     }
     writeln!(md)?;
+    for (label, v) in &cols {
+        let Some(cpu) = v.get("cpu_seconds").and_then(Value::as_object) else {
+            continue;
+        };
+        let wall = f(v, "/cpu_wall_s").unwrap_or(f64::NAN);
+        writeln!(
+            md,
+            "Profile of the {label} run, first create to all Committed or the timeout ({}): CPU seconds per process \
+             (/proc utime + stime), and the operator's own duration histograms (seconds summed over \
+             the run; stages overlap, reconciles run concurrently).\n",
+            secs(wall)
+        )?;
+        if let Some(note) = v.get("profile_note").and_then(Value::as_str) {
+            writeln!(md, "{note}\n")?;
+        }
+        writeln!(md, "| process | CPU seconds | cores busy on average |")?;
+        writeln!(md, "|---|---|---|")?;
+        let mut parts: Vec<(&String, f64)> =
+            cpu.iter().map(|(k, x)| (k, x.as_f64().unwrap_or(0.0))).collect();
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (k, x) in parts {
+            writeln!(md, "| {k} | {x:.1} | {:.2} |", x / wall)?;
+        }
+        writeln!(md)?;
+        if let Some(t) = v.get("operator_time").and_then(Value::as_object) {
+            writeln!(md, "| operator stage | count | seconds summed | mean |")?;
+            writeln!(md, "|---|---|---|---|")?;
+            for (k, x) in t {
+                let sum = x.get(0).and_then(Value::as_f64).unwrap_or(0.0);
+                let count = x.get(1).and_then(Value::as_f64).unwrap_or(0.0);
+                writeln!(
+                    md,
+                    "| `{k}` | {} | {sum:.1} | {} |",
+                    thousands(count),
+                    fmt_us(sum / count * 1e6)
+                )?;
+            }
+            writeln!(md)?;
+        }
+    }
     Ok(())
 }
 
