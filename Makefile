@@ -1,9 +1,11 @@
 # Paver — the commands the README names. `make help` lists them.
 CARGO ?= cargo
-# make bench: where the JSON figures go, and the quiet period after the
-# 10,000-request burst (the issue asks for 600 s; QUIET_SECONDS=120 for a shorter run).
+# make bench: where the JSON figures go, the quiet period after the
+# 1,000-request burst (the issue asks for 600 s; QUIET_SECONDS=120 for a
+# shorter run), and how long the 10,000-request burst may take.
 BENCH_OUT ?= target/bench
 QUIET_SECONDS ?= 600
+BURST_TIMEOUT ?= 900
 
 .PHONY: help build test lint fmt crds pack demo demo-down e2e e2e-bins cluster-up cluster-down bench
 .DEFAULT_GOAL := help
@@ -38,9 +40,9 @@ bench: ## Benchmarks (policy vs OPA, render, Git, 1,000/10,000 burst, trickle) -
 	target/release/paver-bench --json $(BENCH_OUT)/policy.json policy
 	target/release/paver-bench --json $(BENCH_OUT)/render.json render
 	target/release/paver-bench --json $(BENCH_OUT)/git.json git
-	target/release/paver-bench --json $(BENCH_OUT)/burst-1000.json burst --requests 1000 --quiet-seconds 0
+	target/release/paver-bench --json $(BENCH_OUT)/burst-1000.json burst --requests 1000 --quiet-seconds $(QUIET_SECONDS)
 	target/release/paver-bench --json $(BENCH_OUT)/trickle.json burst --trickle 50
-	target/release/paver-bench --json $(BENCH_OUT)/burst-10000.json burst --requests 10000 --quiet-seconds $(QUIET_SECONDS)
+	target/release/paver-bench --json $(BENCH_OUT)/burst-10000.json burst --requests 10000 --quiet-seconds 0 --timeout-seconds $(BURST_TIMEOUT)
 	target/release/paver-bench report --dir $(BENCH_OUT) --out BENCHMARKS.md
 
 demo: ## Paver end to end on this machine: cluster + Git server, operator, examples (e2e/demo.sh)
