@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use paver::core::{
     policy::{CompiledBundle, PolicyInput, PolicyOutcome, RuleKind, activate, evaluate, run_tests},
-    verdict::Catalog,
+    verdict::{Catalog, request_doc, route_doc},
 };
 use paver_crds::{PolicyBundle, ServiceRequest};
 use serde::Serialize;
@@ -159,34 +159,6 @@ struct ActivationReport {
     activate_first_us: f64,
     /// `run_tests` alone (load + tests), for perspective.
     tests_only: Summary,
-}
-
-/// The request as policy sees it (as the operator builds it): no status,
-/// no managed fields.
-fn request_doc(req: &ServiceRequest) -> Value {
-    let mut doc = serde_json::to_value(req).unwrap_or(Value::Null);
-    if let Some(obj) = doc.as_object_mut() {
-        obj.remove("status");
-        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("managedFields");
-        }
-    }
-    doc
-}
-
-/// `input.route` as the catalog builds it once per route: no templates.
-fn route_doc(route: &paver_crds::PaveRoute) -> Value {
-    let mut doc = serde_json::to_value(route).unwrap_or(Value::Null);
-    if let Some(obj) = doc.as_object_mut() {
-        obj.remove("status");
-        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("managedFields");
-        }
-        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.remove("templates");
-        }
-    }
-    doc
 }
 
 /// Everything one evaluation needs, computed outside the timed region.

@@ -152,36 +152,14 @@ impl Context {
         }
     }
 
-    /// What Argo CD reports for the request's Application, if it exists.
-    pub fn application_status(&self, sr: &ServiceRequest) -> Option<SyncStatus> {
+    /// The request's Argo CD Application, found by Paver's labels on it.
+    pub fn application(&self, sr: &ServiceRequest) -> Option<Arc<DynamicObject>> {
         let ns = sr.namespace()?;
         let name = sr.name_any();
-        self.applications
-            .state()
-            .iter()
-            .find(|app| {
-                let labels = app.labels();
-                labels.get(REQUEST_NAMESPACE_LABEL) == Some(&ns)
-                    && labels.get(REQUEST_NAME_LABEL) == Some(&name)
-            })
-            .map(|app| sync_status(app))
-    }
-
-    /// The workloads of the request's Application (see [`workloads`]).
-    pub fn application_workloads(&self, sr: &ServiceRequest) -> Vec<serde_json::Value> {
-        let (Some(ns), name) = (sr.namespace(), sr.name_any()) else {
-            return Vec::new();
-        };
-        self.applications
-            .state()
-            .iter()
-            .find(|app| {
-                let labels = app.labels();
-                labels.get(REQUEST_NAMESPACE_LABEL) == Some(&ns)
-                    && labels.get(REQUEST_NAME_LABEL) == Some(&name)
-            })
-            .map(|app| workloads(app))
-            .unwrap_or_default()
+        self.applications.state().into_iter().find(|app| {
+            let labels = app.labels();
+            labels.get(REQUEST_NAMESPACE_LABEL) == Some(&ns) && labels.get(REQUEST_NAME_LABEL) == Some(&name)
+        })
     }
 }
 

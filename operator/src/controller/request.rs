@@ -162,11 +162,9 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
         _ => CommitState::NotAttempted,
     };
 
-    let mut sync = if ctx.argocd {
-        ctx.application_status(sr)
-    } else {
-        None
-    };
+    // One lookup for both what Argo CD reports and the workloads it lists.
+    let application = if ctx.argocd { ctx.application(sr) } else { None };
+    let mut sync = application.as_deref().map(super::sync_status);
     // Argo CD syncs the branch head; the request's output is at the commit
     // that last changed its directory. A head that contains that commit has
     // synced this request's revision (later commits are other requests').
@@ -219,7 +217,10 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
             || json!({}),
             |t| git_facts(&t, &sr.spec.owner, Utc::now().timestamp()),
         );
-        let cluster = cluster_facts(sync.as_ref(), ctx.application_workloads(sr));
+        let cluster = cluster_facts(
+            sync.as_ref(),
+            application.as_deref().map(super::workloads).unwrap_or_default(),
+        );
         let checks = {
             let catalog = ctx.catalog.read().await;
             scorecard_for(&catalog, sr, &verdict, &new_status, facts, cluster, Utc::now())

@@ -66,16 +66,7 @@ impl Catalog {
     pub fn upsert_route(&mut self, route: PaveRoute) -> Vec<FieldError> {
         let name = route.name_any();
         self.remove_route(&name);
-        let mut doc = serde_json::to_value(&route).unwrap_or(Value::Null);
-        if let Some(obj) = doc.as_object_mut() {
-            obj.remove("status");
-            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.remove("managedFields");
-            }
-            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.remove("templates");
-            }
-        }
+        let doc = route_doc(&route);
         match compile(route) {
             Ok(compiled) => {
                 self.route_docs.insert(name, doc);
@@ -228,8 +219,23 @@ impl Verdict {
     }
 }
 
-/// The request as policy sees it: no status, no server bookkeeping.
-fn request_doc(req: &ServiceRequest) -> Value {
+/// `input.route`: the route without status, server bookkeeping or templates.
+pub fn route_doc(route: &PaveRoute) -> Value {
+    let mut doc = serde_json::to_value(route).unwrap_or(Value::Null);
+    if let Some(obj) = doc.as_object_mut() {
+        obj.remove("status");
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("templates");
+        }
+    }
+    doc
+}
+
+/// `input.request`: the request as policy sees it, no status, no server bookkeeping.
+pub fn request_doc(req: &ServiceRequest) -> Value {
     let mut doc = serde_json::to_value(req).unwrap_or(Value::Null);
     if let Some(obj) = doc.as_object_mut() {
         obj.remove("status");
