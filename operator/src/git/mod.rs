@@ -14,8 +14,10 @@
 //! files at use time and every git2 message is redacted before it leaves.
 
 mod credentials;
+mod history;
 mod paths;
 mod repo;
+mod tree;
 mod writer;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};

@@ -1,19 +1,17 @@
-//! Path checks and applying one [`Change`] to an in-memory index.
+//! Path checks and applying one [`Change`] to a tree [`Overlay`].
 //!
 //! A change may only touch its own directory: every path is relative,
 //! made of plain components (no `.`, `..`, `.git`, backslashes or NUL), and
 //! lies under `root/dir`; no ancestor of the directory may be a file or a
-//! symlink in the repository. All checks run before the index is touched,
-//! so a refused change leaves the batch as it was.
+//! symlink in the repository. A refused change leaves the batch as it was.
 
-use std::{collections::BTreeMap, path::Path};
+use git2::Repository;
 
-use git2::{Index, IndexEntry, IndexTime, Oid, Repository};
-
-use super::{Change, Error, Result, credentials::cause};
-
-/// Mode of a regular, non-executable file.
-const FILE_MODE: u32 = 0o100644;
+use super::{
+    Change, Error, Result,
+    credentials::cause,
+    tree::{Blocked, FILE_MODE, Overlay},
+};
 
 /// `root` and `dir` joined with exactly one `/`.
 pub(crate) fn join(root: &str, dir: &str) -> String {
@@ -56,9 +54,10 @@ fn invalid(change: &Change, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Check `change` against the rules and the current `index` without
-/// modifying anything. Returns the directory's full path.
-pub(crate) fn check(index: &Index, root: &str, change: &Change) -> Result<String> {
+/// Check `change` against the rules that need no repository: the
+/// directory and every file path are safe and inside it, trailers are
+/// single-line tokens. Returns the directory's full path.
+pub(crate) fn check(root: &str, change: &Change) -> Result<String> {
     let dir = change.dir.trim_matches('/');
     if dir.is_empty() {
         return Err(invalid(change, "the request directory is empty"));
@@ -67,22 +66,6 @@ pub(crate) fn check(index: &Index, root: &str, change: &Change) -> Result<String
     check_relative(&full).map_err(|r| invalid(change, format!("bad directory: {r}")))?;
     if change.delete && !change.files.is_empty() {
         return Err(invalid(change, "a deletion must not carry files"));
-    }
-    // No ancestor of the directory (nor the directory itself) may be a
-    // file or symlink already in the tree.
-    let mut prefix = String::new();
-    for component in full.split('/') {
-        if !prefix.is_empty() {
-            prefix.push('/');
-        }
-        prefix.push_str(component);
-        if let Some(entry) = index.get_path(Path::new(&prefix), 0) {
-            let kind = if entry.mode == 0o120000 { "symlink" } else { "file" };
-            return Err(invalid(
-                change,
-                format!("{prefix:?} is a {kind} in the repository, not a directory"),
-            ));
-        }
     }
     let inside = format!("{full}/");
     for path in change.files.keys() {
@@ -115,50 +98,45 @@ pub(crate) fn check(index: &Index, root: &str, change: &Change) -> Result<String
     Ok(full)
 }
 
-/// Entries (path → blob id, mode) under `full/`.
-fn entries_under(index: &Index, full: &str) -> BTreeMap<Vec<u8>, (Oid, u32)> {
-    let inside = format!("{full}/");
-    index
-        .iter()
-        .filter(|e| e.path.starts_with(inside.as_bytes()))
-        .map(|e| (e.path, (e.id, e.mode)))
-        .collect()
+fn blocked(change: &Change, b: Blocked) -> Error {
+    match b {
+        Blocked::NotADirectory { prefix, symlink } => {
+            let kind = if symlink { "symlink" } else { "file" };
+            invalid(
+                change,
+                format!("{prefix:?} is a {kind} in the repository, not a directory"),
+            )
+        }
+        Blocked::Git(e) => Error::Git {
+            action: "edit a tree",
+            source: cause(e, None),
+        },
+    }
 }
 
-/// Make `index` hold exactly `change.files` under the change's directory.
-/// Returns whether anything under it changed.
-pub(crate) fn apply(repo: &Repository, index: &mut Index, root: &str, change: &Change) -> Result<bool> {
-    let full = check(index, root, change)?;
-    let git = |action: &'static str| {
-        move |e| Error::Git {
-            action,
-            source: cause(e, None),
-        }
-    };
-    let before = entries_under(index, &full);
-    index
-        .remove_dir(Path::new(&full), 0)
-        .map_err(git("remove a directory from the index"))?;
+/// Make `overlay` hold exactly `change.files` under the change's directory
+/// (none: the directory is removed). Returns whether anything under it
+/// changed. A refused change leaves the overlay's content as it was.
+pub(crate) fn apply(
+    repo: &Repository,
+    overlay: &mut Overlay<'_>,
+    root: &str,
+    change: &Change,
+) -> Result<bool> {
+    let full = check(root, change)?;
+    // The directory's new tree, built on its own first.
+    let mut dir = Overlay::new(repo, None);
+    let prefix = format!("{full}/");
     for (path, content) in &change.files {
-        let id = repo.blob(content.as_bytes()).map_err(git("write a blob"))?;
-        index
-            .add(&IndexEntry {
-                ctime: IndexTime::new(0, 0),
-                mtime: IndexTime::new(0, 0),
-                dev: 0,
-                ino: 0,
-                mode: FILE_MODE,
-                uid: 0,
-                gid: 0,
-                file_size: u32::try_from(content.len()).unwrap_or(u32::MAX),
-                id,
-                flags: 0,
-                flags_extended: 0,
-                path: path.as_bytes().to_vec(),
-            })
-            .map_err(git("add a file to the index"))?;
+        let id = repo
+            .blob(content.as_bytes())
+            .map_err(|e| blocked(change, Blocked::Git(e)))?;
+        let relative = path.strip_prefix(&prefix).unwrap_or(path);
+        dir.put_file(relative, id, FILE_MODE)
+            .map_err(|b| blocked(change, b))?;
     }
-    Ok(entries_under(index, &full) != before)
+    let tree = dir.write().map_err(|e| blocked(change, Blocked::Git(e)))?;
+    overlay.replace_dir(&full, tree).map_err(|b| blocked(change, b))
 }
 
 #[cfg(test)]

@@ -5,27 +5,27 @@
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, HashMap, hash_map::RandomState},
+    collections::{BTreeMap, hash_map::RandomState},
     hash::{BuildHasher, Hasher},
     path::Path,
     time::{Duration, Instant},
 };
 
 use git2::{
-    Commit, ErrorCode, FetchOptions, Index, ObjectType, Oid, PushOptions, Repository, Signature,
-    TreeWalkMode, TreeWalkResult,
+    ErrorCode, FetchOptions, ObjectType, Oid, PushOptions, Repository, Signature, TreeWalkMode,
+    TreeWalkResult,
 };
 
 use super::{
     BatchMetrics, BatchOutcome, Change, ChangeOutcome, Error, GitConfig, Result,
     credentials::{Session, cause, display_url},
+    history::{DirFacts, History},
     paths,
+    tree::Overlay,
 };
 
 /// Local ref holding the commit being pushed.
 const OUTGOING: &str = "refs/paver/outgoing";
-/// Commits walked at most when collecting author facts.
-const MAX_WALK: usize = 10_000;
 
 /// Bounded, jittered exponential backoff for lost push races.
 #[derive(Clone, Copy, Debug)]
@@ -75,20 +75,10 @@ pub struct Repo {
     repo: Repository,
     config: GitConfig,
     retry: RetryPolicy,
-    /// Per directory: the head its author times were computed at, and them.
-    /// The next read walks only the commits since (history is append-only
-    /// on the branch Paver owns; a rewrite just costs one full walk).
-    author_times: HashMap<String, DirHistory>,
-}
-
-/// What the history says about one directory, as of `head`.
-#[derive(Clone, Debug)]
-struct DirHistory {
-    head: Oid,
-    /// Each author's latest commit time (unix seconds) in the directory.
-    times: BTreeMap<String, i64>,
-    /// The latest commit that changed the directory.
-    last_touch: Option<Oid>,
+    /// Author facts per directory, read incrementally as the branch moves
+    /// (history is append-only on the branch Paver owns; a rewrite just
+    /// costs one rebuild).
+    history: History,
 }
 
 impl Repo {
@@ -110,7 +100,7 @@ impl Repo {
             repo,
             config,
             retry: RetryPolicy::default(),
-            author_times: HashMap::new(),
+            history: History::default(),
         })
     }
 
@@ -232,13 +222,13 @@ impl Repo {
                     let history = if change.delete {
                         None
                     } else {
-                        self.dir_history(Some(&change.dir)).ok().flatten()
+                        self.dir_facts(Some(&change.dir)).ok().flatten()
                     };
                     // Unchanged: the commit that last changed the directory, so a
                     // request's revision moves only when its own output does.
                     let revision = match (&history, changed) {
                         (
-                            Some(DirHistory {
+                            Some(DirFacts {
                                 last_touch: Some(id), ..
                             }),
                             false,
@@ -294,18 +284,20 @@ impl Repo {
             .find_commit(parent)
             .map_err(Self::git("read the head commit"))?;
         let parent_tree = parent.tree().map_err(Self::git("read the head tree"))?;
-        let mut index = Index::new().map_err(Self::git("create an index"))?;
-        index
-            .read_tree(&parent_tree)
-            .map_err(Self::git("read the head tree"))?;
-
+        // Only the trees along the changed directories are read and written.
+        let mut overlay = Overlay::new(&self.repo, Some(parent_tree.clone()));
         let mut changed: Vec<Result<bool>> = changes
             .iter()
-            .map(|c| paths::apply(&self.repo, &mut index, &self.config.root, c))
+            .map(|c| paths::apply(&self.repo, &mut overlay, &self.config.root, c))
             .collect();
-        let tree_id = index
-            .write_tree_to(&self.repo)
-            .map_err(Self::git("write the tree"))?;
+        let tree_id = match overlay.write().map_err(Self::git("write the tree"))? {
+            Some(id) => id,
+            None => self
+                .repo
+                .treebuilder(None)
+                .and_then(|b| b.write())
+                .map_err(Self::git("write the empty tree"))?,
+        };
         let mut commit = None;
         if tree_id == parent_tree.id() {
             // Changes that cancel out (or none at all) change nothing.
@@ -444,13 +436,13 @@ impl Repo {
     /// once per scoring, right after the commit that updated the ref); fetches
     /// only when nothing was fetched yet.
     pub fn last_commit_times_by_author(&mut self, dir: Option<&str>) -> Result<BTreeMap<String, i64>> {
-        Ok(self.dir_history(dir)?.map(|h| h.times).unwrap_or_default())
+        Ok(self.dir_facts(dir)?.map(|h| h.times).unwrap_or_default())
     }
 
     /// The latest commit that changed `dir`, as of the last fetch or push.
     pub fn last_touch(&mut self, dir: &str) -> Result<Option<String>> {
         Ok(self
-            .dir_history(Some(dir))?
+            .dir_facts(Some(dir))?
             .and_then(|h| h.last_touch)
             .map(|id| id.to_string()))
     }
@@ -467,9 +459,9 @@ impl Repo {
         Ok(self.repo.graph_descendant_of(d, a).unwrap_or(false))
     }
 
-    /// Walks the history of `dir` newest first, incrementally from what was
-    /// seen last time, and only back to the commit that created it.
-    fn dir_history(&mut self, dir: Option<&str>) -> Result<Option<DirHistory>> {
+    /// The history's facts about `dir` (all of the branch when `None`) as of
+    /// the tracking ref; reads only the commits not read before.
+    fn dir_facts(&mut self, dir: Option<&str>) -> Result<Option<DirFacts>> {
         let known = match self.repo.refname_to_id(&self.tracking_ref()) {
             Ok(id) => Some(id),
             Err(e) if e.code() == ErrorCode::NotFound => None,
@@ -482,65 +474,12 @@ impl Repo {
                 None => return Ok(None),
             },
         };
-        let full = dir.map(|d| paths::join(&self.config.root, d));
-        let key = full.clone().unwrap_or_default();
-        let mut walk = self.repo.revwalk().map_err(Self::git("walk history"))?;
-        walk.push(head).map_err(Self::git("walk history"))?;
-        let mut history = DirHistory {
-            head,
-            times: BTreeMap::new(),
-            last_touch: None,
-        };
-        if let Some(cached) = self.author_times.get(&key) {
-            if cached.head == head {
-                return Ok(Some(cached.clone()));
-            }
-            if self.repo.graph_descendant_of(head, cached.head).unwrap_or(false) {
-                walk.hide(cached.head).map_err(Self::git("walk history"))?;
-                history.times = cached.times.clone();
-                history.last_touch = cached.last_touch;
-            }
-        }
-        let mut newest = None;
-        for id in walk.take(MAX_WALK) {
-            let commit = id
-                .and_then(|id| self.repo.find_commit(id))
-                .map_err(Self::git("walk history"))?;
-            let mut created = false;
-            if let Some(full) = &full {
-                let here = entry_id(&commit, full);
-                let before = commit.parent(0).ok().and_then(|p| entry_id(&p, full));
-                if here == before {
-                    continue;
-                }
-                // Older commits touched an earlier life of the directory, if any.
-                created = here.is_some() && before.is_none();
-            }
-            newest.get_or_insert(commit.id());
-            let author = commit.author();
-            let email = author.email().unwrap_or_default().to_string();
-            let when = author.when().seconds();
-            let slot = history.times.entry(email).or_insert(when);
-            *slot = (*slot).max(when);
-            if created {
-                break;
-            }
-        }
-        if newest.is_some() {
-            history.last_touch = newest;
-        }
-        self.author_times.insert(key, history.clone());
-        Ok(Some(history))
+        self.history
+            .advance(&self.repo, head)
+            .map_err(Self::git("read the history"))?;
+        let full = dir.map(|d| paths::join(&self.config.root, d)).unwrap_or_default();
+        Ok(self.history.get(&full).cloned())
     }
-}
-
-/// Id of the tree entry at `path` in `commit`, if any.
-fn entry_id(commit: &Commit<'_>, path: &str) -> Option<Oid> {
-    let tree = commit.tree().ok()?;
-    if path.is_empty() {
-        return Some(tree.id());
-    }
-    tree.get_path(Path::new(path)).ok().map(|e| e.id())
 }
 
 fn one_line(s: &str) -> String {

@@ -1,0 +1,121 @@
+//! What the branch's history says about each directory, kept up to date
+//! one commit at a time.
+//!
+//! Scorecards need, per request directory, each author's latest commit
+//! time and the commit that last changed it. Walking the history per
+//! directory costs the number of commits times the size of the trees on
+//! the way (quadratic over a burst). Here every new commit is read once,
+//! diffed against its parent (libgit2 skips unchanged subtrees), and the
+//! facts of every directory it touched are updated.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use git2::{Delta, Oid, Repository, Sort, Tree};
+
+/// The newest commits read when the index is built from nothing (first
+/// use, or after the branch was rewritten).
+pub(crate) const MAX_WALK: usize = 10_000;
+
+/// One directory's facts, as of the index's head.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DirFacts {
+    /// Each author's latest commit time (unix seconds) in the directory.
+    pub times: BTreeMap<String, i64>,
+    /// The latest commit that changed the directory.
+    pub last_touch: Option<Oid>,
+}
+
+/// Facts for every directory (`""` is the whole repository).
+#[derive(Default)]
+pub(crate) struct History {
+    head: Option<Oid>,
+    dirs: HashMap<String, DirFacts>,
+}
+
+impl History {
+    /// Read the commits up to `head` not read yet, oldest first. A head that
+    /// does not descend from the last one (a rewritten branch) starts over.
+    pub(crate) fn advance(&mut self, repo: &Repository, head: Oid) -> Result<(), git2::Error> {
+        if self.head == Some(head) {
+            return Ok(());
+        }
+        let mut walk = repo.revwalk()?;
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)?;
+        walk.push(head)?;
+        match self.head {
+            Some(old) if repo.graph_descendant_of(head, old)? => walk.hide(old)?,
+            _ => {
+                self.dirs.clear();
+            }
+        }
+        let mut ids = walk.take(MAX_WALK).collect::<Result<Vec<Oid>, _>>()?;
+        ids.reverse();
+        for id in ids {
+            self.read(repo, id)?;
+        }
+        self.head = Some(head);
+        Ok(())
+    }
+
+    /// One commit: the directories it changed get its author and id; the
+    /// ones it removed forget their earlier life.
+    fn read(&mut self, repo: &Repository, id: Oid) -> Result<(), git2::Error> {
+        let commit = repo.find_commit(id)?;
+        let tree = commit.tree()?;
+        let parent = match commit.parent(0) {
+            Ok(p) => Some(p.tree()?),
+            Err(_) => None,
+        };
+        let diff = repo.diff_tree_to_tree(parent.as_ref(), Some(&tree), None)?;
+        let mut touched = BTreeSet::new();
+        let mut removed = false;
+        for delta in diff.deltas() {
+            removed |= delta.status() == Delta::Deleted;
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = file.path().and_then(|p| p.to_str()) {
+                    touched.extend(ancestors(path));
+                }
+            }
+        }
+        let author = commit.author();
+        let email = author.email().unwrap_or_default().to_string();
+        let when = author.when().seconds();
+        for dir in touched {
+            if removed && !exists(&tree, dir) {
+                self.dirs.remove(dir);
+                continue;
+            }
+            let facts = self.dirs.entry(dir.to_string()).or_default();
+            let slot = facts.times.entry(email.clone()).or_insert(when);
+            *slot = (*slot).max(when);
+            facts.last_touch = Some(id);
+        }
+        Ok(())
+    }
+
+    /// The facts of `dir` (`""`: the whole repository) as of the last
+    /// [`advance`](Self::advance); `None` if no commit read touched it.
+    pub(crate) fn get(&self, dir: &str) -> Option<&DirFacts> {
+        self.dirs.get(dir)
+    }
+}
+
+/// Every directory holding `path`: `""`, `a`, `a/b` for `a/b/file`.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(path.match_indices('/').map(|(i, _)| &path[..i]))
+}
+
+fn exists(tree: &Tree<'_>, dir: &str) -> bool {
+    dir.is_empty() || tree.get_path(std::path::Path::new(dir)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_of_a_path() {
+        assert_eq!(ancestors("a/b/f").collect::<Vec<_>>(), ["", "a", "a/b"]);
+        assert_eq!(ancestors("f").collect::<Vec<_>>(), [""]);
+    }
+}
