@@ -382,6 +382,45 @@ async fn drift_is_visible_and_restored_through_the_writer_task() {
     assert!(elsewhere.is_empty());
 }
 
+#[test]
+fn directory_facts_follow_each_commit_and_forget_a_deleted_life() {
+    let fx = Fixture::new();
+    let remote = fx.remote("out.git");
+    let mut repo = fx.repo(&url_of(&remote), "work");
+    let gw = change("pay/gw", &[("a.yaml", "1")]);
+    let first = repo
+        .commit_batch(vec![gw.clone(), change("pay/other", &[("b.yaml", "1")])])
+        .expect("commit");
+    let first_head = first.head.clone();
+    assert_eq!(
+        repo.last_touch("pay/gw").expect("touch"),
+        Some(first_head.clone())
+    );
+
+    // A commit that changes only a neighbour: pay/gw's revision stays.
+    let out = repo
+        .commit_batch(vec![change("pay/other", &[("b.yaml", "2")]), gw.clone()])
+        .expect("commit");
+    assert_ne!(out.head, first_head);
+    let gw_out = out.changes[1].as_ref().expect("ok");
+    assert!(!gw_out.changed);
+    assert_eq!(gw_out.revision.as_deref(), Some(first_head.as_str()));
+    assert_eq!(
+        repo.last_touch("pay/other").expect("touch"),
+        Some(out.head.clone())
+    );
+    assert_eq!(repo.last_touch("pay").expect("touch"), Some(out.head.clone()));
+    assert_eq!(repo.last_touch("nothing/here").expect("touch"), None);
+
+    // Deleted, then created again: the facts start with the new life.
+    repo.commit_batch(vec![deletion("pay/gw")]).expect("delete");
+    assert_eq!(repo.last_touch("pay/gw").expect("touch"), None);
+    let again = repo.commit_batch(vec![gw]).expect("recreate");
+    assert_eq!(repo.last_touch("pay/gw").expect("touch"), again.commit);
+    let times = repo.last_commit_times_by_author(Some("pay/gw")).expect("times");
+    assert_eq!(times.keys().collect::<Vec<_>>(), ["paver@example.com"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writer_task_batches_changes_that_arrive_together() {
     let fx = Fixture::new();
