@@ -33,7 +33,7 @@ pub struct OperatorConfig {
     #[arg(long, env = "PAVER_RESYNC", default_value = "5m", value_parser = parse_duration)]
     pub resync: Duration,
     /// Requests reconciled at once.
-    #[arg(long, env = "PAVER_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "PAVER_CONCURRENCY", default_value_t = 256)]
     pub concurrency: u16,
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, env = "PAVER_METRICS_ADDR", default_value = "0.0.0.0:8080")]

@@ -8,12 +8,14 @@
 
 pub mod bundle;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod request;
 pub mod route;
 pub mod run;
+pub mod scorecards;
 pub mod status;
 
 use std::sync::Arc;
@@ -21,12 +23,9 @@ use std::sync::Arc;
 use kube::{
     Client, ResourceExt,
     api::DynamicObject,
-    runtime::{
-        events::Recorder,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::reflector::{ObjectRef, Store},
 };
-use paver_crds::{Approval, Scorecard, ServiceRequest, SyncStatus};
+use paver_crds::{Approval, ServiceRequest, SyncStatus};
 use tokio::sync::RwLock;
 
 use crate::{
@@ -72,13 +71,13 @@ pub struct Context {
     pub catalog: RwLock<Catalog>,
     pub writer: WriterHandle,
     pub metrics: metrics::Metrics,
-    pub recorder: Recorder,
+    pub events: events::Events,
     /// Whether the Argo CD Application CRD is installed.
     pub argocd: bool,
     /// Every Approval, to find the one for a request's generation.
     pub approvals: Store<Approval>,
-    /// Every Scorecard, to write only what changed.
-    pub scorecards: Store<Scorecard>,
+    /// What each Scorecard reports, to write only what changed.
+    pub scorecards: scorecards::SeenScorecards,
     /// Argo CD Applications Paver rendered (label-selected).
     pub applications: Store<DynamicObject>,
 }

@@ -9,7 +9,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType},
+        events::EventType,
     },
 };
 use paver_crds::{
@@ -302,15 +302,8 @@ async fn write_status(
 async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardStatus) -> Result<()> {
     let ns = sr.namespace().unwrap_or_default();
     let name = sr.name_any();
-    let existing = ctx
-        .scorecards
-        .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns));
-    if let Some(existing) = existing.as_ref().and_then(|sc| sc.status.as_ref()) {
-        let mut same = existing.clone();
-        same.evaluated_at = status.evaluated_at.clone();
-        if same == status {
-            return Ok(());
-        }
+    if ctx.scorecards.reports(&ns, &name, &status) {
+        return Ok(());
     }
     if status.evaluated_at.is_empty() {
         status.evaluated_at = now_rfc3339();
@@ -360,14 +353,11 @@ async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardSt
 async fn publish(ctx: &Ctx, sr: &ServiceRequest, type_: EventType, reason: &str, note: impl Into<String>) {
     let mut note: String = note.into();
     note.truncate(1000);
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if ctx.recorder.publish(&event, &sr.object_ref(&())).await.is_ok() {
+    let published = ctx
+        .events
+        .publish(sr.object_ref(&()), type_, reason, "Reconcile", note)
+        .await;
+    if published.is_ok() {
         ctx.metrics.wrote("events", "create");
     }
 }

@@ -15,7 +15,6 @@ use kube::{
     api::{ApiResource, DynamicObject, GroupVersionKind},
     runtime::{
         Controller, WatchStreamExt,
-        events::{Recorder, Reporter},
         reflector::{self, ObjectRef},
         watcher,
     },
@@ -24,7 +23,7 @@ use paver_crds::{Approval, PaveRoute, PolicyBundle, Scorecard, ServiceRequest};
 use tokio::sync::{RwLock, mpsc, watch};
 use tracing::{error, info, warn};
 
-use super::{Context, Ctx, OperatorConfig, bundle, http, leader, metrics::Metrics, request, route};
+use super::{Context, Ctx, OperatorConfig, bundle, events, http, leader, metrics::Metrics, request, route, scorecards};
 use crate::{
     core::verdict::Catalog,
     git::{Credentials, GitConfig, WriterHandle, WriterOptions},
@@ -309,22 +308,17 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
     let applications_writer = reflector::store::Writer::<DynamicObject>::new(app_resource.clone());
     let applications = applications_writer.as_reader();
-    let (scorecards, scorecards_writer) = reflector::store::<Scorecard>();
     let (requests, requests_writer) = reflector::store::<ServiceRequest>();
-    let reporter = Reporter {
-        controller: "paver".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let ctx: Ctx = Arc::new(Context {
         client: client.clone(),
         config: config.clone(),
         catalog: RwLock::new(Catalog::default()),
         writer,
         metrics: metrics.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::Events::new(client.clone(), "paver", std::env::var("POD_NAME").ok()),
         argocd,
         approvals: approvals.clone(),
-        scorecards: scorecards.clone(),
+        scorecards: Default::default(),
         applications: applications.clone(),
     });
 
@@ -366,22 +360,9 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     }
     // A Scorecard deleted by hand is recreated by its request's reconcile.
     {
-        let trigger = trigger.clone();
+        let (ctx, trigger) = (ctx.clone(), trigger.clone());
         let api: Api<Scorecard> = Api::all(client.clone());
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(slim)
-            .reflect(scorecards_writer);
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(ev) = stream.next().await {
-                if let Ok(watcher::Event::Delete(sc)) = ev
-                    && let Some(ns) = sc.namespace()
-                {
-                    let _ = trigger.send(ObjectRef::new(&sc.spec.request).within(&ns));
-                }
-            }
-        });
+        tokio::spawn(async move { scorecards::watch(api, &ctx.scorecards, trigger).await });
     }
 
     // Argo CD reporting on an Application re-reconciles its request.

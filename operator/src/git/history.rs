@@ -8,7 +8,10 @@
 //! diffed against its parent (libgit2 skips unchanged subtrees), and the
 //! facts of every directory it touched are updated.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
 
 use git2::{Delta, Oid, Repository, Sort, Tree};
 
@@ -16,13 +19,29 @@ use git2::{Delta, Oid, Repository, Sort, Tree};
 /// use, or after the branch was rewritten).
 pub(crate) const MAX_WALK: usize = 10_000;
 
-/// One directory's facts, as of the index's head.
+/// One directory's facts, as of the index's head. Kept small: there is
+/// one per directory in the repository (about four per request).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DirFacts {
-    /// Each author's latest commit time (unix seconds) in the directory.
-    pub times: BTreeMap<String, i64>,
+    /// Each author's latest commit time (unix seconds) in the directory;
+    /// usually one author (Paver), so a vector, not a map.
+    times: Vec<(Arc<str>, i64)>,
     /// The latest commit that changed the directory.
     pub last_touch: Option<Oid>,
+}
+
+impl DirFacts {
+    /// Each author's latest commit time (unix seconds), by email.
+    pub(crate) fn times(&self) -> BTreeMap<String, i64> {
+        self.times.iter().map(|(e, t)| (e.to_string(), *t)).collect()
+    }
+
+    fn saw(&mut self, email: &Arc<str>, when: i64) {
+        match self.times.iter_mut().find(|(e, _)| e == email) {
+            Some((_, t)) => *t = (*t).max(when),
+            None => self.times.push((email.clone(), when)),
+        }
+    }
 }
 
 /// Facts for every directory (`""` is the whole repository).
@@ -30,6 +49,8 @@ pub(crate) struct DirFacts {
 pub(crate) struct History {
     head: Option<Oid>,
     dirs: HashMap<String, DirFacts>,
+    /// Author emails, each stored once.
+    emails: HashSet<Arc<str>>,
 }
 
 impl History {
@@ -78,7 +99,15 @@ impl History {
             }
         }
         let author = commit.author();
-        let email = author.email().unwrap_or_default().to_string();
+        let email = author.email().unwrap_or_default();
+        let email = match self.emails.get(email) {
+            Some(e) => e.clone(),
+            None => {
+                let e: Arc<str> = Arc::from(email);
+                self.emails.insert(e.clone());
+                e
+            }
+        };
         let when = author.when().seconds();
         for dir in touched {
             if removed && !exists(&tree, dir) {
@@ -86,8 +115,7 @@ impl History {
                 continue;
             }
             let facts = self.dirs.entry(dir.to_string()).or_default();
-            let slot = facts.times.entry(email.clone()).or_insert(when);
-            *slot = (*slot).max(when);
+            facts.saw(&email, when);
             facts.last_touch = Some(id);
         }
         Ok(())

@@ -240,7 +240,7 @@ impl Repo {
                         revision: Some(revision),
                         changed,
                         metrics,
-                        authors: history.map(|h| h.times).unwrap_or_default(),
+                        authors: history.map(|h| h.times()).unwrap_or_default(),
                     }
                 })
             })
@@ -436,7 +436,7 @@ impl Repo {
     /// once per scoring, right after the commit that updated the ref); fetches
     /// only when nothing was fetched yet.
     pub fn last_commit_times_by_author(&mut self, dir: Option<&str>) -> Result<BTreeMap<String, i64>> {
-        Ok(self.dir_facts(dir)?.map(|h| h.times).unwrap_or_default())
+        Ok(self.dir_facts(dir)?.map(|h| h.times()).unwrap_or_default())
     }
 
     /// The latest commit that changed `dir`, as of the last fetch or push.

@@ -24,7 +24,7 @@ pub struct WriterOptions {
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
-            max_batch: 100,
+            max_batch: 250,
             window: Duration::from_millis(75),
             retry: RetryPolicy::default(),
         }
