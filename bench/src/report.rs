@@ -27,6 +27,10 @@ pub struct Args {
     /// Where the charts go, relative to the Markdown file's directory.
     #[arg(long, default_value = "bench")]
     charts: PathBuf,
+    /// Profiles taken by hand (heap, perf), appended as they are when the
+    /// file exists: what a target's figures cannot show on their own.
+    #[arg(long, default_value = "bench/profiles.md")]
+    profiles: PathBuf,
 }
 
 fn load(dir: &Path, name: &str) -> anyhow::Result<Option<Value>> {
@@ -353,9 +357,8 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
                 stand_max(peak, 100.0)
             },
             limits: format!(
-                "Grows with what is cached: {:.1} KiB per request from before the burst to the peak \
-                 (the informer caches of requests and Scorecards, the Git working tree); the \
-                 allocation profile was not taken in this run.",
+                "Grows with what is cached: {:.1} KiB per request from before the burst to the peak. \
+                 The heap profile under \"Profiles taken by hand\" names what holds it.",
                 (peak - f(big, "/operator/rss_before_mib").unwrap_or(f64::NAN)) * 1024.0 / n
             ),
         });
@@ -435,6 +438,16 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     }
     if let Some(g) = &git {
         git_section(&mut md, g)?;
+    }
+    if let Ok(profiles) = std::fs::read_to_string(&args.profiles) {
+        writeln!(md, "## Profiles taken by hand\n")?;
+        writeln!(
+            md,
+            "From `{}`, not written by this run.\n",
+            args.profiles.display()
+        )?;
+        md.push_str(profiles.trim_end());
+        md.push('\n');
     }
 
     std::fs::write(&args.out, &md).with_context(|| format!("failed to write {}", args.out.display()))?;

@@ -11,11 +11,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
     jiff::Timestamp,
 };
-use kube::{
-    Api, Client,
-    api::PostParams,
-    runtime::events::EventType,
-};
+use kube::{Api, Client, api::PostParams, runtime::events::EventType};
 
 /// Who reports the Events (`reportingController`, `reportingInstance`).
 #[derive(Clone)]

@@ -7,10 +7,7 @@ use chrono::Utc;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::EventType,
-    },
+    runtime::{controller::Action, events::EventType},
 };
 use paver_crds::{
     Approval, Phase, Scorecard, ScorecardSpec, ScorecardStatus, ServiceRequest, ServiceRequestStatus,

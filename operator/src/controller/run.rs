@@ -23,7 +23,9 @@ use paver_crds::{Approval, PaveRoute, PolicyBundle, Scorecard, ServiceRequest};
 use tokio::sync::{RwLock, mpsc, watch};
 use tracing::{error, info, warn};
 
-use super::{Context, Ctx, OperatorConfig, bundle, events, http, leader, metrics::Metrics, request, route, scorecards};
+use super::{
+    Context, Ctx, OperatorConfig, bundle, events, http, leader, metrics::Metrics, request, route, scorecards,
+};
 use crate::{
     core::verdict::Catalog,
     git::{Credentials, GitConfig, WriterHandle, WriterOptions},

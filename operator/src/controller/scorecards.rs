@@ -81,7 +81,11 @@ fn request_of(key: &str) -> Option<ObjectRef<ServiceRequest>> {
 
 /// Watch Scorecards into `seen`; a deleted one wakes its request, which
 /// writes it again.
-pub async fn watch(api: Api<Scorecard>, seen: &SeenScorecards, trigger: UnboundedSender<ObjectRef<ServiceRequest>>) {
+pub async fn watch(
+    api: Api<Scorecard>,
+    seen: &SeenScorecards,
+    trigger: UnboundedSender<ObjectRef<ServiceRequest>>,
+) {
     let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     let mut listed = std::collections::HashSet::new();
     while let Some(event) = stream.next().await {
