@@ -67,6 +67,11 @@ pub struct Args {
     /// it enabled regorus's `cache` feature), to measure its effect.
     #[arg(long)]
     no_regex_cache: bool,
+    /// Write OPA's directories (modules, data, wrapper rule) and input files
+    /// here (a new or empty directory) and keep them, to rerun `opa bench`
+    /// by hand on exactly what was measured (default: a temporary directory).
+    #[arg(long)]
+    opa_dir: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -448,6 +453,13 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
     let now = Utc::now();
     let examples = env::examples(root)?;
     let tmp = tempfile::tempdir()?;
+    let opa_root = args.opa_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    if args.opa_dir.is_some() && std::fs::read_dir(&opa_root).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "--opa-dir {} is not empty: OPA would load whatever else is there",
+            opa_root.display()
+        );
+    }
 
     let mut reports = Vec::new();
     for (stem, req) in &examples {
@@ -496,7 +508,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
             .iter()
             .filter(|b| names.contains(&b.name_any()))
             .collect();
-        let dir = tmp.path().join(stem);
+        let dir = opa_root.join(stem);
         std::fs::create_dir_all(&dir)?;
         let input_json = input.to_json();
         let rules = opa_dir(&dir, &specs, &input_json)?;
