@@ -442,15 +442,19 @@ async fn payment_gateway_waits_for_approval_then_commits(env: &mut Env) -> Resul
     // A Scorecard deleted by hand comes back (its request is woken by the deletion).
     let before = sc_api.get("payment-gateway").await?.metadata.uid;
     sc_api.delete("payment-gateway", &Default::default()).await?;
-    wait_for("the deleted Scorecard to be written again", Duration::from_secs(30), || {
-        let (sc_api, before) = (sc_api.clone(), before.clone());
-        async move {
-            Ok(sc_api
-                .get_opt("payment-gateway")
-                .await?
-                .filter(|s| s.metadata.uid != before && s.status.is_some()))
-        }
-    })
+    wait_for(
+        "the deleted Scorecard to be written again",
+        Duration::from_secs(30),
+        || {
+            let (sc_api, before) = (sc_api.clone(), before.clone());
+            async move {
+                Ok(sc_api
+                    .get_opt("payment-gateway")
+                    .await?
+                    .filter(|s| s.metadata.uid != before && s.status.is_some()))
+            }
+        },
+    )
     .await?;
 
     // A new generation is not covered by generation 1's Approval.
