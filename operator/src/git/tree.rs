@@ -44,6 +44,14 @@ enum Slot<'r> {
     Dir(Node<'r>),
 }
 
+/// What a name in a directory is, as the batch stands.
+enum Now {
+    /// A directory with edits below it (its id is known once written).
+    Edited,
+    Entry(Oid, i32),
+    Absent,
+}
+
 /// A directory: its tree before the batch (if it existed) and the entries
 /// edited since.
 struct Node<'r> {
@@ -59,31 +67,45 @@ impl<'r> Node<'r> {
         }
     }
 
-    /// The child directory `name`, loaded for editing; `Ok(None)` when
-    /// `name` is a file or symlink.
-    fn child(&mut self, repo: &'r Repository, name: &str) -> Result<Option<&mut Node<'r>>, git2::Error> {
-        let current = match self.kids.get(name) {
-            Some(Slot::Dir(_)) => None,
-            Some(Slot::Set(id, mode)) => Some(Some((*id, *mode))),
-            Some(Slot::Gone) => Some(None),
-            None => Some(
-                self.base
-                    .as_ref()
-                    .and_then(|t| t.get_name(name))
-                    .map(|e| (e.id(), e.filemode())),
-            ),
+    fn now(&self, name: &str) -> Now {
+        match self.kids.get(name) {
+            Some(Slot::Dir(_)) => Now::Edited,
+            Some(Slot::Set(id, mode)) => Now::Entry(*id, *mode),
+            Some(Slot::Gone) => Now::Absent,
+            None => self
+                .base
+                .as_ref()
+                .and_then(|t| t.get_name(name))
+                .map_or(Now::Absent, |e| Now::Entry(e.id(), e.filemode())),
+        }
+    }
+
+    /// The entry at `name` (id and mode); an edited directory is written
+    /// to learn its id.
+    fn entry(&mut self, repo: &'r Repository, name: &str) -> Result<Option<(Oid, i32)>, git2::Error> {
+        match (self.now(name), self.kids.get_mut(name)) {
+            (Now::Edited, Some(Slot::Dir(node))) => Ok(node.write(repo)?.map(|id| (id, TREE_MODE))),
+            (Now::Entry(id, mode), _) => Ok(Some((id, mode))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The child directory `name`, loaded for editing; `Ok(Err(mode))` when
+    /// `name` is a file or symlink of that mode.
+    fn child(&mut self, repo: &'r Repository, name: &str) -> Result<Result<&mut Node<'r>, i32>, git2::Error> {
+        let node = match self.now(name) {
+            Now::Edited => None,
+            Now::Entry(id, TREE_MODE) => Some(Node::new(Some(repo.find_tree(id)?))),
+            Now::Entry(_, mode) => return Ok(Err(mode)),
+            Now::Absent => Some(Node::new(None)),
         };
-        if let Some(current) = current {
-            let node = match current {
-                Some((id, TREE_MODE)) => Node::new(Some(repo.find_tree(id)?)),
-                Some(_) => return Ok(None),
-                None => Node::new(None),
-            };
+        if let Some(node) = node {
             self.kids.insert(name.to_string(), Slot::Dir(node));
         }
         match self.kids.get_mut(name) {
-            Some(Slot::Dir(node)) => Ok(Some(node)),
-            _ => Ok(None),
+            Some(Slot::Dir(node)) => Ok(Ok(node)),
+            // Not reached: the slot was just found or made a directory.
+            _ => Ok(Err(0)),
         }
     }
 
@@ -133,13 +155,12 @@ impl<'r> Overlay<'r> {
     fn dir(&mut self, components: &[&str]) -> Result<&mut Node<'r>, Blocked> {
         let mut node = &mut self.root;
         for (i, name) in components.iter().enumerate() {
-            let is_link = node_mode(node, name) == Some(LINK_MODE);
             node = match node.child(self.repo, name)? {
-                Some(n) => n,
-                None => {
+                Ok(n) => n,
+                Err(mode) => {
                     return Err(Blocked::NotADirectory {
                         prefix: components[..=i].join("/"),
-                        symlink: is_link,
+                        symlink: mode == LINK_MODE,
                     });
                 }
             };
@@ -155,16 +176,7 @@ impl<'r> Overlay<'r> {
         let (name, parents) = components.split_last().expect("split yields at least one item");
         let repo = self.repo;
         let parent = self.dir(parents)?;
-        let before = match parent.kids.get_mut(*name) {
-            Some(Slot::Set(id, mode)) => Some((*id, *mode)),
-            Some(Slot::Gone) => None,
-            Some(Slot::Dir(node)) => node.write(repo)?.map(|id| (id, TREE_MODE)),
-            None => parent
-                .base
-                .as_ref()
-                .and_then(|t| t.get_name(name))
-                .map(|e| (e.id(), e.filemode())),
-        };
+        let before = parent.entry(repo, name)?;
         if let Some((_, mode)) = before
             && mode != TREE_MODE
         {
@@ -190,16 +202,6 @@ impl<'r> Overlay<'r> {
     /// Write every edited tree; the new root's id (`None`: empty).
     pub(crate) fn write(&mut self) -> Result<Option<Oid>, git2::Error> {
         self.root.write(self.repo)
-    }
-}
-
-/// The mode of `name` in `node` as it stands, if it is an entry.
-fn node_mode(node: &Node<'_>, name: &str) -> Option<i32> {
-    match node.kids.get(name) {
-        Some(Slot::Set(_, mode)) => Some(*mode),
-        Some(Slot::Gone) => None,
-        Some(Slot::Dir(_)) => Some(TREE_MODE),
-        None => node.base.as_ref()?.get_name(name).map(|e| e.filemode()),
     }
 }
 
