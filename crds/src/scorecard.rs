@@ -54,7 +54,7 @@ pub struct ScorecardStatus {
 }
 
 /// One scorecard check.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckResult {
     /// Check id (e.g. `probes-configured`).

@@ -5,7 +5,7 @@
 //! 10,000 requests).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
     sync::RwLock,
 };
@@ -19,24 +19,29 @@ use paver_crds::{Scorecard, ScorecardStatus, ServiceRequest};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 
-/// `namespace/name` → digest of the status without `evaluatedAt`.
+/// Scorecards are named after their request: the request's reference →
+/// digest of its Scorecard's status without `evaluatedAt`.
 #[derive(Debug, Default)]
 pub struct SeenScorecards {
-    digests: RwLock<HashMap<String, u64>>,
+    digests: RwLock<HashMap<ObjectRef<ServiceRequest>, u64>>,
 }
 
-fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+/// The request a Scorecard is named after.
+fn key(sc: &Scorecard) -> ObjectRef<ServiceRequest> {
+    ObjectRef::new(&sc.name_any()).within(&sc.namespace().unwrap_or_default())
 }
 
 /// A digest of what a Scorecard reports, leaving out when it was evaluated.
 pub fn digest(status: &ScorecardStatus) -> u64 {
     let mut h = DefaultHasher::new();
-    (status.score, &status.level, status.passed, status.failed).hash(&mut h);
-    for c in &status.checks {
-        // Every field of a check, so any change is seen.
-        serde_json::to_string(c).unwrap_or_default().hash(&mut h);
-    }
+    (
+        status.score,
+        &status.level,
+        status.passed,
+        status.failed,
+        &status.checks,
+    )
+        .hash(&mut h);
     h.finish()
 }
 
@@ -44,39 +49,30 @@ impl SeenScorecards {
     /// Whether the Scorecard `namespace/name` already reports `status`.
     pub fn reports(&self, namespace: &str, name: &str, status: &ScorecardStatus) -> bool {
         let digests = self.digests.read().unwrap_or_else(|e| e.into_inner());
-        digests.get(&key(namespace, name)) == Some(&digest(status))
+        digests.get(&ObjectRef::new(name).within(namespace)) == Some(&digest(status))
     }
 
     fn saw(&self, sc: &Scorecard) {
         let digest = sc.status.as_ref().map_or(0, digest);
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests.insert(key(&sc.namespace().unwrap_or_default(), &sc.name_any()), digest);
+        digests.insert(key(sc), digest);
     }
 
-    fn forget(&self, sc: &Scorecard) -> bool {
+    fn forget(&self, sc: &Scorecard) {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests
-            .remove(&key(&sc.namespace().unwrap_or_default(), &sc.name_any()))
-            .is_some()
+        digests.remove(&key(sc));
     }
 
-    /// Keep only the keys in `listed` (after a relist); returns the ones
-    /// dropped.
-    fn retain(&self, listed: &std::collections::HashSet<String>) -> Vec<String> {
+    /// Keep only the requests in `listed` (after a relist); returns the
+    /// ones dropped.
+    fn retain(&self, listed: &HashSet<ObjectRef<ServiceRequest>>) -> Vec<ObjectRef<ServiceRequest>> {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<String> = digests.keys().filter(|k| !listed.contains(*k)).cloned().collect();
+        let gone: Vec<_> = digests.keys().filter(|k| !listed.contains(*k)).cloned().collect();
         for k in &gone {
             digests.remove(k);
         }
         gone
     }
-}
-
-/// The request a Scorecard key belongs to (Scorecards are named after
-/// their request).
-fn request_of(key: &str) -> Option<ObjectRef<ServiceRequest>> {
-    let (ns, name) = key.split_once('/')?;
-    Some(ObjectRef::new(name).within(ns))
 }
 
 /// Watch Scorecards into `seen`; a deleted one wakes its request, which
@@ -87,7 +83,7 @@ pub async fn watch(
     trigger: UnboundedSender<ObjectRef<ServiceRequest>>,
 ) {
     let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    let mut listed = std::collections::HashSet::new();
+    let mut listed = HashSet::new();
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(e) => e,
@@ -99,15 +95,13 @@ pub async fn watch(
         match event {
             watcher::Event::Init => listed.clear(),
             watcher::Event::InitApply(sc) => {
-                listed.insert(key(&sc.namespace().unwrap_or_default(), &sc.name_any()));
+                listed.insert(key(&sc));
                 seen.saw(&sc);
             }
             watcher::Event::InitDone => {
                 // Deleted while the watch was down.
                 for gone in seen.retain(&listed) {
-                    if let Some(r) = request_of(&gone) {
-                        let _ = trigger.send(r);
-                    }
+                    let _ = trigger.send(gone);
                 }
                 listed = Default::default();
             }
@@ -155,7 +149,16 @@ mod tests {
         seen.saw(&sc);
         assert!(seen.reports("team", "svc", &later));
         assert!(!seen.reports("team", "svc", &changed));
-        assert!(seen.forget(&sc));
+        seen.forget(&sc);
+        assert!(!seen.reports("team", "svc", &status));
+
+        // A relist that no longer lists a Scorecard hands back its request.
+        let mut kept = Scorecard::new("kept", Default::default());
+        kept.metadata.namespace = Some("team".into());
+        seen.saw(&sc);
+        seen.saw(&kept);
+        let gone = seen.retain(&HashSet::from([key(&kept)]));
+        assert_eq!(gone, vec![ObjectRef::new("svc").within("team")]);
         assert!(!seen.reports("team", "svc", &status));
     }
 }
