@@ -10,9 +10,11 @@ pub mod bundle;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod request;
+pub mod resync;
 pub mod route;
 pub mod run;
 pub mod scorecards;
@@ -64,6 +66,16 @@ impl From<kube::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What the caches keep of an object: no managedFields and no client-side
+/// apply copy (both are large, and Paver reads neither), so memory stays
+/// flat with many requests.
+fn slim<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// Shared state of the controllers.
 pub struct Context {
     pub client: Client,
@@ -78,6 +90,10 @@ pub struct Context {
     pub approvals: Store<Approval>,
     /// What each Scorecard reports, to write only what changed.
     pub scorecards: scorecards::SeenScorecards,
+    /// The route each request is on (the request cache keeps metadata only).
+    pub routes: index::RouteIndex,
+    /// When each request's next drift check is due.
+    pub resync: resync::Resync,
     /// Argo CD Applications Paver rendered (label-selected).
     pub applications: Store<DynamicObject>,
 }

@@ -7,6 +7,7 @@ use chrono::Utc;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
+    core::PartialObjectMeta,
     runtime::{controller::Action, events::EventType},
 };
 use paver_crds::{
@@ -59,21 +60,38 @@ pub fn trailers(sr: &ServiceRequest, verdict: &Verdict) -> Vec<(String, String)>
     ]
 }
 
-#[instrument(skip(sr, ctx), fields(request = %key(&sr)))]
-pub async fn reconcile(sr: Arc<ServiceRequest>, ctx: Ctx) -> Result<Action> {
+/// A request as the controller's cache knows it: metadata only.
+pub type RequestMeta = PartialObjectMeta<ServiceRequest>;
+
+/// Reads the request (the cache keeps only its metadata) and reconciles it.
+#[instrument(skip(meta, ctx), fields(request = %format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any())))]
+pub async fn reconcile(meta: Arc<RequestMeta>, ctx: Ctx) -> Result<Action> {
     let started = std::time::Instant::now();
-    let result = reconcile_inner(&sr, &ctx).await;
+    let result = read_and_reconcile(&meta, &ctx).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics
         .reconciled("servicerequest", outcome, started.elapsed().as_secs_f64());
     result
 }
 
-async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
-    let ns = sr.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+async fn read_and_reconcile(meta: &RequestMeta, ctx: &Ctx) -> Result<Action> {
+    let ns = meta
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = meta.name_any();
     let api: Api<ServiceRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(mut sr) = api.get_opt(&name).await? else {
+        ctx.routes.forget(&ns, &name);
+        return Ok(Action::await_change());
+    };
+    super::slim(&mut sr);
+    ctx.routes.set(&sr);
+    reconcile_inner(&sr, ctx, &api).await
+}
+
+async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> Result<Action> {
     if sr.metadata.deletion_timestamp.is_some() {
-        return cleanup(sr, ctx, &api).await;
+        return cleanup(sr, ctx, api).await;
     }
     if !sr.finalizers().iter().any(|f| f == FINALIZER) {
         let mut finalizers = sr.finalizers().to_vec();
@@ -198,7 +216,7 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
         .await;
     }
     if new_status != prev {
-        write_status(&api, sr, &new_status, ctx).await?;
+        write_status(api, sr, &new_status, ctx).await?;
         if new_status.phase != prev.phase || sr.status.is_none() {
             announce(ctx, sr, &new_status).await;
         }
@@ -227,7 +245,10 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx) -> Result<Action> {
 
     Ok(match commit {
         CommitState::Failed(_) => Action::requeue(PUSH_RETRY),
-        _ => Action::requeue(ctx.config.resync),
+        _ => {
+            ctx.resync.schedule(sr);
+            Action::await_change()
+        }
     })
 }
 
@@ -446,11 +467,13 @@ async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> R
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
+    ctx.routes
+        .forget(&sr.namespace().unwrap_or_default(), &sr.name_any());
     Ok(Action::await_change())
 }
 
 /// Transient errors retry with a short backoff.
-pub fn error_policy(_sr: Arc<ServiceRequest>, error: &Error, _ctx: Ctx) -> Action {
+pub fn error_policy(_sr: Arc<RequestMeta>, error: &Error, _ctx: Ctx) -> Action {
     warn!(%error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }

@@ -24,7 +24,8 @@ use tokio::sync::{RwLock, mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::{
-    Context, Ctx, OperatorConfig, bundle, events, http, leader, metrics::Metrics, request, route, scorecards,
+    Context, Ctx, OperatorConfig, bundle, events, http, leader, metrics::Metrics, request,
+    request::RequestMeta, route, scorecards, slim,
 };
 use crate::{
     core::verdict::Catalog,
@@ -33,21 +34,11 @@ use crate::{
 
 /// Passes a request through only when its generation or deletion state
 /// changed: Paver's own status, finalizer and label writes never wake it.
-fn generation_or_deletion(sr: &ServiceRequest) -> Option<u64> {
+fn generation_or_deletion(sr: &RequestMeta) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     sr.metadata.generation.hash(&mut h);
     sr.metadata.deletion_timestamp.is_some().hash(&mut h);
     Some(h.finish())
-}
-
-/// What the caches keep of an object: no managedFields and no client-side
-/// apply copy (both are large, and Paver reads neither), so memory stays
-/// flat with many requests.
-fn slim<K: kube::Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
-    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
 }
 
 fn credentials(config: &OperatorConfig) -> Credentials {
@@ -107,15 +98,23 @@ async fn argocd_installed(client: &Client) -> bool {
 
 type Trigger = mpsc::UnboundedSender<ObjectRef<ServiceRequest>>;
 
-/// Requests that `pred` selects, re-reconciled.
+/// Requests that `pred` selects by route, namespace and labels,
+/// re-reconciled. A request whose route is not known yet (not reconciled
+/// since the operator started) is re-reconciled too.
 fn trigger_requests(
-    store: &reflector::Store<ServiceRequest>,
+    ctx: &Ctx,
+    store: &reflector::Store<RequestMeta>,
     trigger: &Trigger,
-    pred: impl Fn(&ServiceRequest) -> bool,
+    pred: impl Fn(&str, &str, &BTreeMap<String, String>) -> bool,
 ) {
-    for sr in store.state() {
-        if pred(&sr) {
-            let _ = trigger.send(ObjectRef::from_obj(&*sr));
+    for meta in store.state() {
+        let (ns, name) = (meta.namespace().unwrap_or_default(), meta.name_any());
+        let selected = match ctx.routes.route(&ns, &name) {
+            Some(route) => pred(&route, &ns, meta.labels()),
+            None => true,
+        };
+        if selected {
+            let _ = trigger.send(ObjectRef::new(&name).within(&ns));
         }
     }
 }
@@ -123,7 +122,7 @@ fn trigger_requests(
 /// Keeps the catalog's routes in step with the cluster.
 async fn watch_routes(
     ctx: Ctx,
-    store: reflector::Store<ServiceRequest>,
+    store: reflector::Store<RequestMeta>,
     trigger: Trigger,
     ready: watch::Sender<bool>,
 ) {
@@ -152,21 +151,21 @@ async fn watch_routes(
                 }
                 seen.insert(name.clone(), r.metadata.generation);
                 if *ready.borrow() {
-                    trigger_requests(&store, &trigger, |sr| sr.spec.route == name);
+                    trigger_requests(&ctx, &store, &trigger, |route, _, _| route == name);
                 }
             }
             watcher::Event::Delete(r) => {
                 let name = r.name_any();
                 ctx.catalog.write().await.remove_route(&name);
                 seen.remove(&name);
-                trigger_requests(&store, &trigger, |sr| sr.spec.route == name);
+                trigger_requests(&ctx, &store, &trigger, |route, _, _| route == name);
             }
             watcher::Event::InitDone => {
                 let gone: Vec<String> = seen.keys().filter(|n| !listed.contains(*n)).cloned().collect();
                 for name in gone {
                     ctx.catalog.write().await.remove_route(&name);
                     seen.remove(&name);
-                    trigger_requests(&store, &trigger, |sr| sr.spec.route == name);
+                    trigger_requests(&ctx, &store, &trigger, |route, _, _| route == name);
                 }
                 let _ = ready.send(true);
             }
@@ -177,7 +176,7 @@ async fn watch_routes(
 /// Keeps the catalog's bundles in step with the cluster.
 async fn watch_bundles(
     ctx: Ctx,
-    store: reflector::Store<ServiceRequest>,
+    store: reflector::Store<RequestMeta>,
     trigger: Trigger,
     ready: watch::Sender<bool>,
 ) {
@@ -211,22 +210,20 @@ async fn watch_bundles(
                 seen.insert(name.clone(), b.metadata.generation);
                 if changed && *ready.borrow() {
                     let catalog = ctx.catalog.read().await;
-                    trigger_requests(&store, &trigger, |sr| catalog.bundle_touches(&name, sr));
+                    trigger_requests(&ctx, &store, &trigger, |route, ns, labels| {
+                        catalog.bundle_touches(&name, route, ns, labels)
+                    });
                 }
             }
             watcher::Event::Delete(b) => {
                 let name = b.name_any();
                 let mut catalog = ctx.catalog.write().await;
-                let touched: Vec<_> = store
-                    .state()
-                    .into_iter()
-                    .filter(|sr| catalog.bundle_touches(&name, sr))
-                    .collect();
+                // Which requests it touched is known only before it goes.
+                trigger_requests(&ctx, &store, &trigger, |route, ns, labels| {
+                    catalog.bundle_touches(&name, route, ns, labels)
+                });
                 catalog.bundles.remove(&name);
                 seen.remove(&name);
-                for sr in touched {
-                    let _ = trigger.send(ObjectRef::from_obj(&*sr));
-                }
             }
             watcher::Event::InitDone => {
                 let gone: Vec<String> = seen.keys().filter(|n| !listed.contains(*n)).cloned().collect();
@@ -310,7 +307,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
     let applications_writer = reflector::store::Writer::<DynamicObject>::new(app_resource.clone());
     let applications = applications_writer.as_reader();
-    let (requests, requests_writer) = reflector::store::<ServiceRequest>();
+    let (requests, requests_writer) = reflector::store::<RequestMeta>();
     let ctx: Ctx = Arc::new(Context {
         client: client.clone(),
         config: config.clone(),
@@ -321,6 +318,8 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         argocd,
         approvals: approvals.clone(),
         scorecards: Default::default(),
+        routes: Default::default(),
+        resync: super::resync::Resync::new(config.resync),
         applications: applications.clone(),
     });
 
@@ -402,14 +401,21 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     info!("routes and bundles loaded; starting the ServiceRequest controller");
     health.ready.store(true, Ordering::Relaxed);
 
-    let api: Api<ServiceRequest> = Api::all(client.clone());
+    // Metadata only: list and watch as PartialObjectMetadata.
+    let api: Api<RequestMeta> = Api::all(client.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(slim)
         .reflect(requests_writer)
         .applied_objects()
         .predicate_filter(generation_or_deletion, Default::default());
-    let trigger_stream = tokio_stream_from(trigger_rx);
+    {
+        let (ctx, trigger) = (ctx.clone(), trigger.clone());
+        tokio::spawn(async move { ctx.resync.run(trigger).await });
+    }
+    // Triggers name requests; the controller's cache holds their metadata.
+    let trigger_stream = tokio_stream_from(trigger_rx)
+        .map(|r| ObjectRef::<RequestMeta>::new(&r.name).within(r.namespace.as_deref().unwrap_or_default()));
     let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel();
     let controller = Controller::for_stream(stream, requests)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))

@@ -92,20 +92,23 @@ impl Catalog {
         &self.routes
     }
 
-    /// Whether bundle `name` applies to `sr` (so a change to it must
-    /// re-evaluate the request).
-    pub fn bundle_touches(&self, name: &str, sr: &ServiceRequest) -> bool {
+    /// Whether bundle `name` applies to a request on `route` in `namespace`
+    /// with `labels` (so a change to it must re-evaluate the request).
+    pub fn bundle_touches(
+        &self,
+        name: &str,
+        route: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
         let route_bundles = self
             .routes
             .iter()
-            .find(|r| r.name == sr.spec.route)
+            .find(|r| r.name == route)
             .map(|r| r.route.spec.policy_bundles.clone());
-        let (found, missing) = self.bundles.applicable(
-            &sr.spec.route,
-            &route_bundles.unwrap_or_default(),
-            &sr.namespace().unwrap_or_default(),
-            sr.labels(),
-        );
+        let (found, missing) =
+            self.bundles
+                .applicable(route, &route_bundles.unwrap_or_default(), namespace, labels);
         found.iter().any(|b| b.name == name) || missing.iter().any(|m| m == name)
     }
 }

@@ -70,6 +70,24 @@ struct Plan {
     changed: Vec<Result<bool>>,
 }
 
+/// Ceiling of libgit2's process-wide cache of parsed commits and trees
+/// (libgit2's default is 256 MiB). Every push walks the whole previous tree
+/// to leave it out of the pack, so an unbounded cache grows with the
+/// repository: about 5 KiB per request, 50 MiB at 10,000. With this ceiling
+/// a push over a larger repository re-reads some trees from disk instead.
+const OBJECT_CACHE_BYTES: isize = 16 << 20;
+
+#[allow(unsafe_code)]
+fn bound_object_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sets a libgit2 global once, before this process opens a repository.
+        if let Err(e) = unsafe { git2::opts::set_cache_max_size(OBJECT_CACHE_BYTES) } {
+            tracing::warn!(error = %e, "could not bound libgit2's object cache");
+        }
+    });
+}
+
 /// A local cache of the remote branch, and the operations on it.
 pub struct Repo {
     repo: Repository,
@@ -85,6 +103,7 @@ impl Repo {
     /// Open the local cache at `config.workdir`, creating it (empty, bare)
     /// when the directory is missing or empty. Nothing is fetched yet.
     pub fn open(config: GitConfig) -> Result<Self> {
+        bound_object_cache();
         let path = &config.workdir;
         let open_err = |e| Error::Open {
             path: path.clone(),
