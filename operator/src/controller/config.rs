@@ -32,9 +32,13 @@ pub struct OperatorConfig {
     /// How often every request is re-checked (drift, expiring exceptions), e.g. `5m`.
     #[arg(long, env = "PAVER_RESYNC", default_value = "5m", value_parser = parse_duration)]
     pub resync: Duration,
-    /// Requests reconciled at once.
+    /// Requests reconciled at once (most of them wait for the Git writer,
+    /// whose commits take every request waiting at the time).
     #[arg(long, env = "PAVER_CONCURRENCY", default_value_t = 256)]
     pub concurrency: u16,
+    /// Kubernetes API requests in flight at once (and so HTTP connections).
+    #[arg(long, env = "PAVER_API_CONCURRENCY", default_value_t = 64)]
+    pub api_concurrency: u16,
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, env = "PAVER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,

@@ -59,6 +59,20 @@ fn credentials(config: &OperatorConfig) -> Credentials {
     }
 }
 
+/// The Kubernetes client, with at most `--api-concurrency` requests in
+/// flight. Reconciles spend most of their time waiting for the Git writer,
+/// so `--concurrency` is high to fill commits; without this limit each of
+/// them could hold its own HTTP/1.1 connection (about 40 KiB of buffers
+/// each, kept in the pool afterwards). Watches hold a slot only until
+/// their response starts.
+async fn api_client(config: &OperatorConfig) -> anyhow::Result<Client> {
+    let kubeconfig = kube::Config::infer().await?;
+    let limit = tower::limit::ConcurrencyLimitLayer::new(usize::from(config.api_concurrency.max(1)));
+    Ok(kube::client::ClientBuilder::try_from(kubeconfig)?
+        .with_layer(&limit)
+        .build())
+}
+
 /// Waits until every Paver CRD is Established.
 async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -247,7 +261,7 @@ async fn wait_ready(rx: &mut watch::Receiver<bool>) {
 
 /// Runs the operator until a signal, or until leadership is lost.
 pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
+    let client = api_client(&config).await?;
     let metrics = Metrics::default();
     let health = http::Health::default();
     {
