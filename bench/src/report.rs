@@ -357,8 +357,10 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
                 stand_max(peak, 100.0)
             },
             limits: format!(
-                "Grows with what is cached: {:.1} KiB per request from before the burst to the peak. \
-                 The heap profile under \"Profiles taken by hand\" names what holds it.",
+                "{:.1} KiB per request from before the burst to the peak: what is kept per request \
+                 (request metadata, route index, Scorecard digests, author facts, libgit2's capped cache) \
+                 and the reconciles in flight while the backlog drains. The profiles under \
+                 \"Profiles taken by hand\" split it.",
                 (peak - f(big, "/operator/rss_before_mib").unwrap_or(f64::NAN)) * 1024.0 / n
             ),
         });
