@@ -30,7 +30,7 @@ struct Inner {
 impl RouteIndex {
     /// Records the route `sr` is on now.
     pub fn set(&self, sr: &ServiceRequest) {
-        let key = ObjectRef::from_obj(sr);
+        let key = request_ref(sr);
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if inner.routes.get(&key).is_some_and(|r| **r == *sr.spec.route) {
             return;
@@ -59,7 +59,9 @@ impl RouteIndex {
     }
 }
 
-/// The reference the index, the Scorecard digests and the triggers use.
+/// A request's reference by namespace and name only (no resourceVersion or
+/// uid to keep): what the index, the Scorecard digests and the triggers
+/// key on. A Scorecard, named after its request, gives the same reference.
 pub fn request_ref<K: ResourceExt>(obj: &K) -> ObjectRef<ServiceRequest> {
     ObjectRef::new(&obj.name_any()).within(&obj.namespace().unwrap_or_default())
 }

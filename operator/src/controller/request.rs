@@ -29,8 +29,8 @@ use crate::{
 /// How long to wait before retrying a failed push.
 const PUSH_RETRY: Duration = Duration::from_secs(10);
 
-/// `namespace/name` of a request.
-pub fn key(sr: &ServiceRequest) -> String {
+/// `namespace/name` of a request (or of its metadata).
+pub fn key<K: ResourceExt>(sr: &K) -> String {
     format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any())
 }
 
@@ -64,7 +64,7 @@ pub fn trailers(sr: &ServiceRequest, verdict: &Verdict) -> Vec<(String, String)>
 pub type RequestMeta = PartialObjectMeta<ServiceRequest>;
 
 /// Reads the request (the cache keeps only its metadata) and reconciles it.
-#[instrument(skip(meta, ctx), fields(request = %format!("{}/{}", meta.namespace().unwrap_or_default(), meta.name_any())))]
+#[instrument(skip(meta, ctx), fields(request = %key(&*meta)))]
 pub async fn reconcile(meta: Arc<RequestMeta>, ctx: Ctx) -> Result<Action> {
     let started = std::time::Instant::now();
     let result = read_and_reconcile(&meta, &ctx).await;

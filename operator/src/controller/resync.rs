@@ -46,7 +46,7 @@ impl Resync {
 
     /// `sr` was reconciled now: check it again one period from now.
     pub fn schedule<K: ResourceExt>(&self, sr: &K) {
-        let key: Arc<str> = format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any()).into();
+        let key: Arc<str> = super::request::key(sr).into();
         let due = Instant::now() + self.period;
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.due.insert(key.clone(), due);

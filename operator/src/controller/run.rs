@@ -24,7 +24,7 @@ use tokio::sync::{RwLock, mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::{
-    Context, Ctx, OperatorConfig, bundle, events, http, leader, metrics::Metrics, request,
+    Context, Ctx, OperatorConfig, bundle, events, http, index, leader, metrics::Metrics, request,
     request::RequestMeta, route, scorecards, slim,
 };
 use crate::{
@@ -122,13 +122,14 @@ fn trigger_requests(
     pred: impl Fn(&str, &str, &BTreeMap<String, String>) -> bool,
 ) {
     for meta in store.state() {
-        let (ns, name) = (meta.namespace().unwrap_or_default(), meta.name_any());
-        let selected = match ctx.routes.route(&ns, &name) {
-            Some(route) => pred(&route, &ns, meta.labels()),
+        let r = index::request_ref(&*meta);
+        let ns = r.namespace.as_deref().unwrap_or_default();
+        let selected = match ctx.routes.route(ns, &r.name) {
+            Some(route) => pred(&route, ns, meta.labels()),
             None => true,
         };
         if selected {
-            let _ = trigger.send(ObjectRef::new(&name).within(&ns));
+            let _ = trigger.send(r);
         }
     }
 }

@@ -19,16 +19,13 @@ use paver_crds::{Scorecard, ScorecardStatus, ServiceRequest};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 
+use super::index::request_ref;
+
 /// Scorecards are named after their request: the request's reference →
 /// digest of its Scorecard's status without `evaluatedAt`.
 #[derive(Debug, Default)]
 pub struct SeenScorecards {
     digests: RwLock<HashMap<ObjectRef<ServiceRequest>, u64>>,
-}
-
-/// The request a Scorecard is named after.
-fn key(sc: &Scorecard) -> ObjectRef<ServiceRequest> {
-    ObjectRef::new(&sc.name_any()).within(&sc.namespace().unwrap_or_default())
 }
 
 /// A digest of what a Scorecard reports, leaving out when it was evaluated.
@@ -55,12 +52,12 @@ impl SeenScorecards {
     fn saw(&self, sc: &Scorecard) {
         let digest = sc.status.as_ref().map_or(0, digest);
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests.insert(key(sc), digest);
+        digests.insert(request_ref(sc), digest);
     }
 
     fn forget(&self, sc: &Scorecard) {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests.remove(&key(sc));
+        digests.remove(&request_ref(sc));
     }
 
     /// Keep only the requests in `listed` (after a relist); returns the
@@ -95,7 +92,7 @@ pub async fn watch(
         match event {
             watcher::Event::Init => listed.clear(),
             watcher::Event::InitApply(sc) => {
-                listed.insert(key(&sc));
+                listed.insert(request_ref(&sc));
                 seen.saw(&sc);
             }
             watcher::Event::InitDone => {
@@ -157,7 +154,7 @@ mod tests {
         kept.metadata.namespace = Some("team".into());
         seen.saw(&sc);
         seen.saw(&kept);
-        let gone = seen.retain(&HashSet::from([key(&kept)]));
+        let gone = seen.retain(&HashSet::from([request_ref(&kept)]));
         assert_eq!(gone, vec![ObjectRef::new("svc").within("team")]);
         assert!(!seen.reports("team", "svc", &status));
     }
