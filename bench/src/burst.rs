@@ -350,8 +350,6 @@ impl Operator {
             .env("KUBECONFIG", cluster.var("PAVER_E2E_OPERATOR_KUBECONFIG")?)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
-            // As manifests/deployment.yaml runs it.
-            .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

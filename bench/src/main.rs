@@ -16,6 +16,11 @@
 //! Each prints a table and, with `--json PATH`, writes its figures with
 //! the machine's CPU count, the versions used and the date.
 
+/// The same allocator as the `paver` binary, so the in-process figures
+/// (policy, render, Git) are the operator's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod burst;
 mod env;
 mod git;
