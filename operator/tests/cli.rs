@@ -47,6 +47,31 @@ fn packed_manifests_are_fresh() {
     );
 }
 
+/// The binary allocates with jemalloc under the settings of
+/// .cargo/config.toml (glibc's malloc ignores `MALLOC_CONF` and prints
+/// nothing; a build that lost the settings prints other values).
+#[test]
+fn binary_runs_on_jemalloc_with_one_arena() {
+    let out = Command::new(env!("CARGO_BIN_EXE_paver"))
+        .arg("--version")
+        .env("MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run paver");
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "opt.narenas: 1\n",
+        "opt.dirty_decay_ms: 1000 ",
+        "opt.muzzy_decay_ms: 0 ",
+        "opt.background_thread: true ",
+    ] {
+        assert!(
+            stats.contains(want),
+            "jemalloc's statistics lack {want:?}:\n{}",
+            stats.lines().take(40).collect::<Vec<_>>().join("\n")
+        );
+    }
+}
+
 #[test]
 fn payment_gateway_verdict_names_route_estimate_and_approval() {
     let (code, out, err) = paver(&["validate", "-f", "examples/payment-gateway.yaml"]);
