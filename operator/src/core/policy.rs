@@ -35,6 +35,7 @@
 mod compile;
 mod input;
 mod outcome;
+mod program;
 mod set;
 #[cfg(test)]
 mod tests;

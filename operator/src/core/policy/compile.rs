@@ -17,7 +17,7 @@ use regorus::{
     utils::limits::ExecutionTimerConfig,
 };
 
-use super::{EVAL_TIME_LIMIT, outcome::RuleKind};
+use super::{EVAL_TIME_LIMIT, outcome::RuleKind, program::RuleProgram};
 
 /// A bundle that compiled, passed its tests and is ready to evaluate.
 /// Evaluation clones the prepared engine; nothing is parsed again.
@@ -39,8 +39,13 @@ pub struct CompiledBundle {
     pub packages: Vec<String>,
     /// `(package, rule)` pairs the modules declare, sorted.
     pub(super) rules: Vec<(String, RuleKind)>,
-    /// Modules and data loaded, already prepared by activation's evaluation.
+    /// Modules and data loaded, already prepared by activation's evaluation:
+    /// evaluates the bundle when it has no VM program.
     pub(super) engine: Engine,
+    /// The rules compiled for regorus's VM, which evaluates requests.
+    pub(super) program: Option<RuleProgram>,
+    /// Why the bundle has no VM program, when the VM compiler refused it.
+    pub interpreted_because: Option<String>,
 }
 
 impl std::fmt::Debug for CompiledBundle {
@@ -64,6 +69,25 @@ impl CompiledBundle {
     /// Whether `deny` results block at `now` (enforce mode, past `enforceAfter`).
     pub fn enforcing(&self, now: DateTime<Utc>) -> bool {
         self.mode == PolicyMode::Enforce && self.enforce_after.is_none_or(|t| now >= t)
+    }
+
+    /// What evaluates requests: `vm` or `interpreter`.
+    pub fn evaluator(&self) -> &'static str {
+        if self.program.is_some() {
+            "vm"
+        } else {
+            "interpreter"
+        }
+    }
+
+    /// The same bundle evaluated by regorus's interpreter: to compare the
+    /// two evaluators (tests, benchmarks).
+    pub fn interpreted(&self) -> CompiledBundle {
+        CompiledBundle {
+            program: None,
+            interpreted_because: Some("asked for the interpreter".into()),
+            ..self.clone()
+        }
     }
 }
 
@@ -175,6 +199,21 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         .iter()
         .filter_map(|r| RuleKind::from_rule_name(&r.name).map(|k| (r.package.clone(), k)))
         .collect();
+    let entry_points: Vec<String> = rules
+        .iter()
+        .map(|(package, kind)| format!("{package}.{}", kind.rule_name()))
+        .collect();
+    let (program, interpreted_because) = if entry_points.is_empty() {
+        (
+            None,
+            Some("the bundle declares none of the rules Paver reads".into()),
+        )
+    } else {
+        match RuleProgram::compile(&engine, &entry_points) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(format!("the VM compiler refused the bundle: {e}"))),
+        }
+    };
     let compiled = CompiledBundle {
         name: name.to_string(),
         version: spec.version.clone(),
@@ -185,6 +224,8 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         packages: packages.into_iter().collect(),
         rules: rules.into_iter().collect(),
         engine,
+        program,
+        interpreted_because,
     };
     Activation {
         compiled: Some(compiled),

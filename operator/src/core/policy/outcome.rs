@@ -5,10 +5,10 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use paver_crds::{CheckResult, Finding, PolicyMode};
-use regorus::Value;
+use regorus::{Engine, Value, rvm::RegoVM};
 use serde_json::Value as Json;
 
-use super::{CompiledBundle, PolicyError, PreparedInput, compile::parse_regorus_error};
+use super::{CompiledBundle, PolicyError, PreparedInput, compile::parse_regorus_error, program::RuleProgram};
 
 /// Rule id given to rule output of the wrong shape.
 pub const INVALID_OUTPUT_RULE: &str = "invalid-output";
@@ -106,21 +106,13 @@ pub fn evaluate(
             _ if bundle.enforcing(now) => Routing::Enforce,
             _ => Routing::Warn,
         };
-        let mut engine = bundle.engine.clone();
-        engine.set_input(input.0.clone());
+        let mut evaluator = Evaluator::new(bundle, input)?;
         for (package, kind) in bundle.rules.iter().filter(|(_, k)| rules.contains(k)) {
             let path = format!("{package}.{}", kind.rule_name());
-            let value = engine.eval_rule(path.clone()).map_err(|e| {
-                let err = parse_regorus_error("", &e.to_string());
-                let at = err
-                    .line
-                    .map(|l| format!(" at {}:{l}", err.module))
-                    .unwrap_or_default();
-                PolicyError::Evaluate {
-                    bundle: bundle.name.clone(),
-                    rule: path.clone(),
-                    message: format!("{}{at}", err.message),
-                }
+            let value = evaluator.eval(&path).map_err(|message| PolicyError::Evaluate {
+                bundle: bundle.name.clone(),
+                rule: path.clone(),
+                message,
             })?;
             let default_id = package.rsplit('.').next().unwrap_or(package);
             for item in elements(&value) {
@@ -151,6 +143,50 @@ pub fn evaluate(
     }
     normalize(&mut out);
     Ok(out)
+}
+
+/// One bundle's rules being evaluated against one input: on the VM when
+/// the bundle has a program, else on a clone of its interpreter.
+enum Evaluator<'a> {
+    Vm(&'a RuleProgram, Box<RegoVM>),
+    Interpreter(Box<Engine>),
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(bundle: &'a CompiledBundle, input: &PreparedInput) -> Result<Self, PolicyError> {
+        Ok(match &bundle.program {
+            Some(program) => {
+                let mut vm = program.vm().map_err(|message| PolicyError::Evaluate {
+                    bundle: bundle.name.clone(),
+                    rule: "data".into(),
+                    message,
+                })?;
+                vm.set_input(input.0.clone());
+                Evaluator::Vm(program, Box::new(vm))
+            }
+            None => {
+                let mut engine = bundle.engine.clone();
+                engine.set_input(input.0.clone());
+                Evaluator::Interpreter(Box::new(engine))
+            }
+        })
+    }
+
+    /// The value of the rule at `path`; an error message names the module
+    /// and line where it failed.
+    fn eval(&mut self, path: &str) -> Result<Value, String> {
+        match self {
+            Evaluator::Vm(program, vm) => program.eval(vm, path),
+            Evaluator::Interpreter(engine) => engine.eval_rule(path.to_string()).map_err(|e| {
+                let err = parse_regorus_error("", &e.to_string());
+                let at = err
+                    .line
+                    .map(|l| format!(" at {}:{l}", err.module))
+                    .unwrap_or_default();
+                format!("{}{at}", err.message)
+            }),
+        }
+    }
 }
 
 /// The members of a set (or array) result; an undefined rule has none; any

@@ -532,7 +532,8 @@ fn runtime_errors_are_errors_not_panics() {
     };
     assert_eq!((bundle.as_str(), rule.as_str()), ("demo", "data.e.deny"));
     assert!(
-        message.contains("divide by zero") && message.contains("e.rego:3"),
+        // The VM says "Cannot divide Number(1) and Number(0)", the interpreter "divide by zero".
+        message.contains("divide") && message.contains("e.rego:3"),
         "{message}"
     );
     assert!(
