@@ -118,6 +118,17 @@ fn cases() -> Vec<(String, Value, f64)> {
     );
     set(&mut dev, &format!("{p}/networking/ingress/tls"), json!(false));
     cases.push(("storefront-web-development".into(), dev, 480.0));
+    // Collections that are not collections: OPA iterates nothing, as
+    // Paver's evaluator (regorus's VM) does (see vm_parity).
+    let mut scalars = examples["payment-gateway"].clone();
+    set(&mut scalars, &format!("{p}/storage/buckets"), json!(null));
+    set(
+        &mut scalars,
+        &format!("{p}/networking/dependencies"),
+        json!("none"),
+    );
+    set(&mut scalars, &format!("{p}/security/iamPolicies"), json!(5));
+    cases.push(("payment-gateway-scalar-collections".into(), scalars, 7400.0));
     cases
 }
 

@@ -113,9 +113,15 @@ pub fn bundle_status(
 /// Returns whether the update was put in force.
 pub async fn apply(ctx: &Ctx, bundle: &PolicyBundle) -> Result<bool> {
     let name = bundle.name_any();
-    let report = ctx.catalog.write().await.bundles.update(&name, &bundle.spec);
+    let (report, active) = {
+        let mut catalog = ctx.catalog.write().await;
+        let report = catalog.bundles.update(&name, &bundle.spec);
+        (report, catalog.bundles.get(&name))
+    };
     if report.activated {
-        info!(bundle = %name, version = %bundle.spec.version, "bundle activated");
+        let evaluator = active.as_ref().map(|b| b.evaluator()).unwrap_or_default();
+        let interpreted_because = active.as_ref().and_then(|b| b.interpreted_because.clone());
+        info!(bundle = %name, version = %bundle.spec.version, evaluator, interpreted_because, "bundle activated");
     } else {
         warn!(bundle = %name, version = %bundle.spec.version, errors = report.errors.len(), "bundle not activated; keeping last good version");
     }

@@ -11,6 +11,12 @@
 //!   rules `deny`, `warn`, `needs_approval` and `checks` of every package of
 //!   every applicable bundle and applies modes, `enforceAfter` and
 //!   exceptions into one deterministic [`PolicyOutcome`].
+//! - Requests are evaluated on regorus's VM: activation compiles the rules
+//!   Paver reads into one program per bundle (`program`). The interpreter
+//!   checks and tests bundles, and evaluates a bundle the VM compiler
+//!   refuses ([`CompiledBundle::evaluator`]). The two agree on the shipped
+//!   bundles (operator/tests/vm_parity.rs); vendor/README.md says why
+//!   regorus is patched.
 //!
 //! Rule output shapes (see DESIGN.md):
 //! - `deny contains v` / `warn contains v`: `v` is a string or an object
@@ -26,7 +32,8 @@
 //! closed instead of silently passing.
 //!
 //! Limits: every evaluation runs under regorus's execution timer
-//! ([`EVAL_TIME_LIMIT`]), which bounds loops and comprehensions. A single
+//! ([`EVAL_TIME_LIMIT`]), which bounds loops and comprehensions, on the VM
+//! and in the interpreter alike. A single
 //! builtin call that allocates a huge value (e.g. `numbers.range(1, 1e9)`)
 //! is not interrupted until it returns: regorus has no per-engine memory
 //! budget without its `allocator-memory-limits` feature. Recursive functions

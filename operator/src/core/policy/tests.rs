@@ -191,6 +191,44 @@ fn huge_comprehension_hits_the_time_limit() {
 }
 
 #[test]
+fn evaluation_on_the_vm_hits_the_time_limit() {
+    // Fast on activation's empty input; slow only for a request's input.
+    let src = "package h\n\ndeny contains n if {\n  some i in numbers.range(1, input.parameters.n)\n  some j in numbers.range(1, input.parameters.n)\n  n := i * j\n  n < 0\n}\n";
+    let b = compiled(&spec(vec![module("h.rego", src)], vec![]));
+    assert_eq!(b.evaluator(), "vm", "{:?}", b.interpreted_because);
+    let start = std::time::Instant::now();
+    let err = evaluate(
+        &[b],
+        &input(json!({"n": 100_000}), 1.0),
+        &RuleKind::ALL,
+        "team/svc",
+        &BTreeMap::new(),
+        now(),
+    )
+    .expect_err("stopped by the time limit");
+    assert!(err.to_string().contains("time limit"), "{err}");
+    assert!(start.elapsed() < EVAL_TIME_LIMIT * 3);
+}
+
+#[test]
+fn bundles_are_evaluated_on_the_vm() {
+    let b = compiled(&demo());
+    assert_eq!(b.evaluator(), "vm", "{:?}", b.interpreted_because);
+    let i = b.interpreted();
+    assert_eq!(i.evaluator(), "interpreter");
+    let input = input(json!({"public": true, "plain": true, "replicas": 1}), 500.0);
+    let run = |b: Arc<CompiledBundle>| {
+        evaluate(&[b], &input, &RuleKind::ALL, "team/svc", &BTreeMap::new(), now()).expect("evaluates")
+    };
+    let (vm, interpreter) = (run(b), run(Arc::new(i)));
+    assert_eq!(vm, interpreter);
+    assert_eq!(
+        (vm.violations.len(), vm.warnings.len(), vm.approval_reasons.len()),
+        (2, 1, 1)
+    );
+}
+
+#[test]
 fn failing_test_refuses_activation_and_keeps_last_good() {
     let mut set = BundleSet::new();
     let report = set.update("demo", &demo());
