@@ -31,7 +31,7 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use paver::core::{
-    policy::{CompiledBundle, PolicyInput, PolicyOutcome, RuleKind, activate, evaluate, run_tests},
+    policy::{CompiledBundle, PolicyInput, PolicyOutcome, RouteDoc, RuleKind, activate, evaluate, run_tests},
     verdict::{Catalog, request_doc, route_doc},
 };
 use paver_crds::{PolicyBundle, ServiceRequest};
@@ -171,7 +171,7 @@ struct Case {
     key: String,
     req: ServiceRequest,
     parameters: Value,
-    route: Value,
+    route: RouteDoc,
     estimate: Value,
     rendered: BTreeMap<String, String>,
     git: Value,
@@ -210,7 +210,7 @@ impl Case {
             key: format!("{ns}/{}", req.name_any()),
             req: req.clone(),
             parameters: walked.parameters,
-            route: route_doc(&walked.route.route),
+            route: RouteDoc::new(route_doc(&walked.route.route))?,
             estimate: serde_json::to_value(&walked.estimate)?,
             rendered: walked.rendered.files,
             git,

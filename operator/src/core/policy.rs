@@ -50,7 +50,7 @@ mod tests;
 use std::time::Duration;
 
 pub use compile::{Activation, CompiledBundle, CompiledException, activate, run_tests};
-pub use input::{PolicyInput, PreparedInput};
+pub use input::{PolicyInput, PreparedInput, RouteDoc};
 pub use outcome::{INVALID_OUTPUT_RULE, NEEDS_APPROVAL_RULE, PolicyOutcome, RuleKind, evaluate};
 pub use set::{BundleFailure, BundleReport, BundleSet};
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{
     FieldError,
     estimate::{Estimate, estimate},
-    policy::{BundleSet, PolicyInput, PolicyOutcome, RuleKind, evaluate},
+    policy::{BundleSet, PolicyInput, PolicyOutcome, RouteDoc, RuleKind, evaluate},
     render::{RenderOptions, Rendered, render},
     score::score,
     validate::{CompiledRoute, compile, select_route, validate_request},
@@ -27,7 +27,7 @@ use crate::content::Content;
 pub struct Catalog {
     routes: Vec<CompiledRoute>,
     /// `input.route` of each route (the route without its templates), built once.
-    route_docs: BTreeMap<String, Value>,
+    route_docs: BTreeMap<String, RouteDoc>,
     /// Routes whose latest version does not compile, with why.
     route_errors: BTreeMap<String, Vec<FieldError>>,
     pub bundles: BundleSet,
@@ -66,9 +66,9 @@ impl Catalog {
     pub fn upsert_route(&mut self, route: PaveRoute) -> Vec<FieldError> {
         let name = route.name_any();
         self.remove_route(&name);
-        let doc = route_doc(&route);
-        match compile(route) {
-            Ok(compiled) => {
+        let doc = RouteDoc::new(route_doc(&route)).map_err(|e| vec![FieldError::new("spec", e.to_string())]);
+        match doc.and_then(|doc| compile(route).map(|compiled| (doc, compiled))) {
+            Ok((doc, compiled)) => {
                 self.route_docs.insert(name, doc);
                 self.routes.push(compiled);
                 Vec::new()
@@ -327,11 +327,7 @@ pub fn decide_request(
     let input = PolicyInput {
         request: request_doc(req),
         parameters: validated.parameters.clone(),
-        route: catalog
-            .route_docs
-            .get(&route.name)
-            .cloned()
-            .unwrap_or(Value::Null),
+        route: catalog.route_docs.get(&route.name).cloned().unwrap_or_default(),
         estimate: serde_json::to_value(&estimate).unwrap_or(Value::Null),
         ..Default::default()
     };
@@ -529,11 +525,7 @@ pub fn scorecard_for(
         let input = PolicyInput {
             request: request_doc(req),
             parameters: verdict.parameters.clone().unwrap_or(Value::Null),
-            route: catalog
-                .route_docs
-                .get(&route.name)
-                .cloned()
-                .unwrap_or(Value::Null),
+            route: catalog.route_docs.get(&route.name).cloned().unwrap_or_default(),
             estimate: serde_json::to_value(&verdict.estimate).unwrap_or(Value::Null),
             rendered: verdict.rendered.as_ref().map(|r| r.files.clone()),
             git: Some(git),

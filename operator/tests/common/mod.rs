@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use paver::{
     content,
-    core::policy::{BundleSet, CompiledBundle, PolicyInput},
+    core::policy::{BundleSet, CompiledBundle, PolicyInput, RouteDoc},
 };
 use paver_crds::PolicyBundleSpec;
 use serde_json::{Value, json};
@@ -75,7 +75,10 @@ pub fn input_for(request: &Value, monthly: f64) -> PolicyInput {
     PolicyInput {
         request: request.clone(),
         parameters: request["spec"]["parameters"].clone(),
-        route: json!({"apiVersion": "paver.dev/v1alpha1", "kind": "PaveRoute", "metadata": {"name": route}}),
+        route: RouteDoc::new(
+            json!({"apiVersion": "paver.dev/v1alpha1", "kind": "PaveRoute", "metadata": {"name": route}}),
+        )
+        .expect("route converts"),
         estimate: json!({"monthly": monthly, "currency": "USD", "items": []}),
         rendered: Some(
             [

@@ -16,8 +16,8 @@ pub struct PolicyInput {
     pub request: serde_json::Value,
     /// `input.parameters`: `spec.parameters` with the route's defaults applied.
     pub parameters: serde_json::Value,
-    /// `input.route`: the PaveRoute object the request is on.
-    pub route: serde_json::Value,
+    /// `input.route`: the PaveRoute object the request is on, converted once per route.
+    pub route: RouteDoc,
     /// `input.estimate`: `{"monthly": number, "currency": "USD", "items": [...]}`.
     pub estimate: serde_json::Value,
     /// `input.rendered`: rendered file path → content.
@@ -26,6 +26,40 @@ pub struct PolicyInput {
     pub git: Option<serde_json::Value>,
     /// `input.cluster`: Argo CD sync and health of the request's Application.
     pub cluster: Option<serde_json::Value>,
+}
+
+/// `input.route`: the same for every request on a route, so it is
+/// converted into regorus's value type once, when the route is loaded, and
+/// shared (cloning is reference counting).
+#[derive(Clone, Debug)]
+pub struct RouteDoc {
+    json: std::sync::Arc<serde_json::Value>,
+    value: Value,
+}
+
+impl Default for RouteDoc {
+    fn default() -> Self {
+        RouteDoc {
+            json: std::sync::Arc::new(serde_json::Value::Null),
+            value: Value::Null,
+        }
+    }
+}
+
+impl RouteDoc {
+    /// Converts the route document.
+    pub fn new(json: serde_json::Value) -> Result<Self, PolicyError> {
+        let value = convert("route", &json)?;
+        Ok(RouteDoc {
+            json: std::sync::Arc::new(json),
+            value,
+        })
+    }
+
+    /// The document as JSON.
+    pub fn json(&self) -> &serde_json::Value {
+        &self.json
+    }
 }
 
 /// An input converted into regorus's value type, ready to evaluate any
@@ -55,7 +89,7 @@ impl PolicyInput {
             Value::from("parameters"),
             convert("parameters", &self.parameters)?,
         );
-        doc.insert(Value::from("route"), convert("route", &self.route)?);
+        doc.insert(Value::from("route"), self.route.value.clone());
         doc.insert(Value::from("estimate"), convert("estimate", &self.estimate)?);
         if let Some(rendered) = &self.rendered {
             let files: BTreeMap<Value, Value> = rendered
@@ -78,7 +112,7 @@ impl PolicyInput {
         let mut doc = serde_json::Map::new();
         doc.insert("request".into(), self.request.clone());
         doc.insert("parameters".into(), self.parameters.clone());
-        doc.insert("route".into(), self.route.clone());
+        doc.insert("route".into(), self.route.json().clone());
         doc.insert("estimate".into(), self.estimate.clone());
         if let Some(rendered) = &self.rendered {
             let files = rendered

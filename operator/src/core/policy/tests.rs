@@ -62,7 +62,7 @@ fn input(parameters: serde_json::Value, monthly: f64) -> PreparedInput {
     PolicyInput {
         request: json!({"metadata": {"name": "svc", "namespace": "team"}}),
         parameters,
-        route: json!({}),
+        route: RouteDoc::new(json!({})).expect("converts"),
         estimate: json!({"monthly": monthly, "currency": "USD"}),
         ..Default::default()
     }
