@@ -112,6 +112,11 @@ struct ExampleReport {
     paver_build_input: Summary,
     paver_prepare: Summary,
     paver_evaluate: Summary,
+    /// The same `evaluate` on regorus's interpreter instead of its VM
+    /// (`CompiledBundle::interpreted`), for perspective.
+    paver_evaluate_interpreter: Summary,
+    /// What evaluated each bundle in `paver` (`vm` or `interpreter`).
+    evaluators: BTreeMap<String, String>,
     /// `evaluate` of one bundle and one rule set at a time: median µs by
     /// `bundle.rule` (rule sets a bundle does not declare cost ~nothing).
     paver_evaluate_by_rule: BTreeMap<String, f64>,
@@ -491,6 +496,34 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
                 now,
             )
         });
+        let interpreted: Vec<Arc<CompiledBundle>> =
+            case.bundles.iter().map(|b| Arc::new(b.interpreted())).collect();
+        let on_interpreter = evaluate(
+            &interpreted,
+            &prepared,
+            &RuleKind::ALL,
+            &case.key,
+            case.req.labels(),
+            now,
+        )?;
+        if on_interpreter != outcome {
+            bail!("{stem}: regorus's VM and interpreter disagree");
+        }
+        let paver_evaluate_interpreter = stats::time(args.warmup / 4, args.iterations / 4, || {
+            evaluate(
+                &interpreted,
+                &prepared,
+                &RuleKind::ALL,
+                &case.key,
+                case.req.labels(),
+                now,
+            )
+        });
+        let evaluators = case
+            .bundles
+            .iter()
+            .map(|b| (b.name.clone(), b.evaluator().to_string()))
+            .collect();
         let mut paver_evaluate_by_rule = BTreeMap::new();
         for b in &case.bundles {
             for kind in RuleKind::ALL {
@@ -527,6 +560,8 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
             paver_build_input,
             paver_prepare,
             paver_evaluate,
+            paver_evaluate_interpreter,
+            evaluators,
             paver_evaluate_by_rule,
             paver_cold_us,
             paver_results: results(&outcome),
@@ -582,7 +617,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
             warmup: args.warmup,
             activations: args.activations,
             regex_cache: !args.no_regex_cache,
-            paver_timed: "build PolicyInput from the request + PolicyInput::prepare + evaluate(all applicable bundles, deny/warn/needs_approval/checks)",
+            paver_timed: "build PolicyInput from the request + PolicyInput::prepare + evaluate(all applicable bundles, deny/warn/needs_approval/checks; on regorus's VM)",
             opa_timed: "opa bench: prepared query data.paver_bench.result (an object of every rule Paver reads), input parsed before the loop, result discarded; median/p99 of timer_rego_query_eval_ns. e2e: POST /v1/data/paver_bench/result to a local OPA server; median/p99 of timer_server_handler_ns, round trip mean",
             ratio: "paver median / opa bench median (and p99 / p99)",
         },
@@ -611,6 +646,13 @@ fn print_example(r: &ExampleReport) {
         fmt_us(r.paver_evaluate.median_us),
         fmt_us(r.paver_cold_us),
         r.paver_results
+    );
+    let on_vm = r.evaluators.values().filter(|e| *e == "vm").count();
+    println!(
+        "         evaluate on the interpreter instead: median {} ({:.1}x the VM's); {on_vm} of {} bundles on the VM",
+        fmt_us(r.paver_evaluate_interpreter.median_us),
+        r.paver_evaluate_interpreter.median_us / r.paver_evaluate.median_us.max(f64::MIN_POSITIVE),
+        r.evaluators.len()
     );
     let parts: Vec<String> = r
         .paver_evaluate_by_rule
