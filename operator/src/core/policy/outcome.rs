@@ -106,14 +106,21 @@ pub fn evaluate(
             _ if bundle.enforcing(now) => Routing::Enforce,
             _ => Routing::Warn,
         };
-        let mut evaluator = Evaluator::new(bundle, input)?;
-        for (package, kind) in bundle.rules.iter().filter(|(_, k)| rules.contains(k)) {
-            let path = format!("{package}.{}", kind.rule_name());
-            let value = evaluator.eval(&path).map_err(|message| PolicyError::Evaluate {
+        let selected: Vec<(&String, &RuleKind, String)> = bundle
+            .rules
+            .iter()
+            .filter(|(_, k)| rules.contains(k))
+            .map(|(package, kind)| (package, kind, format!("{package}.{}", kind.rule_name())))
+            .collect();
+        let paths: Vec<&str> = selected.iter().map(|(_, _, path)| path.as_str()).collect();
+        let values = Evaluator::new(bundle, input)?
+            .eval_all(&paths)
+            .map_err(|(i, message)| PolicyError::Evaluate {
                 bundle: bundle.name.clone(),
-                rule: path.clone(),
+                rule: paths.get(i).copied().unwrap_or("data").to_string(),
                 message,
             })?;
+        for ((package, kind, path), value) in selected.into_iter().zip(values) {
             let default_id = package.rsplit('.').next().unwrap_or(package);
             for item in elements(&value) {
                 let item = serde_json::to_value(item).unwrap_or(Json::Null);
@@ -172,19 +179,26 @@ impl<'a> Evaluator<'a> {
         })
     }
 
-    /// The value of the rule at `path`; an error message names the module
-    /// and line where it failed.
-    fn eval(&mut self, path: &str) -> Result<Value, String> {
+    /// The values of the rules at `paths`, in order, in one evaluation (the
+    /// rules they share are evaluated once). An error gives the index of
+    /// the rule that failed and a message naming the module and line.
+    fn eval_all(&mut self, paths: &[&str]) -> Result<Vec<Value>, (usize, String)> {
         match self {
-            Evaluator::Vm(program, vm) => program.eval(vm, path),
-            Evaluator::Interpreter(engine) => engine.eval_rule(path.to_string()).map_err(|e| {
-                let err = parse_regorus_error("", &e.to_string());
-                let at = err
-                    .line
-                    .map(|l| format!(" at {}:{l}", err.module))
-                    .unwrap_or_default();
-                format!("{}{at}", err.message)
-            }),
+            Evaluator::Vm(program, vm) => program.eval_all(vm, paths),
+            Evaluator::Interpreter(engine) => paths
+                .iter()
+                .enumerate()
+                .map(|(i, path)| {
+                    engine.eval_rule(path.to_string()).map_err(|e| {
+                        let err = parse_regorus_error("", &e.to_string());
+                        let at = err
+                            .line
+                            .map(|l| format!(" at {}:{l}", err.module))
+                            .unwrap_or_default();
+                        (i, format!("{}{at}", err.message))
+                    })
+                })
+                .collect(),
         }
     }
 }

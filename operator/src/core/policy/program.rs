@@ -79,27 +79,43 @@ impl RuleProgram {
         Ok(vm)
     }
 
-    /// Evaluates one entry point. An error names the module and line of
-    /// the instruction that failed when the program knows it.
-    pub(super) fn eval(&self, vm: &mut RegoVM, path: &str) -> Result<Value, String> {
-        let Some(&index) = self.entry_points.get(path) else {
-            return Ok(Value::Undefined);
-        };
-        vm.execute_entry_point_by_index(index).map_err(|e| {
-            let message = strip_pc(&e.to_string());
-            match self.program.get_instruction_span(vm.get_pc()) {
-                Some(span) => {
-                    let module = self
-                        .program
-                        .sources
-                        .get(span.source_index)
-                        .map(|s| s.name.as_str())
-                        .unwrap_or("?");
-                    format!("{message} at {module}:{}", span.line)
-                }
-                None => message,
+    /// Evaluates entry points in one execution (rules they share are
+    /// evaluated once); a path the program lacks is undefined. An error
+    /// gives the index of the path that failed and a message naming the
+    /// module and line of the failing instruction when the program knows it.
+    pub(super) fn eval_all(&self, vm: &mut RegoVM, paths: &[&str]) -> Result<Vec<Value>, (usize, String)> {
+        let known: Vec<(usize, usize)> = paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| self.entry_points.get(*p).map(|&index| (i, index)))
+            .collect();
+        let indices: Vec<usize> = known.iter().map(|&(_, index)| index).collect();
+        let values = vm
+            .execute_entry_points_by_index(&indices)
+            .map_err(|(k, e)| (known.get(k).map_or(0, |&(i, _)| i), self.message(vm, &e)))?;
+        let mut out = vec![Value::Undefined; paths.len()];
+        for (&(i, _), value) in known.iter().zip(values) {
+            out[i] = value;
+        }
+        Ok(out)
+    }
+
+    /// `e` without the VM's instruction index, with the module and line
+    /// of the instruction that failed when the program knows it.
+    fn message(&self, vm: &RegoVM, e: &dyn std::fmt::Display) -> String {
+        let message = strip_pc(&e.to_string());
+        match self.program.get_instruction_span(vm.get_pc()) {
+            Some(span) => {
+                let module = self
+                    .program
+                    .sources
+                    .get(span.source_index)
+                    .map(|s| s.name.as_str())
+                    .unwrap_or("?");
+                format!("{message} at {module}:{}", span.line)
             }
-        })
+            None => message,
+        }
     }
 }
 

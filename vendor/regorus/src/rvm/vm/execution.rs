@@ -4,6 +4,7 @@ use crate::rvm::instructions::Instruction;
 use crate::rvm::program::Program;
 use crate::value::Value;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::convert::TryFrom as _;
 
 use super::dispatch::InstructionOutcome;
@@ -30,8 +31,7 @@ impl RegoVM {
         crate::utils::limits::without_memory_budget_scope(|| {
             Self::ensure_memory_budget_execution_mode()?;
             let (entry_point_name, entry_point_pc) = {
-                let (name, &pc) = self.program.entry_points.get_index(index).ok_or(
-                    VmError::InvalidEntryPointIndex {
+                let (name, &pc) = self.program.entry_points.get_index(index).ok_or_else(|| VmError::InvalidEntryPointIndex {
                         index,
                         max_index: self.program.entry_points.len().saturating_sub(1),
                         pc: self.pc,
@@ -80,6 +80,82 @@ impl RegoVM {
                 }
                 ExecutionMode::Suspendable => self.execute_suspendable_entry(entry_point_pc),
             }
+        })
+    }
+
+    /// Paver patch: evaluates several entry points in one run-to-completion
+    /// execution, in order: the state is reset once, so rules they share are
+    /// evaluated once and the time limit covers them all. Returns each entry
+    /// point's value, or the index (into `indices`) of the entry point that
+    /// failed and its error.
+    pub fn execute_entry_points_by_index(
+        &mut self,
+        indices: &[usize],
+    ) -> core::result::Result<Vec<Value>, (usize, VmError)> {
+        if !matches!(self.next_execution_mode, ExecutionMode::RunToCompletion) {
+            return indices
+                .iter()
+                .enumerate()
+                .map(|(i, &index)| self.execute_entry_point_by_index(index).map_err(|e| (i, e)))
+                .collect();
+        }
+        crate::utils::limits::without_memory_budget_scope(|| {
+            Self::ensure_memory_budget_execution_mode().map_err(|e| (0, e))?;
+            self.execution_mode = ExecutionMode::RunToCompletion;
+            let mut values = Vec::with_capacity(indices.len());
+            for (i, &index) in indices.iter().enumerate() {
+                let result = (|| {
+                    let entry_point_pc = self
+                        .program
+                        .entry_points
+                        .get_index(index)
+                        .map(|(_, &pc)| pc)
+                        .filter(|&pc| pc < self.program.instructions.len())
+                        .ok_or_else(|| VmError::InvalidEntryPointIndex {
+                            index,
+                            max_index: self.program.entry_points.len().saturating_sub(1),
+                            pc: self.pc,
+                        })?;
+                    let entry_point_pc_u32 = u32::try_from(entry_point_pc).map_err(|_| {
+                        VmError::InvalidEntryPointIndex {
+                            index,
+                            max_index: self.program.entry_points.len().saturating_sub(1),
+                            pc: self.pc,
+                        }
+                    })?;
+                    if i == 0 {
+                        self.reset_run_to_completion_state()?;
+                        self.reset_execution_timer_state();
+                        self.check_initial_memory_limit()?;
+                    } else if !(self.loop_stack.is_empty()
+                        && self.call_rule_stack.is_empty()
+                        && self.comprehension_stack.is_empty()
+                        && self.register_stack.is_empty())
+                    {
+                        // Not left clean: start over, without the shared cache.
+                        self.reset_run_to_completion_state()?;
+                    } else {
+                        // Keep the rule cache and evaluated documents; start
+                        // the next entry point from a clean register window.
+                        self.pc = 0;
+                        self.registers.clear();
+                        self.registers
+                            .resize(self.base_register_count, Value::Undefined);
+                    }
+                    self.validate_vm_state()?;
+                    let result = self
+                        .jump_to(entry_point_pc_u32)
+                        .map_err(|err| self.apply_memory_budget_precedence(err))?;
+                    self.check_memory_budget()?;
+                    Ok(result)
+                })();
+                match result {
+                    Ok(value) => values.push(value),
+                    Err(err) => return Err((i, self.fail_run_to_completion(err))),
+                }
+            }
+            self.finish_implicit_memory_budget_execution();
+            Ok(values)
         })
     }
 
@@ -159,8 +235,7 @@ impl RegoVM {
 
             self.execution_timer_tick(1)?;
             self.executed_instructions = self.executed_instructions.saturating_add(1);
-            let instruction = program.instructions.get(self.pc).cloned().ok_or(
-                VmError::ProgramCounterOutOfBounds {
+            let instruction = program.instructions.get(self.pc).cloned().ok_or_else(|| VmError::ProgramCounterOutOfBounds {
                     pc: self.pc,
                     instruction_count: program.instructions.len(),
                 },
@@ -443,7 +518,7 @@ impl RegoVM {
                 let frame = self
                     .execution_stack
                     .pop()
-                    .ok_or(VmError::MissingExecutionFrame {
+                    .ok_or_else(|| VmError::MissingExecutionFrame {
                         context: "finalizing rule",
                         pc: self.pc,
                     })?;
@@ -458,7 +533,7 @@ impl RegoVM {
                 let frame = self
                     .execution_stack
                     .last()
-                    .ok_or(VmError::MissingExecutionFrame {
+                    .ok_or_else(|| VmError::MissingExecutionFrame {
                         context: "determining pc",
                         pc: self.pc,
                     })?;
@@ -482,7 +557,7 @@ impl RegoVM {
                 let frame = self
                     .execution_stack
                     .pop()
-                    .ok_or(VmError::MissingExecutionFrame {
+                    .ok_or_else(|| VmError::MissingExecutionFrame {
                         context: "finalizing out-of-range pc",
                         pc: self.pc,
                     })?;
@@ -513,8 +588,7 @@ impl RegoVM {
                 self.execution_state = ExecutionState::Error { error: err.clone() };
                 return Err(err);
             }
-            let instruction = program.instructions.get(self.pc).cloned().ok_or(
-                VmError::ProgramCounterOutOfBounds {
+            let instruction = program.instructions.get(self.pc).cloned().ok_or_else(|| VmError::ProgramCounterOutOfBounds {
                     pc: self.pc,
                     instruction_count: program.instructions.len(),
                 },
@@ -529,7 +603,7 @@ impl RegoVM {
                         let _completed =
                             self.execution_stack
                                 .pop()
-                                .ok_or(VmError::MissingExecutionFrame {
+                                .ok_or_else(|| VmError::MissingExecutionFrame {
                                     context: "unwinding comprehension",
                                     pc: self.pc,
                                 })?;
