@@ -325,16 +325,24 @@ impl<'de> Visitor<'de> for ValueVisitor {
                     }
                 }
             }
-            let mut map = BTreeMap::new();
-            map.insert(intern_object_key(key), value);
+            // Paver patch: entries arrive sorted from most sources (serde_json's
+            // maps are); collect them and freeze the sorted list directly
+            // instead of building a BTreeMap and then freezing it. Unsorted or
+            // duplicated keys take the BTreeMap path as before.
+            let mut entries = alloc::vec::Vec::with_capacity(visitor.size_hint().unwrap_or(0) + 1);
+            entries.push((intern_object_key(key), value));
             // Enforce allocator limit while expanding a deserialized object.
             enforce_limit_for::<V::Error>()?;
             while let Some((key, value)) = visitor.next_entry()? {
-                map.insert(intern_object_key(key), value);
+                entries.push((intern_object_key(key), value));
                 // Enforce allocator limit while expanding a deserialized object.
                 enforce_limit_for::<V::Error>()?;
             }
-            let value = Value::from(map);
+            let value = if entries.windows(2).all(|w| w[0].0 < w[1].0) {
+                Object::from_sorted_entries(entries).into_value()
+            } else {
+                Value::from(entries.into_iter().collect::<BTreeMap<Value, Value>>())
+            };
             // The freeze into compact object storage allocates after the final map insert.
             // Re-check fallible deserialization paths so allocator-limit builds observe it.
             enforce_limit_for::<V::Error>()?;

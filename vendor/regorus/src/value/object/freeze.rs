@@ -17,6 +17,20 @@ impl Object {
         self
     }
 
+    /// Paver patch: an object from entries whose keys are strictly sorted
+    /// (the caller checks), stored compact without a `BTreeMap` in between.
+    pub(crate) fn from_sorted_entries(entries: Vec<(Value, Value)>) -> Self {
+        let boxed = entries.into_boxed_slice();
+        debug_assert_sorted_dedup(&boxed);
+        if boxed.is_empty() {
+            Self { repr: Repr::Empty }
+        } else {
+            Self {
+                repr: Repr::Frozen(boxed),
+            }
+        }
+    }
+
     /// Wrap into a `Value::Object`.
     #[inline]
     pub fn into_value(self) -> Value {
