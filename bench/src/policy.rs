@@ -498,18 +498,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
         });
         let interpreted: Vec<Arc<CompiledBundle>> =
             case.bundles.iter().map(|b| Arc::new(b.interpreted())).collect();
-        let on_interpreter = evaluate(
-            &interpreted,
-            &prepared,
-            &RuleKind::ALL,
-            &case.key,
-            case.req.labels(),
-            now,
-        )?;
-        if on_interpreter != outcome {
-            bail!("{stem}: regorus's VM and interpreter disagree");
-        }
-        let paver_evaluate_interpreter = stats::time(args.warmup / 4, args.iterations / 4, || {
+        let on_interpreter = || {
             evaluate(
                 &interpreted,
                 &prepared,
@@ -518,7 +507,11 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
                 case.req.labels(),
                 now,
             )
-        });
+        };
+        if on_interpreter()? != outcome {
+            bail!("{stem}: regorus's VM and interpreter disagree");
+        }
+        let paver_evaluate_interpreter = stats::time(args.warmup / 4, args.iterations / 4, on_interpreter);
         let evaluators = case
             .bundles
             .iter()
