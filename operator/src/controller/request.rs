@@ -63,6 +63,26 @@ pub fn trailers(sr: &ServiceRequest, verdict: &Verdict) -> Vec<(String, String)>
 /// A request as the controller's cache knows it: metadata only.
 pub type RequestMeta = PartialObjectMeta<ServiceRequest>;
 
+/// What the request cache keeps of a request's metadata: what the watchers
+/// and the controller read from it (name, namespace and labels to find it
+/// and to match bundles, generation and deletion to decide whether to
+/// reconcile). Its uid, resourceVersion, finalizers, annotations, owner
+/// references and managed fields are left out, here and in every reference
+/// the controller's queue makes from it: a reconcile reads the whole
+/// request first.
+pub fn slim_meta(meta: &mut RequestMeta) {
+    let m = std::mem::take(&mut meta.metadata);
+    meta.metadata = kube::api::ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        labels: m.labels,
+        generation: m.generation,
+        deletion_timestamp: m.deletion_timestamp,
+        ..Default::default()
+    };
+    meta.types = None;
+}
+
 /// Reads the request (the cache keeps only its metadata) and reconciles it.
 #[instrument(skip(meta, ctx), fields(request = %key(&*meta)))]
 pub async fn reconcile(meta: Arc<RequestMeta>, ctx: Ctx) -> Result<Action> {
@@ -481,6 +501,44 @@ pub fn error_policy(_sr: Arc<RequestMeta>, error: &Error, _ctx: Ctx) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_what_finds_and_wakes_a_request() {
+        let meta: RequestMeta = serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadata",
+            "metadata": {
+                "name": "orders", "namespace": "shop", "generation": 3,
+                "uid": "0b7c1a9e-4a38-4c1e-9c3c-2f6f0c1f7d11", "resourceVersion": "4711",
+                "creationTimestamp": "2026-11-23T10:00:00Z",
+                "deletionTimestamp": "2026-11-23T11:00:00Z",
+                "labels": {"tier": "gold"},
+                "annotations": {"note": "x"},
+                "finalizers": ["paver.dev/cleanup"],
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            }
+        }))
+        .expect("metadata");
+        let mut slim = meta.clone();
+        slim_meta(&mut slim);
+        let m = &slim.metadata;
+        assert_eq!(
+            (m.name.as_deref(), m.namespace.as_deref()),
+            (Some("orders"), Some("shop"))
+        );
+        assert_eq!(m.generation, Some(3));
+        assert_eq!(m.deletion_timestamp, meta.metadata.deletion_timestamp);
+        assert_eq!(slim.labels().get("tier").map(String::as_str), Some("gold"));
+        assert_eq!(m.uid, None);
+        assert_eq!(m.resource_version, None);
+        assert_eq!(m.finalizers, None);
+        assert_eq!(m.annotations, None);
+        assert_eq!(m.managed_fields, None);
+        assert_eq!(m.creation_timestamp, None);
+        assert!(slim.types.is_none());
+        let r = kube::runtime::reflector::ObjectRef::from_obj(&slim);
+        assert_eq!((r.extra.uid, r.extra.resource_version), (None, None));
+    }
 
     #[test]
     fn owner_days_come_from_the_owners_commits_only() {
