@@ -125,7 +125,7 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
     let generation = sr.metadata.generation.unwrap_or(0);
     let prev = sr.status.clone().unwrap_or_default();
     let approvals = approvals_for(ctx, sr);
-    let verdict = {
+    let mut verdict = {
         let catalog = ctx.catalog.read().await;
         let policy_started = std::time::Instant::now();
         let v = decide_request(&catalog, sr, &approvals, &ctx.render_options(), Utc::now());
@@ -148,22 +148,31 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
     // Policy changes never delete output: only an allowed verdict commits.
     // Who last committed to the request's directory, as the writer read it right after the batch.
     let mut authors = None;
-    let commit = match (&verdict.outcome, &verdict.rendered) {
-        (Outcome::Allowed, Some(rendered)) => {
+    let allowed = matches!(verdict.outcome, Outcome::Allowed);
+    let provenance = trailers(sr, &verdict);
+    let summary = format!(
+        "render {} (generation {generation}) with {}",
+        key(sr),
+        verdict.route.clone().unwrap_or_default()
+    );
+    let commit = match verdict.rendered.as_mut() {
+        Some(rendered) if allowed => {
+            // The files travel to the writer and stay with the verdict (the
+            // Scorecard reads them) as one copy while the commit is in flight.
+            let files = Arc::new(std::mem::take(&mut rendered.files));
             let change = Change {
                 key: key(sr),
                 dir: rendered.dir.clone(),
-                files: rendered.files.clone(),
+                files: files.clone(),
                 delete: false,
-                trailers: trailers(sr, &verdict),
-                summary: format!(
-                    "render {} (generation {generation}) with {}",
-                    key(sr),
-                    verdict.route.clone().unwrap_or_default()
-                ),
+                trailers: provenance,
+                summary,
             };
             let started = std::time::Instant::now();
-            match ctx.writer.submit(change).await {
+            let submitted = ctx.writer.submit(change).await;
+            // The writer has dropped its copy by the time it answers.
+            rendered.files = Arc::try_unwrap(files).unwrap_or_else(|shared| (*shared).clone());
+            match submitted {
                 Ok(r) => {
                     authors = Some(r.authors.clone());
                     let outcome = if r.changed { "committed" } else { "unchanged" };
@@ -450,7 +459,7 @@ async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> R
         let change = Change {
             key: key(sr),
             dir: render.path.clone(),
-            files: BTreeMap::new(),
+            files: Default::default(),
             delete: true,
             trailers: vec![
                 ("Paver-Request".into(), key(sr)),
