@@ -44,6 +44,9 @@ pub struct AllocatorLabels {
     pub stat: String,
 }
 
+/// Reads one of jemalloc's statistics.
+type ReadStat = fn() -> tikv_jemalloc_ctl::Result<usize>;
+
 /// Labels of an API write.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
@@ -199,7 +202,7 @@ impl Metrics {
         if epoch::advance().is_err() {
             return;
         }
-        let reads: [(&str, fn() -> tikv_jemalloc_ctl::Result<usize>); 6] = [
+        let reads: [(&str, ReadStat); 6] = [
             ("allocated", stats::allocated::read),
             ("active", stats::active::read),
             ("resident", stats::resident::read),
