@@ -121,7 +121,7 @@ fn changes(root: &Path, prefix: &str, count: usize) -> anyhow::Result<Vec<Change
         out.push(Change {
             key: key.clone(),
             dir: walked.rendered.dir.clone(),
-            files: walked.rendered.files,
+            files: walked.rendered.files.into(),
             delete: false,
             trailers: vec![("Paver-Request".into(), key.clone())],
             summary: format!("render {key} (generation 1) with {}", walked.route.id()),

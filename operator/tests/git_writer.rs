@@ -75,10 +75,12 @@ fn change(key: &str, files: &[(&str, &str)]) -> Change {
     let dir = key.to_string();
     Change {
         key: key.to_string(),
-        files: files
-            .iter()
-            .map(|(p, c)| (format!("apps/{dir}/{p}"), c.to_string()))
-            .collect(),
+        files: std::sync::Arc::new(
+            files
+                .iter()
+                .map(|(p, c)| (format!("apps/{dir}/{p}"), c.to_string()))
+                .collect(),
+        ),
         dir,
         delete: false,
         trailers: vec![
@@ -95,7 +97,7 @@ fn change(key: &str, files: &[(&str, &str)]) -> Change {
 fn deletion(key: &str) -> Change {
     Change {
         delete: true,
-        files: BTreeMap::new(),
+        files: Default::default(),
         summary: format!("delete {key}"),
         ..change(key, &[])
     }
@@ -283,15 +285,13 @@ fn path_escapes_are_refused_alone() {
         .expect("push");
 
     let mut escape = change("pay/gw", &[]);
-    escape
-        .files
-        .insert("apps/pay/gw/../../etc/passwd".into(), "x".into());
+    std::sync::Arc::make_mut(&mut escape.files).insert("apps/pay/gw/../../etc/passwd".into(), "x".into());
     let mut outside = change("pay/gw", &[]);
-    outside.files.insert("apps/pay/other/x.yaml".into(), "x".into());
+    std::sync::Arc::make_mut(&mut outside.files).insert("apps/pay/other/x.yaml".into(), "x".into());
     let mut absolute = change("pay/gw", &[]);
-    absolute.files.insert("/apps/pay/gw/x.yaml".into(), "x".into());
+    std::sync::Arc::make_mut(&mut absolute.files).insert("/apps/pay/gw/x.yaml".into(), "x".into());
     let mut dotgit = change("pay/gw", &[]);
-    dotgit.files.insert("apps/pay/gw/.git/config".into(), "x".into());
+    std::sync::Arc::make_mut(&mut dotgit.files).insert("apps/pay/gw/.git/config".into(), "x".into());
     let mut bad_dir = change("pay/gw", &[("a", "a")]);
     bad_dir.dir = "../pay/gw".into();
     let mut empty_dir = change("pay/gw", &[]);
@@ -361,11 +361,11 @@ async fn drift_is_visible_and_restored_through_the_writer_task() {
 
     let seen = writer.read_dir("pay/gw").await.expect("read");
     assert_eq!(seen["apps/pay/gw/deploy.yaml"], "replicas: 1\n");
-    assert_ne!(seen, c.files, "drift detected");
+    assert_ne!(seen, *c.files, "drift detected");
 
     let restored = writer.submit(c.clone()).await.expect("resubmit");
     assert!(restored.changed);
-    assert_eq!(writer.read_dir("pay/gw").await.expect("read"), c.files);
+    assert_eq!(writer.read_dir("pay/gw").await.expect("read"), *c.files);
     assert_eq!(writer.head().await.expect("head"), restored.revision);
 
     // Author facts: both the writer and the human touched pay/gw.

@@ -38,6 +38,15 @@ pub struct ServiceLabels {
     pub team: String,
 }
 
+/// Labels of an allocator statistic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AllocatorLabels {
+    pub stat: String,
+}
+
+/// Reads one of jemalloc's statistics.
+type ReadStat = fn() -> tikv_jemalloc_ctl::Result<usize>;
+
 /// Labels of an API write.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
@@ -65,6 +74,8 @@ pub struct Metrics {
     pub scores: Family<ServiceLabels, Gauge>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub drift_restored: Counter,
+    /// jemalloc's statistics, read at each scrape.
+    pub allocator: Family<AllocatorLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -126,6 +137,14 @@ impl Default for Metrics {
             "Rendered files edited by hand and restored",
             drift_restored.clone(),
         );
+        let allocator = Family::<AllocatorLabels, Gauge>::default();
+        registry.register(
+            "allocator_bytes",
+            "jemalloc's statistics at this scrape: allocated (the live heap), active (the pages \
+             holding it), resident (what the allocator keeps in RAM, its metadata included), \
+             mapped, retained (address space kept, not in RAM) and metadata",
+            allocator.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciles,
@@ -137,6 +156,7 @@ impl Default for Metrics {
             scores,
             api_writes,
             drift_restored,
+            allocator,
         }
     }
 }
@@ -172,8 +192,36 @@ impl Metrics {
         self.git_duration.get_or_create(&labels).observe(seconds);
     }
 
+    /// Refreshes the allocator gauges (left as they were when jemalloc's
+    /// statistics cannot be read). Resident minus allocated is what the
+    /// allocator holds beyond the live heap: pages not returned yet and
+    /// partly used ones.
+    fn read_allocator(&self) {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        // The statistics are a snapshot taken when the epoch advances.
+        if epoch::advance().is_err() {
+            return;
+        }
+        let reads: [(&str, ReadStat); 6] = [
+            ("allocated", stats::allocated::read),
+            ("active", stats::active::read),
+            ("resident", stats::resident::read),
+            ("mapped", stats::mapped::read),
+            ("retained", stats::retained::read),
+            ("metadata", stats::metadata::read),
+        ];
+        for (stat, read) in reads {
+            if let Ok(bytes) = read() {
+                self.allocator
+                    .get_or_create(&AllocatorLabels { stat: stat.into() })
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        self.read_allocator();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -197,5 +245,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("paver_api_writes_total"), "{text}");
+    }
+
+    #[test]
+    fn allocator_statistics_are_exported() {
+        let text = Metrics::default().encode();
+        for stat in [
+            "allocated",
+            "active",
+            "resident",
+            "mapped",
+            "retained",
+            "metadata",
+        ] {
+            assert!(
+                text.contains(&format!("paver_allocator_bytes{{stat=\"{stat}\"}} ")),
+                "{stat} missing:\n{text}"
+            );
+        }
+        let resident = text
+            .lines()
+            .find_map(|l| l.strip_prefix("paver_allocator_bytes{stat=\"resident\"} "))
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        assert!(resident.is_some_and(|r| r > 0), "{text}");
     }
 }

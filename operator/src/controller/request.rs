@@ -63,6 +63,26 @@ pub fn trailers(sr: &ServiceRequest, verdict: &Verdict) -> Vec<(String, String)>
 /// A request as the controller's cache knows it: metadata only.
 pub type RequestMeta = PartialObjectMeta<ServiceRequest>;
 
+/// What the request cache keeps of a request's metadata: what the watchers
+/// and the controller read from it (name, namespace and labels to find it
+/// and to match bundles, generation and deletion to decide whether to
+/// reconcile). Its uid, resourceVersion, finalizers, annotations, owner
+/// references and managed fields are left out, here and in every reference
+/// the controller's queue makes from it: a reconcile reads the whole
+/// request first.
+pub fn slim_meta(meta: &mut RequestMeta) {
+    let m = std::mem::take(&mut meta.metadata);
+    meta.metadata = kube::api::ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        labels: m.labels,
+        generation: m.generation,
+        deletion_timestamp: m.deletion_timestamp,
+        ..Default::default()
+    };
+    meta.types = None;
+}
+
 /// Reads the request (the cache keeps only its metadata) and reconciles it.
 #[instrument(skip(meta, ctx), fields(request = %key(&*meta)))]
 pub async fn reconcile(meta: Arc<RequestMeta>, ctx: Ctx) -> Result<Action> {
@@ -105,7 +125,7 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
     let generation = sr.metadata.generation.unwrap_or(0);
     let prev = sr.status.clone().unwrap_or_default();
     let approvals = approvals_for(ctx, sr);
-    let verdict = {
+    let mut verdict = {
         let catalog = ctx.catalog.read().await;
         let policy_started = std::time::Instant::now();
         let v = decide_request(&catalog, sr, &approvals, &ctx.render_options(), Utc::now());
@@ -128,22 +148,31 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
     // Policy changes never delete output: only an allowed verdict commits.
     // Who last committed to the request's directory, as the writer read it right after the batch.
     let mut authors = None;
-    let commit = match (&verdict.outcome, &verdict.rendered) {
-        (Outcome::Allowed, Some(rendered)) => {
+    let allowed = matches!(verdict.outcome, Outcome::Allowed);
+    let provenance = trailers(sr, &verdict);
+    let summary = format!(
+        "render {} (generation {generation}) with {}",
+        key(sr),
+        verdict.route.clone().unwrap_or_default()
+    );
+    let commit = match verdict.rendered.as_mut() {
+        Some(rendered) if allowed => {
+            // The files travel to the writer and stay with the verdict (the
+            // Scorecard reads them) as one copy while the commit is in flight.
+            let files = Arc::new(std::mem::take(&mut rendered.files));
             let change = Change {
                 key: key(sr),
                 dir: rendered.dir.clone(),
-                files: rendered.files.clone(),
+                files: files.clone(),
                 delete: false,
-                trailers: trailers(sr, &verdict),
-                summary: format!(
-                    "render {} (generation {generation}) with {}",
-                    key(sr),
-                    verdict.route.clone().unwrap_or_default()
-                ),
+                trailers: provenance,
+                summary,
             };
             let started = std::time::Instant::now();
-            match ctx.writer.submit(change).await {
+            let submitted = ctx.writer.submit(change).await;
+            // The writer has dropped its copy by the time it answers.
+            rendered.files = Arc::try_unwrap(files).unwrap_or_else(|shared| (*shared).clone());
+            match submitted {
                 Ok(r) => {
                     authors = Some(r.authors.clone());
                     let outcome = if r.changed { "committed" } else { "unchanged" };
@@ -430,7 +459,7 @@ async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> R
         let change = Change {
             key: key(sr),
             dir: render.path.clone(),
-            files: BTreeMap::new(),
+            files: Default::default(),
             delete: true,
             trailers: vec![
                 ("Paver-Request".into(), key(sr)),
@@ -481,6 +510,44 @@ pub fn error_policy(_sr: Arc<RequestMeta>, error: &Error, _ctx: Ctx) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_what_finds_and_wakes_a_request() {
+        let meta: RequestMeta = serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadata",
+            "metadata": {
+                "name": "orders", "namespace": "shop", "generation": 3,
+                "uid": "0b7c1a9e-4a38-4c1e-9c3c-2f6f0c1f7d11", "resourceVersion": "4711",
+                "creationTimestamp": "2026-11-23T10:00:00Z",
+                "deletionTimestamp": "2026-11-23T11:00:00Z",
+                "labels": {"tier": "gold"},
+                "annotations": {"note": "x"},
+                "finalizers": ["paver.dev/cleanup"],
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            }
+        }))
+        .expect("metadata");
+        let mut slim = meta.clone();
+        slim_meta(&mut slim);
+        let m = &slim.metadata;
+        assert_eq!(
+            (m.name.as_deref(), m.namespace.as_deref()),
+            (Some("orders"), Some("shop"))
+        );
+        assert_eq!(m.generation, Some(3));
+        assert_eq!(m.deletion_timestamp, meta.metadata.deletion_timestamp);
+        assert_eq!(slim.labels().get("tier").map(String::as_str), Some("gold"));
+        assert_eq!(m.uid, None);
+        assert_eq!(m.resource_version, None);
+        assert_eq!(m.finalizers, None);
+        assert_eq!(m.annotations, None);
+        assert_eq!(m.managed_fields, None);
+        assert_eq!(m.creation_timestamp, None);
+        assert!(slim.types.is_none());
+        let r = kube::runtime::reflector::ObjectRef::from_obj(&slim);
+        assert_eq!((r.extra.uid, r.extra.resource_version), (None, None));
+    }
 
     #[test]
     fn owner_days_come_from_the_owners_commits_only() {

@@ -420,7 +420,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let api: Api<RequestMeta> = Api::all(client.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(slim)
+        .modify(request::slim_meta)
         .reflect(requests_writer)
         .applied_objects()
         .predicate_filter(generation_or_deletion, Default::default());

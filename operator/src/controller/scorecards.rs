@@ -19,13 +19,13 @@ use paver_crds::{Scorecard, ScorecardStatus, ServiceRequest};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 
-use super::index::request_ref;
+use super::index::RequestKey;
 
 /// Scorecards are named after their request: the request's reference →
 /// digest of its Scorecard's status without `evaluatedAt`.
 #[derive(Debug, Default)]
 pub struct SeenScorecards {
-    digests: RwLock<HashMap<ObjectRef<ServiceRequest>, u64>>,
+    digests: RwLock<HashMap<RequestKey, u64>>,
 }
 
 /// A digest of what a Scorecard reports, leaving out when it was evaluated.
@@ -46,29 +46,29 @@ impl SeenScorecards {
     /// Whether the Scorecard `namespace/name` already reports `status`.
     pub fn reports(&self, namespace: &str, name: &str, status: &ScorecardStatus) -> bool {
         let digests = self.digests.read().unwrap_or_else(|e| e.into_inner());
-        digests.get(&ObjectRef::new(name).within(namespace)) == Some(&digest(status))
+        digests.get(&RequestKey::new(namespace, name)) == Some(&digest(status))
     }
 
     fn saw(&self, sc: &Scorecard) {
         let digest = sc.status.as_ref().map_or(0, digest);
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests.insert(request_ref(sc), digest);
+        digests.insert(RequestKey::of(sc), digest);
     }
 
     fn forget(&self, sc: &Scorecard) {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests.remove(&request_ref(sc));
+        digests.remove(&RequestKey::of(sc));
     }
 
     /// Keep only the requests in `listed` (after a relist); returns the
     /// ones dropped.
-    fn retain(&self, listed: &HashSet<ObjectRef<ServiceRequest>>) -> Vec<ObjectRef<ServiceRequest>> {
+    fn retain(&self, listed: &HashSet<RequestKey>) -> Vec<ObjectRef<ServiceRequest>> {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<_> = digests.keys().filter(|k| !listed.contains(*k)).cloned().collect();
         for k in &gone {
             digests.remove(k);
         }
-        gone
+        gone.iter().map(RequestKey::to_ref).collect()
     }
 }
 
@@ -92,7 +92,7 @@ pub async fn watch(
         match event {
             watcher::Event::Init => listed.clear(),
             watcher::Event::InitApply(sc) => {
-                listed.insert(request_ref(&sc));
+                listed.insert(RequestKey::of(&sc));
                 seen.saw(&sc);
             }
             watcher::Event::InitDone => {
@@ -154,7 +154,7 @@ mod tests {
         kept.metadata.namespace = Some("team".into());
         seen.saw(&sc);
         seen.saw(&kept);
-        let gone = seen.retain(&HashSet::from([request_ref(&kept)]));
+        let gone = seen.retain(&HashSet::from([RequestKey::of(&kept)]));
         assert_eq!(gone, vec![ObjectRef::new("svc").within("team")]);
         assert!(!seen.reports("team", "svc", &status));
     }

@@ -439,6 +439,11 @@ fn insert(
         });
     }
     sources.insert(path.clone(), source.to_string());
+    // Rendering grows the string by doubling; the files are held until
+    // their commit lands (hundreds of requests at once in a burst), so
+    // without the slack.
+    let mut content = content;
+    content.shrink_to_fit();
     files.insert(path, content);
     Ok(())
 }

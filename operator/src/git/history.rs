@@ -20,12 +20,14 @@ use git2::{Delta, Oid, Repository, Sort, Tree};
 pub(crate) const MAX_WALK: usize = 10_000;
 
 /// One directory's facts, as of the index's head. Kept small: there is
-/// one per directory in the repository (about four per request).
+/// one per directory in the repository (about four per request, 40,000
+/// at 10,000 requests).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DirFacts {
     /// Each author's latest commit time (unix seconds) in the directory;
-    /// usually one author (Paver), so a vector, not a map.
-    times: Vec<(Arc<str>, i64)>,
+    /// usually one author (Paver), so an exact-size slice, not a map (a
+    /// `Vec` would reserve four entries for the first author).
+    times: Box<[(Arc<str>, i64)]>,
     /// The latest commit that changed the directory.
     pub last_touch: Option<Oid>,
 }
@@ -39,7 +41,11 @@ impl DirFacts {
     fn saw(&mut self, email: &Arc<str>, when: i64) {
         match self.times.iter_mut().find(|(e, _)| e == email) {
             Some((_, t)) => *t = (*t).max(when),
-            None => self.times.push((email.clone(), when)),
+            None => {
+                let mut times = std::mem::take(&mut self.times).into_vec();
+                times.push((email.clone(), when));
+                self.times = times.into_boxed_slice();
+            }
         }
     }
 }
@@ -48,7 +54,7 @@ impl DirFacts {
 #[derive(Default)]
 pub(crate) struct History {
     head: Option<Oid>,
-    dirs: HashMap<String, DirFacts>,
+    dirs: HashMap<Box<str>, DirFacts>,
     /// Author emails, each stored once.
     emails: HashSet<Arc<str>>,
 }
@@ -114,7 +120,10 @@ impl History {
                 self.dirs.remove(dir);
                 continue;
             }
-            let facts = self.dirs.entry(dir.to_string()).or_default();
+            let facts = match self.dirs.get_mut(dir) {
+                Some(facts) => facts,
+                None => self.dirs.entry(Box::from(dir)).or_default(),
+            };
             facts.saw(&email, when);
             facts.last_touch = Some(id);
         }
@@ -145,5 +154,23 @@ mod tests {
     fn ancestors_of_a_path() {
         assert_eq!(ancestors("a/b/f").collect::<Vec<_>>(), ["", "a", "a/b"]);
         assert_eq!(ancestors("f").collect::<Vec<_>>(), [""]);
+    }
+
+    #[test]
+    fn each_author_keeps_their_latest_time() {
+        let (paver, dev): (Arc<str>, Arc<str>) = (Arc::from("paver@paver.dev"), Arc::from("dev@example.com"));
+        let mut facts = DirFacts::default();
+        facts.saw(&paver, 10);
+        assert_eq!(facts.times.len(), 1, "one entry, no spare room");
+        facts.saw(&dev, 5);
+        facts.saw(&paver, 7);
+        facts.saw(&dev, 20);
+        assert_eq!(
+            facts.times(),
+            BTreeMap::from([
+                ("paver@paver.dev".to_string(), 10),
+                ("dev@example.com".to_string(), 20)
+            ])
+        );
     }
 }

@@ -52,8 +52,10 @@ pub struct Change {
     pub dir: String,
     /// Files, by path relative to the repository root; every path must lie
     /// inside `root/dir`. Applying the change makes the directory hold
-    /// exactly these files.
-    pub files: BTreeMap<String, String>,
+    /// exactly these files. Shared, not copied: the reconcile that submits
+    /// a render keeps its files for the Scorecard while the commit is in
+    /// flight (hundreds of renders at once in a burst).
+    pub files: Arc<BTreeMap<String, String>>,
     /// Remove the whole directory (then `files` must be empty).
     pub delete: bool,
     /// Provenance trailers, e.g. `("Paver-Request", "ns/name")`.

@@ -127,7 +127,7 @@ pub(crate) fn apply(
     // The directory's new tree, built on its own first.
     let mut dir = Overlay::new(repo, None);
     let prefix = format!("{full}/");
-    for (path, content) in &change.files {
+    for (path, content) in change.files.iter() {
         let id = repo
             .blob(content.as_bytes())
             .map_err(|e| blocked(change, Blocked::Git(e)))?;
