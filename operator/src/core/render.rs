@@ -36,6 +36,12 @@ use super::{FieldError, estimate::Estimate, validate::CompiledRoute};
 
 /// Fuel for rendering one template (its content, path or `when`).
 pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
+/// How deep a template may nest (minijinja counts a macro call or include
+/// as about ten levels, a loop or `if` as one). minijinja's own limit, 500,
+/// lets a recursive macro overflow a 2 MiB thread stack (a tokio worker's,
+/// or a test's) in an unoptimized build; this one stops it with an error.
+pub const TEMPLATE_RECURSION_LIMIT: usize = 150;
 /// The output directory when the route names none.
 pub const DEFAULT_OUTPUT_PATH: &str = "{{ team }}/{{ namespace }}/{{ name }}";
 /// Where the Kubernetes manifests live inside the request's directory.
@@ -226,6 +232,7 @@ fn is_partial(path: &str) -> bool {
 fn base_env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.add_filter("to_yaml", to_yaml);
