@@ -906,7 +906,8 @@ async fn nothing_changed_means_nothing_written(env: &mut Env) -> Result<()> {
     );
     ensure!(
         writes_after == writes,
-        "API writes at rest: {writes} -> {writes_after}"
+        "API writes at rest: {writes} -> {writes_after}: {:?}",
+        env.operator.counter_lines("paver_api_writes_total").await?
     );
     ensure!(env.cluster.remote().head()? == head, "a commit was made at rest");
     Ok(())

@@ -232,6 +232,16 @@ impl Operator {
         self.spawn()
     }
 
+    /// A counter family from /metrics: each label set's line, for messages.
+    pub async fn counter_lines(&self, name: &str) -> Result<Vec<String>> {
+        let text = http_get(&self.metrics).await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Sum of a counter family from /metrics (all label sets).
     pub async fn counter(&self, name: &str) -> Result<f64> {
         let text = http_get(&self.metrics).await?;
