@@ -375,10 +375,13 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         });
     }
     // A Scorecard deleted by hand is recreated by its request's reconcile.
+    let (scorecards_ready_tx, mut scorecards_ready) = watch::channel(false);
     {
         let (ctx, trigger) = (ctx.clone(), trigger.clone());
         let api: Api<Scorecard> = Api::all(client.clone());
-        tokio::spawn(async move { scorecards::watch(api, &ctx.scorecards, trigger).await });
+        tokio::spawn(
+            async move { scorecards::watch(api, &ctx.scorecards, trigger, scorecards_ready_tx).await },
+        );
     }
 
     // Argo CD reporting on an Application re-reconciles its request.
@@ -413,7 +416,14 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     wait_ready(&mut routes_ready).await;
     wait_ready(&mut bundles_ready).await;
-    info!("routes and bundles loaded; starting the ServiceRequest controller");
+    // What a reconcile compares its Scorecard with, and Argo CD's view of
+    // each request: judged before they are listed, every request would
+    // write a Scorecard (and status) after a restart with nothing changed.
+    wait_ready(&mut scorecards_ready).await;
+    if argocd && applications.wait_until_ready().await.is_err() {
+        warn!("the Application watch stopped before it listed anything");
+    }
+    info!("routes, bundles, Scorecards and Applications loaded; starting the ServiceRequest controller");
     health.ready.store(true, Ordering::Relaxed);
 
     // Metadata only: list and watch as PartialObjectMetadata.

@@ -73,11 +73,14 @@ impl SeenScorecards {
 }
 
 /// Watch Scorecards into `seen`; a deleted one wakes its request, which
-/// writes it again.
+/// writes it again. `ready` turns true once the first list is in, so that
+/// requests are not reconciled against an empty `seen` (which would write
+/// every Scorecard again after a restart).
 pub async fn watch(
     api: Api<Scorecard>,
     seen: &SeenScorecards,
     trigger: UnboundedSender<ObjectRef<ServiceRequest>>,
+    ready: tokio::sync::watch::Sender<bool>,
 ) {
     let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     let mut listed = HashSet::new();
@@ -101,6 +104,7 @@ pub async fn watch(
                     let _ = trigger.send(gone);
                 }
                 listed = Default::default();
+                ready.send_replace(true);
             }
             watcher::Event::Apply(sc) => seen.saw(&sc),
             watcher::Event::Delete(sc) => {
