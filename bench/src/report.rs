@@ -357,9 +357,11 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
                 stand_max(peak, 100.0)
             },
             limits: format!(
-                "{:.1} KiB per request from before the burst to the peak: what is kept per request \
-                 (request metadata, route index, Scorecard digests, author facts, libgit2's capped cache) \
-                 and the reconciles in flight while the backlog drains. The profiles under \
+                "{:.1} KiB per request from before the burst to the peak: the reconciles in flight while \
+                 the backlog drains (up to 256, each holding its request and render until its commit lands), \
+                 what is kept per request (author facts of each directory, route index, resync queue, \
+                 Scorecard digests, request metadata) and libgit2's push walk (its object cache capped at \
+                 1 MiB); about 28 MiB of the resident memory is the mapped binary. The profiles under \
                  \"Profiles taken by hand\" split it.",
                 (peak - f(big, "/operator/rss_before_mib").unwrap_or(f64::NAN)) * 1024.0 / n
             ),
