@@ -244,11 +244,10 @@ impl Operator {
 
     /// Sum of a counter family from /metrics (all label sets).
     pub async fn counter(&self, name: &str) -> Result<f64> {
-        let text = http_get(&self.metrics).await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        Ok(self
+            .counter_lines(name)
+            .await?
+            .iter()
             .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
             .sum())
     }

@@ -37,8 +37,8 @@ pub struct CompiledBundle {
     pub exceptions: Vec<CompiledException>,
     /// Packages of the bundle's modules, e.g. `data.paver.security`, sorted.
     pub packages: Vec<String>,
-    /// `(package, rule)` pairs the modules declare, sorted.
-    pub(super) rules: Vec<(String, RuleKind)>,
+    /// The rules Paver reads that the modules declare, sorted by package and kind.
+    pub(super) rules: Vec<BundleRule>,
     /// Modules and data loaded, already prepared by activation's evaluation:
     /// evaluates the bundle when it has no VM program.
     pub(super) engine: Engine,
@@ -46,6 +46,16 @@ pub struct CompiledBundle {
     pub(super) program: Option<RuleProgram>,
     /// Why the bundle has no VM program, when the VM compiler refused it.
     pub interpreted_because: Option<String>,
+}
+
+/// A rule Paver reads, as one package declares it.
+#[derive(Clone, Debug)]
+pub(super) struct BundleRule {
+    /// `data.<package>`.
+    pub package: String,
+    pub kind: RuleKind,
+    /// `data.<package>.<rule>`: what is evaluated, and named in findings and errors.
+    pub path: String,
 }
 
 impl std::fmt::Debug for CompiledBundle {
@@ -199,10 +209,15 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         .iter()
         .filter_map(|r| RuleKind::from_rule_name(&r.name).map(|k| (r.package.clone(), k)))
         .collect();
-    let entry_points: Vec<String> = rules
-        .iter()
-        .map(|(package, kind)| format!("{package}.{}", kind.rule_name()))
+    let rules: Vec<BundleRule> = rules
+        .into_iter()
+        .map(|(package, kind)| BundleRule {
+            path: format!("{package}.{}", kind.rule_name()),
+            package,
+            kind,
+        })
         .collect();
+    let entry_points: Vec<String> = rules.iter().map(|r| r.path.clone()).collect();
     let (program, interpreted_because) = if entry_points.is_empty() {
         (
             None,
@@ -222,7 +237,7 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         match_: spec.match_.clone(),
         exceptions,
         packages: packages.into_iter().collect(),
-        rules: rules.into_iter().collect(),
+        rules,
         engine,
         program,
         interpreted_because,

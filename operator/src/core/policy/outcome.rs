@@ -8,7 +8,11 @@ use paver_crds::{CheckResult, Finding, PolicyMode};
 use regorus::{Engine, Value, rvm::RegoVM};
 use serde_json::Value as Json;
 
-use super::{CompiledBundle, PolicyError, PreparedInput, compile::parse_regorus_error, program::RuleProgram};
+use super::{
+    CompiledBundle, PolicyError, PreparedInput,
+    compile::{BundleRule, parse_regorus_error},
+    program::RuleProgram,
+};
 
 /// Rule id given to rule output of the wrong shape.
 pub const INVALID_OUTPUT_RULE: &str = "invalid-output";
@@ -106,13 +110,8 @@ pub fn evaluate(
             _ if bundle.enforcing(now) => Routing::Enforce,
             _ => Routing::Warn,
         };
-        let selected: Vec<(&String, &RuleKind, String)> = bundle
-            .rules
-            .iter()
-            .filter(|(_, k)| rules.contains(k))
-            .map(|(package, kind)| (package, kind, format!("{package}.{}", kind.rule_name())))
-            .collect();
-        let paths: Vec<&str> = selected.iter().map(|(_, _, path)| path.as_str()).collect();
+        let selected: Vec<&BundleRule> = bundle.rules.iter().filter(|r| rules.contains(&r.kind)).collect();
+        let paths: Vec<&str> = selected.iter().map(|r| r.path.as_str()).collect();
         let values = Evaluator::new(bundle, input)?
             .eval_all(&paths)
             .map_err(|(i, message)| PolicyError::Evaluate {
@@ -120,13 +119,13 @@ pub fn evaluate(
                 rule: paths.get(i).copied().unwrap_or("data").to_string(),
                 message,
             })?;
-        for ((package, kind, path), value) in selected.into_iter().zip(values) {
+        for (BundleRule { package, kind, path }, value) in selected.into_iter().zip(values) {
             let default_id = package.rsplit('.').next().unwrap_or(package);
             for item in elements(&value) {
                 let item = serde_json::to_value(item).unwrap_or(Json::Null);
-                let finding = |item: &Json| to_finding(&bundle.name, default_id, &path, item);
+                let finding = |item: &Json| to_finding(&bundle.name, default_id, path, item);
                 match (kind, routing) {
-                    (RuleKind::Checks, _) => out.checks.push(to_check(&bundle.name, &path, &item)),
+                    (RuleKind::Checks, _) => out.checks.push(to_check(&bundle.name, path, &item)),
                     (RuleKind::Deny, Routing::Enforce) => out.violations.push(finding(&item)),
                     (RuleKind::Deny | RuleKind::Warn, Routing::Enforce | Routing::Warn) => {
                         out.warnings.push(finding(&item))
@@ -134,13 +133,13 @@ pub fn evaluate(
                     (RuleKind::Deny | RuleKind::Warn, Routing::Dryrun) => out.dryrun.push(finding(&item)),
                     (RuleKind::NeedsApproval, Routing::Enforce) => {
                         out.approval_reasons
-                            .push(format!("{}: {}", bundle.name, to_reason(&path, &item)))
+                            .push(format!("{}: {}", bundle.name, to_reason(path, &item)))
                     }
                     (RuleKind::NeedsApproval, Routing::Warn) => {
-                        out.warnings.push(approval_finding(bundle, &path, &item))
+                        out.warnings.push(approval_finding(bundle, path, &item))
                     }
                     (RuleKind::NeedsApproval, Routing::Dryrun) => {
-                        out.dryrun.push(approval_finding(bundle, &path, &item))
+                        out.dryrun.push(approval_finding(bundle, path, &item))
                     }
                 }
             }

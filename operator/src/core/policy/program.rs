@@ -11,8 +11,9 @@
 //! fails is an error, not an undefined value, so a bundle fails closed; the
 //! same time limit bounds every evaluation; and regorus's default
 //! instruction cap (25,000) is lifted, since the time limit is the budget.
-//! regorus 0.14.1's VM let `x := <undefined>` bind `x`; the copy in
-//! vendor/regorus carries the fix.
+//! regorus 0.14.1's VM differs from the interpreter where it matters to a
+//! gate (`x := <undefined>`, errors inside a rule body, comparisons across
+//! types); the copy in vendor/regorus carries the fixes (vendor/README.md).
 
 use std::{collections::BTreeMap, num::NonZeroU32, sync::Arc};
 

@@ -76,20 +76,28 @@ fn now() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn eval(
+/// Every rule of `bundle` against `input`, for request `team/svc`.
+fn try_eval(
     bundle: &Arc<CompiledBundle>,
-    params: serde_json::Value,
+    input: &PreparedInput,
     labels: &BTreeMap<String, String>,
-) -> PolicyOutcome {
+) -> Result<PolicyOutcome, PolicyError> {
     evaluate(
         std::slice::from_ref(bundle),
-        &input(params, 50.0),
+        input,
         &RuleKind::ALL,
         "team/svc",
         labels,
         now(),
     )
-    .expect("evaluates")
+}
+
+fn eval(
+    bundle: &Arc<CompiledBundle>,
+    params: serde_json::Value,
+    labels: &BTreeMap<String, String>,
+) -> PolicyOutcome {
+    try_eval(bundle, &input(params, 50.0), labels).expect("evaluates")
 }
 
 #[test]
@@ -197,15 +205,8 @@ fn evaluation_on_the_vm_hits_the_time_limit() {
     let b = compiled(&spec(vec![module("h.rego", src)], vec![]));
     assert_eq!(b.evaluator(), "vm", "{:?}", b.interpreted_because);
     let start = std::time::Instant::now();
-    let err = evaluate(
-        &[b],
-        &input(json!({"n": 100_000}), 1.0),
-        &RuleKind::ALL,
-        "team/svc",
-        &BTreeMap::new(),
-        now(),
-    )
-    .expect_err("stopped by the time limit");
+    let err = try_eval(&b, &input(json!({"n": 100_000}), 1.0), &BTreeMap::new())
+        .expect_err("stopped by the time limit");
     assert!(err.to_string().contains("time limit"), "{err}");
     assert!(start.elapsed() < EVAL_TIME_LIMIT * 3);
 }
@@ -217,10 +218,8 @@ fn bundles_are_evaluated_on_the_vm() {
     let i = b.interpreted();
     assert_eq!(i.evaluator(), "interpreter");
     let input = input(json!({"public": true, "plain": true, "replicas": 1}), 500.0);
-    let run = |b: Arc<CompiledBundle>| {
-        evaluate(&[b], &input, &RuleKind::ALL, "team/svc", &BTreeMap::new(), now()).expect("evaluates")
-    };
-    let (vm, interpreter) = (run(b), run(Arc::new(i)));
+    let run = |b: &Arc<CompiledBundle>| try_eval(b, &input, &BTreeMap::new()).expect("evaluates");
+    let (vm, interpreter) = (run(&b), run(&Arc::new(i)));
     assert_eq!(vm, interpreter);
     assert_eq!(
         (vm.violations.len(), vm.warnings.len(), vm.approval_reasons.len()),
@@ -551,15 +550,7 @@ checks contains {"id": "c", "pass": "yes"} if true
 fn runtime_errors_are_errors_not_panics() {
     let src = "package e\n\ndeny contains x if { x := 1 / input.parameters.zero }\n";
     let b = compiled(&spec(vec![module("e.rego", src)], vec![]));
-    let err = evaluate(
-        &[b],
-        &input(json!({"zero": 0}), 1.0),
-        &RuleKind::ALL,
-        "team/svc",
-        &BTreeMap::new(),
-        now(),
-    )
-    .expect_err("division by zero");
+    let err = try_eval(&b, &input(json!({"zero": 0}), 1.0), &BTreeMap::new()).expect_err("division by zero");
     let PolicyError::Evaluate {
         bundle,
         rule,
