@@ -5,14 +5,20 @@
 #                             kube-scheduler, kubectl, etcd (one `go build`),
 #                             Argo CD's CRDs (module download), then kwok and
 #                             opa (`go install`)
-#   e2e/bin.sh build-argocd   Argo CD (optional, ~9 min, fetches Go 1.27)
+#   e2e/bin.sh build-argocd   Argo CD (~20 min cold, fetches Go 1.27)
+#   e2e/bin.sh build-all      both of the above: what `make test` and
+#                             `make demo` need
 #   e2e/bin.sh paths          print the cache directories (shell assignments)
-#   e2e/bin.sh check          exit 0 only if every required binary is cached
+#   e2e/bin.sh check [--argocd]  exit 0 only if every binary of `build` (and
+#                             with --argocd, Argo CD) is cached; names the
+#                             missing ones on stderr
 #
 # Binaries go to ${PAVER_E2E_CACHE:-$HOME/.cache/paver-e2e}/<tool>-<version>/
 # and are never rebuilt when present (delete the directory to force it).
 # Go builds run one at a time under `nice -n 15`; output goes to log files
-# under <cache>/logs/, timings are printed.
+# under <cache>/logs/, timings are printed. While a build runs, a progress
+# line every ${PAVER_PROGRESS_SECONDS:-30} s says what is building, for how
+# long, how many of its Go packages are compiled and what is left after it.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,15 +42,53 @@ NICE=(nice -n 15)
 
 log() { printf '[bin.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# run_logged NAME CMD... : run CMD with output to $LOG_DIR/NAME.log, print time.
+# The build steps still to run, the current one first (set by `plan`,
+# printed by the progress line).
+LEFT=()
+PROGRESS_SECONDS="${PAVER_PROGRESS_SECONDS:-30}"
+
+mmss() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+# progress NAME LOG START TOTAL: every PROGRESS_SECONDS, one line on stderr.
+# `go build -v` writes each package it compiles to LOG; TOTAL is how many
+# packages the build needs (0: unknown), so "N of TOTAL" is real progress
+# (packages already in Go's build cache are not compiled again, so a warm
+# build ends below TOTAL).
+progress() {
+  local name="$1" logf="$2" start="$3" total="$4" n msg
+  while sleep "$PROGRESS_SECONDS"; do
+    msg="$name: building for $(mmss $(($(date +%s) - start)))"
+    if [ "$total" -gt 0 ]; then
+      n=$(grep -vc '^#\|^go: ' "$logf" 2>/dev/null || true)
+      msg+=", ${n:-0} of $total Go packages compiled"
+    fi
+    if [ "${#LEFT[@]}" -gt 1 ]; then msg+="; after it: ${LEFT[*]:1}"; else msg+="; the last step"; fi
+    log "$msg"
+  done
+}
+
+# go_packages PKG...: how many packages (with their dependencies) a build of
+# PKG... compiles, from the current module; 0 when it cannot be told.
+go_packages() {
+  local n
+  n=$(go list -deps "$@" 2>/dev/null | grep -c .) || true
+  echo "${n:-0}"
+}
+
+# run_logged NAME TOTAL CMD... : run CMD with output to $LOG_DIR/NAME.log,
+# a progress line while it runs (TOTAL Go packages, 0: unknown), its time.
 run_logged() {
-  local name="$1"; shift
-  local logf="$LOG_DIR/$name.log" start end rc=0
+  local name="$1" total="$2"; shift 2
+  local logf="$LOG_DIR/$name.log" start end rc=0 ticker
   mkdir -p "$LOG_DIR"
   log "$name: started (log: $logf)"
   start=$(date +%s)
   { echo "# $(date -Is) $*"; } >"$logf"
+  progress "$name" "$logf" "$start" "$total" &
+  ticker=$!
   "$@" >>"$logf" 2>&1 || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
   end=$(date +%s)
   echo "# $(date -Is) exit $rc after $((end - start))s" >>"$logf"
   if [ "$rc" -ne 0 ]; then
@@ -86,9 +130,10 @@ build_k8s() {
   log "building ${missing[*]} (one go build; ~10-13 min on 2 cold cores)"
   # One invocation: the packages share compile work. GOTOOLCHAIN=local: the
   # module says go 1.26.0, no toolchain download.
-  (cd "$HERE/tools" && GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" \
-    run_logged "build-k8s-$K8S_VERSION" "${NICE[@]}" \
-      go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
+  (cd "$HERE/tools" && export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" &&
+    log "k8s: downloading modules" && go mod download &&
+    run_logged "build-k8s-$K8S_VERSION" "$(go_packages "${pkgs[@]}")" "${NICE[@]}" \
+      go build -v -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
   # go names go.etcd.io/etcd/server/v3 after "server".
   [ -f "$tmp/server" ] && mv "$tmp/server" "$tmp/etcd"
   mkdir -p "$K8S_DIR"
@@ -105,8 +150,8 @@ go_install() {
   local dir="$1" bin="$2" target="$3"; shift 3
   if [ -x "$dir/$bin" ]; then log "$bin: cached in $dir"; return 0; fi
   mkdir -p "$dir"
-  (cd "$dir" && run_logged "install-$bin-${target##*@}" \
-    env GOBIN="$dir" "$@" "${NICE[@]}" go install -trimpath "$target")
+  (cd "$dir" && run_logged "install-$bin-${target##*@}" 0 \
+    env GOBIN="$dir" "$@" "${NICE[@]}" go install -v -trimpath "$target")
 }
 
 # kwok exits "no stages found" without stage definitions: copy the YAML files
@@ -143,12 +188,31 @@ argocd_crds() {
   log "argocd CRDs: $(ls "$ARGOCD_CRDS_DIR" | tr '\n' ' ')"
 }
 
+# plan [--argocd]: the build steps not cached yet, in order, as LEFT; logged
+# with their cold times on 2 cores. The step running is LEFT[0].
+plan() {
+  LEFT=()
+  local b
+  for b in "${K8S_BINS[@]}"; do
+    [ -x "$K8S_DIR/$b" ] || { LEFT+=(k8s); break; }
+  done
+  [ -x "$KWOK_DIR/kwok" ] || LEFT+=(kwok)
+  [ -x "$OPA_DIR/opa" ] || LEFT+=(opa)
+  if [ "${1:-}" = --argocd ] && [ ! -x "$ARGOCD_DIR/argocd" ]; then LEFT+=(argocd); fi
+  [ "${#LEFT[@]}" -eq 0 ] ||
+    log "to build: ${LEFT[*]} (cold on 2 cores: k8s ~12 min, kwok ~2, opa ~2, argocd ~20); cache: $CACHE"
+}
+
+# step_done NAME: the step NAME is over; drop it from the front of LEFT.
+step_done() { [ "${LEFT[0]:-}" != "$1" ] || LEFT=("${LEFT[@]:1}"); }
+
 build() {
-  build_k8s
+  build_k8s; step_done k8s
   argocd_crds
   go_install "$KWOK_DIR" kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" GOTOOLCHAIN=auto
-  (cd "$CACHE" && kwok_stages)
+  (cd "$CACHE" && kwok_stages); step_done kwok
   go_install "$OPA_DIR" opa "github.com/open-policy-agent/opa@$OPA_VERSION" GOTOOLCHAIN=auto
+  step_done opa
   log "all built; binaries:"
   ls -l "$K8S_DIR" "$KWOK_DIR" "$OPA_DIR" >&2
 }
@@ -163,9 +227,10 @@ build_argocd() {
     rm -rf "$tmp"; mkdir -p "$tmp"
     # argo-cd v3.6.1 wants Go 1.27: GOTOOLCHAIN=auto fetches go1.27.x from the
     # module proxy by itself.
-    (cd "$HERE/argocd" && GOTOOLCHAIN=auto GOFLAGS="-mod=readonly -buildvcs=false" \
-      run_logged "build-argocd-$ARGOCD_VERSION" "${NICE[@]}" \
-        go build -trimpath -ldflags "-s -w" -o "$tmp/argocd" github.com/argoproj/argo-cd/v3/cmd)
+    (cd "$HERE/argocd" && export GOTOOLCHAIN=auto GOFLAGS="-mod=readonly -buildvcs=false" &&
+      log "argocd: fetching Go 1.27 (GOTOOLCHAIN=auto) and the modules" && go mod download &&
+      run_logged "build-argocd-$ARGOCD_VERSION" "$(go_packages github.com/argoproj/argo-cd/v3/cmd)" "${NICE[@]}" \
+        go build -v -trimpath -ldflags "-s -w" -o "$tmp/argocd" github.com/argoproj/argo-cd/v3/cmd)
     mkdir -p "$ARGOCD_DIR"
     mv "$tmp/argocd" "$ARGOCD_DIR/argocd"
     rm -rf "$tmp"
@@ -197,6 +262,10 @@ EOF
 
 check() {
   local ok=0 b
+  if [ "${1:-}" = --argocd ]; then
+    [ -x "$ARGOCD_DIR/argocd" ] && [ -f "$ARGOCD_DIR/module-dir" ] ||
+      { echo "missing $ARGOCD_DIR/argocd (e2e/bin.sh build-argocd)" >&2; ok=1; }
+  fi
   for b in "${K8S_BINS[@]}"; do [ -x "$K8S_DIR/$b" ] || { echo "missing $K8S_DIR/$b" >&2; ok=1; }; done
   [ -x "$KWOK_DIR/kwok" ] || { echo "missing $KWOK_DIR/kwok" >&2; ok=1; }
   [ -n "$(ls "$KWOK_DIR/stages/"*.yaml 2>/dev/null)" ] || { echo "missing $KWOK_DIR/stages/*.yaml" >&2; ok=1; }
@@ -205,11 +274,21 @@ check() {
   return "$ok"
 }
 
+need_go() {
+  command -v go >/dev/null 2>&1 && return 0
+  [ -x /usr/local/go/bin/go ] && { PATH="/usr/local/go/bin:$PATH"; return 0; }
+  log "ERROR: Go is needed to build the e2e binaries (Go 1.26, https://go.dev/dl/; see e2e/README.md)"
+  exit 1
+}
+
 case "${1:-}" in
-  build) build ;;
-  build-k8s) build_k8s ;;
-  build-argocd) build_argocd ;;
+  build) need_go; plan; build ;;
+  build-k8s) need_go; build_k8s ;;
+  build-argocd) need_go; plan --argocd; build_argocd ;;
+  build-all)
+    if check --argocd 2>/dev/null; then log "all cached in $CACHE"; exit 0; fi
+    need_go; plan --argocd; build; build_argocd ;;
   paths) paths ;;
-  check) check ;;
-  *) echo "usage: $0 build|build-k8s|build-argocd|paths|check" >&2; exit 2 ;;
+  check) shift; check "$@" ;;
+  *) echo "usage: $0 build|build-k8s|build-argocd|build-all|paths|check [--argocd]" >&2; exit 2 ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Paver end to end on this machine, in one command (`make demo`):
 #
-#   e2e/demo.sh up     build the e2e binaries (cached) and paver, start the
+#   e2e/demo.sh up     install the missing Debian packages, build the e2e
+#                      binaries and Argo CD (cached) and paver, start the
 #                      loopback control plane + Git server (e2e/cluster.sh),
 #                      install Paver (CRDs, then -k manifests/), run the
 #                      operator as a local process, apply examples/, approve
@@ -14,8 +15,10 @@
 # .gitignore inside it): cluster/ (the cluster.sh state dir), operator.log,
 # operator.pid, the operator's working clone and a clone of the output repo.
 # Running `up` over a running demo stops that demo first.
-# With Argo CD built (e2e/bin.sh build-argocd) it also starts Argo CD and the
-# root Application, and waits for every request to be Synced and Ready.
+# It does its own setup: the missing Debian packages (e2e/deps.sh: apt-get as
+# root, sudo otherwise), the e2e binaries and Argo CD (e2e/bin.sh build-all,
+# cached by version), then starts Argo CD and the root Application and fails
+# unless every request ends Synced.
 # Knobs: PAVER_DEMO_STATE, PAVER_DEMO_TIMEOUT (seconds to wait for the
 # requests, default 180), PAVER_DEMO_ARGOCD=0 (no Argo CD), and
 # e2e/cluster.sh's (PAVER_E2E_CACHE, ...).
@@ -130,26 +133,20 @@ need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed ($2)"; }
 
 cmd_up() {
   local t0; t0=$(date +%s)
-  "$HERE/bin.sh" check >/dev/null 2>&1 || need go "Go 1.26 builds the e2e binaries, see e2e/README.md"
-  need "$CARGO" "Rust, see README.md"
-  need git "apt-get install git"
-  need lighttpd "apt-get install lighttpd"
-  need openssl "apt-get install openssl"
-  need curl "apt-get install curl"
+  local argocd=1 deps_args=() bins=build-all
+  if [ "${PAVER_DEMO_ARGOCD:-1}" = 0 ]; then argocd=0; deps_args=(--no-argocd); bins=build; fi
+  need "$CARGO" "Rust (stable), see README.md"
 
   if running; then
     log "a demo is already running in $DEMO: stopping it first"
     cmd_down
   fi
 
-  hr "Building the e2e binaries (cached in ~/.cache/paver-e2e; the first build takes ~15 min)"
-  if "$HERE/bin.sh" check 2>/dev/null; then
-    log "all cached ($("$HERE/bin.sh" paths | sed -n 's/^PAVER_E2E_CACHE=//p'))"
-  else
-    "$HERE/bin.sh" build
-  fi
+  hr "Setup: Debian packages, the e2e binaries$([ "$argocd" = 1 ] && echo " and Argo CD") (cached in $PAVER_E2E_CACHE)"
+  "$HERE/deps.sh" install "${deps_args[@]}" || die "the Debian packages above are needed (e2e/deps.sh)"
+  "$HERE/bin.sh" "$bins" || die "building the e2e binaries failed (logs: $PAVER_E2E_CACHE/logs)"
 
-  hr "Building paver"
+  hr "Building paver (cargo build; the first build takes ~5 min on 2 cores)"
   (cd "$REPO_ROOT" && "$CARGO" build -p paver)
   local paver="$REPO_ROOT/target/debug/paver"
   [ -x "$paver" ] || die "$paver was not built"
@@ -172,16 +169,14 @@ cmd_up() {
   kubectl -n paver-system scale deployment paver-operator --replicas=0 >/dev/null
   log "installed: $(kubectl get paveroutes -o name | wc -l) PaveRoutes, $(kubectl get policybundles -o name | wc -l) PolicyBundles, RBAC, admission policy"
 
-  # Argo CD closes the loop when it is built (e2e/bin.sh build-argocd, ~9 min
-  # once); without it requests stop at Rendered.
-  local argocd_args=() argocd=0
-  if [ -x "$ARGOCD_BIN_DIR/argocd" ] && [ "${PAVER_DEMO_ARGOCD:-1}" = 1 ]; then
+  # Argo CD closes the loop; with PAVER_DEMO_ARGOCD=0 requests stop at Rendered.
+  local argocd_args=()
+  if [ "$argocd" = 1 ]; then
     hr "Starting Argo CD (repo-server, application-controller, redis)"
     PAVER_E2E_STATE="$CLUSTER_STATE" "$HERE/argocd.sh" up >/dev/null
-    argocd=1
     argocd_args=(--argocd-destination-server "$PAVER_E2E_APISERVER")
   else
-    log "Argo CD is not built (e2e/bin.sh build-argocd): requests will stop at Rendered"
+    log "PAVER_DEMO_ARGOCD=0: no Argo CD; requests will stop at Rendered"
   fi
 
   hr "Starting the operator (as system:serviceaccount:paver-system:paver)"
@@ -256,9 +251,14 @@ EOF
           kubectl patch ingress "$iname" -n "$ins" --subresource=status --type=merge \
             -p '{"status":{"loadBalancer":{"ingress":[{"ip":"127.0.0.1"}]}}}' >/dev/null 2>&1 || true
         done
-      [ "$(date +%s)" -lt "$deadline" ] || { log "not every request is Synced yet; showing what there is"; break; }
+      if [ "$(date +%s)" -ge "$deadline" ]; then
+        kubectl get servicerequests -A >&2
+        kubectl get applications -n argocd >&2 || true
+        die "not every request was Synced by Argo CD after ${TIMEOUT}s (Argo CD logs: $CLUSTER_STATE/logs)"
+      fi
       sleep 2
     done
+    log "every request is Synced"
   fi
   trap - EXIT
 

@@ -8,7 +8,8 @@
 //! the other scenarios' requests keep stopping at `Rendered`.
 //!
 //! Without the Argo CD binary (`e2e/bin.sh build-argocd`) or redis-server
-//! these scenarios report SKIP with the reason.
+//! these scenarios fail under CI (`CI` set) and report SKIP elsewhere, with
+//! what is missing and the command that provides it.
 
 use std::{
     fmt,
@@ -58,8 +59,12 @@ static STATE: OnceLock<State> = OnceLock::new();
 pub fn start(c: &Cluster) -> Vec<String> {
     let state = match support::argocd_missing() {
         Some(reason) => {
-            eprintln!("SKIP argocd up: {reason}");
-            State::Skipped(reason)
+            eprintln!("{reason}");
+            if support::prereq::required() {
+                State::Failed(reason)
+            } else {
+                State::Skipped(reason)
+            }
         }
         None => {
             let t0 = Instant::now();

@@ -1,8 +1,11 @@
 //! Paver's regorus evaluation agrees with real OPA on the shipped bundles.
 //! Needs an `opa` binary ($OPA, `opa` on PATH, the e2e cache's, or ~/go/bin/opa); without
-//! one the test prints why it skipped and passes.
+//! one it fails under CI (`CI` set) and elsewhere prints why it skipped.
 
 mod common;
+#[allow(dead_code)] // missing_packages is the e2e suite's
+#[path = "../../e2e/tests/support/prereq.rs"]
+mod prereq;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -194,9 +197,13 @@ fn opa_sets(opa: &Path, dir: &Path, package: &str, input_file: &Path) -> Sets {
 #[test]
 fn paver_and_opa_agree_on_the_shipped_bundles() {
     let Some(opa) = find_opa() else {
-        eprintln!(
-            "SKIPPED opa_parity: no opa binary found ($OPA, PATH, ~/.cache/paver-e2e/opa-v1.22.2, ~/go/bin/opa); install OPA to run it"
+        let msg = prereq::report(
+            "opa_parity",
+            "no opa binary ($OPA, PATH, ~/.cache/paver-e2e/opa-v1.22.2, ~/go/bin/opa)",
+            "e2e/bin.sh build",
         );
+        assert!(!prereq::required(), "{msg}");
+        eprintln!("{msg}");
         return;
     };
     let (_, bundles) = common::activated();

@@ -19,6 +19,8 @@ use kube::{
 };
 use paver_crds::{Phase, ServiceRequest};
 
+pub mod prereq;
+
 /// The repository root (the e2e scripts, manifests and examples live there).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -37,14 +39,34 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Whether `e2e/bin.sh build` has run (the only reason to skip).
-pub fn binaries_built() -> bool {
-    Command::new(repo_root().join("e2e/bin.sh"))
+/// What the suite cannot run without, as `(what is missing, the command
+/// that provides it)`: the binaries of `e2e/bin.sh build` and the Debian
+/// packages of the control plane and the Git server. Empty when all is here.
+pub fn missing_prerequisites() -> Vec<(String, String)> {
+    let mut missing = Vec::new();
+    let check = Command::new(repo_root().join("e2e/bin.sh"))
         .arg("check")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .output();
+    match check {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => missing.push((
+            String::from_utf8_lossy(&out.stderr).trim().replace('\n', ", "),
+            "e2e/bin.sh build".to_string(),
+        )),
+        Err(e) => missing.push((
+            format!("e2e/bin.sh check did not run: {e}"),
+            "e2e/bin.sh build".into(),
+        )),
+    }
+    let packages = prereq::missing_packages(false);
+    if !packages.is_empty() {
+        missing.push((
+            format!("Debian packages {}", packages.join(" ")),
+            "e2e/deps.sh install".to_string(),
+        ));
+    }
+    missing
 }
 
 /// A running control plane and Git server; stopped on drop.
@@ -427,9 +449,10 @@ pub fn argocd_missing() -> Option<String> {
         return Some("`e2e/bin.sh paths` names no ARGOCD_BIN_DIR".into());
     };
     if !dir.join("argocd").exists() || !dir.join("module-dir").exists() {
-        return Some(format!(
-            "Argo CD is not built in {} (run `e2e/bin.sh build-argocd`, ~9 min)",
-            dir.display()
+        return Some(prereq::report(
+            "argocd",
+            &format!("Argo CD is not built in {}", dir.display()),
+            "e2e/bin.sh build-argocd",
         ));
     }
     let redis = Command::new("sh")
@@ -437,7 +460,11 @@ pub fn argocd_missing() -> Option<String> {
         .stdout(Stdio::null())
         .status();
     if !redis.is_ok_and(|s| s.success()) {
-        return Some("redis-server is not installed (apt-get install redis-server)".into());
+        return Some(prereq::report(
+            "argocd",
+            "redis-server is not installed",
+            "e2e/deps.sh install",
+        ));
     }
     None
 }
