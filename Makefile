@@ -23,9 +23,10 @@ test: ## Run every test, e2e and Argo CD included (builds missing e2e binaries f
 	fi
 	$(CARGO) test --workspace --locked
 
-lint: ## rustfmt check and clippy with warnings as errors
+lint: ## rustfmt check, clippy with warnings as errors, and the core's purity (no kube client, git2, tokio)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	scripts/core-is-pure.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

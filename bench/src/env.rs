@@ -166,8 +166,8 @@ pub fn examples(root: &Path) -> anyhow::Result<Vec<(String, ServiceRequest)>> {
     Ok(out)
 }
 
-/// A request walked up to policy the way `decide_request` does: route
-/// selected, parameters validated (defaults applied), estimate, render.
+/// A request walked up to policy by the core (`prepare_request`, as
+/// `decide_request` does), and rendered.
 pub struct Walked<'a> {
     pub route: &'a paver::core::validate::CompiledRoute,
     pub parameters: serde_json::Value,
@@ -184,29 +184,29 @@ pub fn render_options() -> paver::core::render::RenderOptions {
 }
 
 pub fn walk<'a>(catalog: &'a Catalog, req: &ServiceRequest) -> anyhow::Result<Walked<'a>> {
-    use paver::core::{estimate::estimate, render::render, validate};
-    let route = validate::select_route(catalog.routes(), &req.spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let validated = validate::validate_request(req, route).map_err(|errors| {
+    use paver::core::{render::render, verdict::prepare_request};
+    // The core's own walk up to policy (what decide_request does), then the render.
+    let prepared = prepare_request(catalog, req).map_err(|u| {
         anyhow::anyhow!(
             "invalid request: {}",
-            errors
+            u.errors
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ")
         )
     })?;
-    let estimate = estimate(
-        route.route.spec.cost.as_ref(),
-        &validated.parameters,
-        req.spec.environment.as_str(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rendered = render(route, req, &validated.parameters, &estimate, &render_options())?;
+    let rendered = render(
+        prepared.route,
+        req,
+        &prepared.parameters,
+        &prepared.estimate,
+        &render_options(),
+    )?;
     Ok(Walked {
-        route,
-        parameters: validated.parameters,
-        estimate,
+        route: prepared.route,
+        parameters: prepared.parameters,
+        estimate: prepared.estimate,
         rendered,
     })
 }

@@ -273,7 +273,6 @@ fn target(name: &'static str, dir: &Path, http: bool) -> anyhow::Result<Target> 
         config: GitConfig {
             url,
             branch: BRANCH.into(),
-            root: String::new(),
             workdir: dir.join("cache"),
             credentials,
             author_name: "Paver".into(),

@@ -9,6 +9,7 @@ pub mod condition;
 pub mod request;
 pub mod route;
 pub mod scorecard;
+pub mod vocab;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -29,6 +30,7 @@ pub use route::{
     PaveRouteSpec, PaveRouteStatus, RouteOutput, RouteTemplates, ScorecardLevels, SyncPolicy, TemplateFile,
 };
 pub use scorecard::{CheckResult, Scorecard, ScorecardSpec, ScorecardStatus};
+pub use vocab::{API_VERSION, FIELD_MANAGER, FINALIZER, RequestKey};
 
 /// The API group of every Paver resource.
 pub const GROUP: &str = "paver.dev";

@@ -235,3 +235,51 @@ fn bundle_tests_pass_and_a_failing_bundle_fails() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("ERROR p.rego:"), "{out}");
 }
+
+/// A request whose render fails is not a success: `paver validate` and
+/// `paver render` exit 2 and say why, as the operator marks it Failed.
+#[test]
+fn a_render_that_fails_exits_2_in_validate_and_render() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let route = write(
+        &dir,
+        "route.yaml",
+        "apiVersion: paver.dev/v1alpha1\nkind: PaveRoute\nmetadata: {name: broken-render}\n\
+         spec:\n  version: 1.0.0\n  templates:\n    inline:\n      - path: out.yaml\n        \
+         content: \"replicas: {{ parameters.replicas // 0 }}\"\n",
+    );
+    let request = write(
+        &dir,
+        "request.yaml",
+        "apiVersion: paver.dev/v1alpha1\nkind: ServiceRequest\nmetadata: {name: web, namespace: shop}\n\
+         spec:\n  route: broken-render\n  team: shop\n  owner: shop@example.com\n  \
+         environment: development\n  parameters: {replicas: 2}\n",
+    );
+    // No bundles: policy allows it, so only the render can fail.
+    let bundles = dir.path().join("no-bundles");
+    std::fs::create_dir(&bundles).expect("mkdir");
+    let bundles = bundles.display().to_string();
+    let (code, out, err) = paver(&[
+        "validate",
+        "--routes",
+        &route,
+        "--bundles",
+        &bundles,
+        "-f",
+        &request,
+    ]);
+    assert_eq!(code, 2, "validate: {out}{err}");
+    assert!(out.contains("shop/web: ALLOWED, RENDER FAILED"), "{out}");
+    assert!(out.contains("render:"), "the render error is printed: {out}");
+    let (code, out, err) = paver(&[
+        "render",
+        "--routes",
+        &route,
+        "--bundles",
+        &bundles,
+        "-f",
+        &request,
+    ]);
+    assert_eq!(code, 2, "render: {out}{err}");
+    assert!(err.contains("nothing rendered for shop/web"), "{err}");
+}

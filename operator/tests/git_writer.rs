@@ -58,7 +58,6 @@ impl Fixture {
         GitConfig {
             url: url.to_string(),
             branch: "main".into(),
-            root: "apps".into(),
             workdir: self.path(workdir),
             credentials,
             author_name: "Paver".into(),
@@ -71,14 +70,15 @@ impl Fixture {
     }
 }
 
+/// A change for request `key`, in directory `apps/<key>`.
 fn change(key: &str, files: &[(&str, &str)]) -> Change {
-    let dir = key.to_string();
+    let dir = format!("apps/{key}");
     Change {
         key: key.to_string(),
         files: std::sync::Arc::new(
             files
                 .iter()
-                .map(|(p, c)| (format!("apps/{dir}/{p}"), c.to_string()))
+                .map(|(p, c)| (format!("{dir}/{p}"), c.to_string()))
                 .collect(),
         ),
         dir,
@@ -150,7 +150,7 @@ fn first_commit_into_empty_remote() {
     let entry = tree.get_path(Path::new("apps/pay/gw/deploy.yaml")).expect("file");
     assert_eq!(entry.filemode(), 0o100644);
 
-    let files = repo.read_dir("pay/gw").expect("read");
+    let files = repo.read_dir("apps/pay/gw").expect("read");
     assert_eq!(
         files,
         BTreeMap::from([(
@@ -237,7 +237,7 @@ fn stale_file_removed_and_deletion_removes_dir() {
         .expect("commit");
     assert!(out.changes[0].as_ref().is_ok_and(|c| c.changed));
     assert_eq!(
-        repo.read_dir("pay/gw")
+        repo.read_dir("apps/pay/gw")
             .expect("read")
             .into_keys()
             .collect::<Vec<_>>(),
@@ -246,9 +246,9 @@ fn stale_file_removed_and_deletion_removes_dir() {
 
     let out = repo.commit_batch(vec![deletion("pay/gw")]).expect("delete");
     let commit = out.commit.expect("a deletion commit");
-    assert!(repo.read_dir("pay/gw").expect("read").is_empty());
+    assert!(repo.read_dir("apps/pay/gw").expect("read").is_empty());
     assert_eq!(
-        repo.read_dir("pay/other").expect("read").len(),
+        repo.read_dir("apps/pay/other").expect("read").len(),
         1,
         "neighbour kept"
     );
@@ -292,6 +292,8 @@ fn path_escapes_are_refused_alone() {
     std::sync::Arc::make_mut(&mut absolute.files).insert("/apps/pay/gw/x.yaml".into(), "x".into());
     let mut dotgit = change("pay/gw", &[]);
     std::sync::Arc::make_mut(&mut dotgit.files).insert("apps/pay/gw/.git/config".into(), "x".into());
+    let mut control = change("pay/gw", &[]);
+    std::sync::Arc::make_mut(&mut control.files).insert("apps/pay/gw/a\nb.yaml".into(), "x".into());
     let mut bad_dir = change("pay/gw", &[("a", "a")]);
     bad_dir.dir = "../pay/gw".into();
     let mut empty_dir = change("pay/gw", &[]);
@@ -306,6 +308,7 @@ fn path_escapes_are_refused_alone() {
         outside,
         absolute,
         dotgit,
+        control,
         bad_dir,
         empty_dir,
         through_symlink,
@@ -322,7 +325,7 @@ fn path_escapes_are_refused_alone() {
         }
     }
     assert!(out.changes[n].as_ref().is_ok_and(|c| c.changed));
-    let files = repo.read_dir("").expect("read all");
+    let files = repo.read_dir("apps/").expect("read all");
     assert!(files.contains_key("apps/pay/good/a.yaml"));
     assert!(
         !files
@@ -359,27 +362,20 @@ async fn drift_is_visible_and_restored_through_the_writer_task() {
         .and_then(|mut r| r.push(&["refs/heads/main:refs/heads/main"], None))
         .expect("push");
 
-    let seen = writer.read_dir("pay/gw").await.expect("read");
+    let seen = writer.read_dir("apps/pay/gw").await.expect("read");
     assert_eq!(seen["apps/pay/gw/deploy.yaml"], "replicas: 1\n");
     assert_ne!(seen, *c.files, "drift detected");
 
     let restored = writer.submit(c.clone()).await.expect("resubmit");
     assert!(restored.changed);
-    assert_eq!(writer.read_dir("pay/gw").await.expect("read"), *c.files);
+    assert_eq!(writer.read_dir("apps/pay/gw").await.expect("read"), *c.files);
     assert_eq!(writer.head().await.expect("head"), restored.revision);
 
-    // Author facts: both the writer and the human touched pay/gw.
-    let times = writer
-        .last_commit_times_by_author(Some("pay/gw"))
-        .await
-        .expect("times");
+    // Author facts, as the outcome carries them to the Scorecard: both the
+    // writer and the human touched pay/gw.
+    let times = &restored.authors;
     assert!(times.contains_key("human@example.com"), "{times:?}");
     assert!(times.contains_key("paver@example.com"), "{times:?}");
-    let elsewhere = writer
-        .last_commit_times_by_author(Some("nothing/here"))
-        .await
-        .expect("times");
-    assert!(elsewhere.is_empty());
 }
 
 #[test]
@@ -393,7 +389,7 @@ fn directory_facts_follow_each_commit_and_forget_a_deleted_life() {
         .expect("commit");
     let first_head = first.head.clone();
     assert_eq!(
-        repo.last_touch("pay/gw").expect("touch"),
+        repo.last_touch("apps/pay/gw").expect("touch"),
         Some(first_head.clone())
     );
 
@@ -406,19 +402,28 @@ fn directory_facts_follow_each_commit_and_forget_a_deleted_life() {
     assert!(!gw_out.changed);
     assert_eq!(gw_out.revision.as_deref(), Some(first_head.as_str()));
     assert_eq!(
-        repo.last_touch("pay/other").expect("touch"),
+        repo.last_touch("apps/pay/other").expect("touch"),
         Some(out.head.clone())
     );
-    assert_eq!(repo.last_touch("pay").expect("touch"), Some(out.head.clone()));
-    assert_eq!(repo.last_touch("nothing/here").expect("touch"), None);
+    assert_eq!(
+        repo.last_touch("apps/pay").expect("touch"),
+        Some(out.head.clone())
+    );
+    assert_eq!(repo.last_touch("apps/nothing/here").expect("touch"), None);
 
     // Deleted, then created again: the facts start with the new life.
     repo.commit_batch(vec![deletion("pay/gw")]).expect("delete");
-    assert_eq!(repo.last_touch("pay/gw").expect("touch"), None);
+    assert_eq!(repo.last_touch("apps/pay/gw").expect("touch"), None);
     let again = repo.commit_batch(vec![gw]).expect("recreate");
-    assert_eq!(repo.last_touch("pay/gw").expect("touch"), again.commit);
-    let times = repo.last_commit_times_by_author(Some("pay/gw")).expect("times");
+    assert_eq!(repo.last_touch("apps/pay/gw").expect("touch"), again.commit);
+    let times = repo
+        .last_commit_times_by_author(Some("apps/pay/gw"))
+        .expect("times");
     assert_eq!(times.keys().collect::<Vec<_>>(), ["paver@example.com"]);
+    let elsewhere = repo
+        .last_commit_times_by_author(Some("apps/nothing/here"))
+        .expect("times");
+    assert!(elsewhere.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,7 +450,9 @@ async fn writer_task_batches_changes_that_arrive_together() {
     revisions.dedup();
     assert_eq!(revisions.len(), 1, "one commit for all five");
     assert_eq!(history(&remote).len(), 2);
-    let bad = writer.submit(change("", &[])).await;
+    let mut empty = change("", &[]);
+    empty.dir = String::new();
+    let bad = writer.submit(empty).await;
     assert!(matches!(bad, Err(Error::InvalidChange { .. })), "{bad:?}");
 }
 
@@ -465,7 +472,7 @@ fn over_http_first_commit_and_read_back() {
         .commit_batch(vec![change("pay/gw", &[("a.yaml", "a")])])
         .expect("commit over http");
     assert_eq!(history(&remote)[0].to_string(), out.head);
-    assert_eq!(repo.read_dir("pay/gw").expect("read").len(), 1);
+    assert_eq!(repo.read_dir("apps/pay/gw").expect("read").len(), 1);
     assert!(
         server.chunked.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "libgit2 chunked a body"
@@ -539,7 +546,7 @@ fn remote_down_then_retry_succeeds() {
         .expect("retry after the remote is back");
     assert!(out.changes[0].as_ref().is_ok_and(|c| c.changed));
     assert_eq!(history(&remote).len(), 3);
-    assert_eq!(repo.read_dir("").expect("read").len(), 2);
+    assert_eq!(repo.read_dir("apps/").expect("read").len(), 2);
 }
 
 #[test]
@@ -612,7 +619,10 @@ fn racing_writers_both_land_with_linear_history() {
             "linear"
         );
     }
-    let all = fx.repo(&url_of(&remote), "check").read_dir("").expect("read");
+    let all = fx
+        .repo(&url_of(&remote), "check")
+        .read_dir("apps/")
+        .expect("read");
     for dir in ["seed/x", "team/a", "team/b"] {
         assert!(
             all.keys().any(|k| k.starts_with(&format!("apps/{dir}/"))),

@@ -72,7 +72,7 @@ fn inputs() -> Vec<(String, PolicyInput)> {
     ];
     let mut out = Vec::new();
     for (name, request) in common::examples() {
-        let monthly = common::monthly_estimate(&name);
+        let monthly = common::monthly_estimate(&request);
         out.push((name.clone(), common::input_for(&request, monthly)));
         let mut paths = Vec::new();
         pointers(&request["spec"], "/spec".into(), &mut paths);

@@ -82,6 +82,7 @@ fn outcome_label(v: &Verdict) -> &'static str {
         Outcome::ApprovalRejected => "REJECTED BY APPROVER",
         Outcome::Invalid => "INVALID",
         Outcome::PolicyUnavailable => "POLICY UNAVAILABLE",
+        Outcome::RenderFailed => "ALLOWED, RENDER FAILED",
     }
 }
 

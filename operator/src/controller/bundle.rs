@@ -2,15 +2,19 @@
 //! evaluate every rule once), keep the last good version in the catalog,
 //! and report on the bundle's status.
 
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-};
-use paver_crds::{Condition, PolicyBundle, PolicyBundleStatus, now_rfc3339, set_condition};
-use serde_json::json;
+use std::collections::HashSet;
+
+use kube::{Api, ResourceExt, core::DeserializeGuard, runtime::reflector::Store};
+use paver_crds::{Condition, PolicyBundle, PolicyBundleStatus, RequestKey, now_rfc3339, set_condition};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{Ctx, FIELD_MANAGER, Result};
+use super::{
+    Ctx, Result, apply_status,
+    index::{Trigger, trigger_requests},
+    request::RequestMeta,
+    watch::Generations,
+};
 use crate::core::policy::BundleReport;
 
 /// The status a bundle should have after an activation attempt.
@@ -129,14 +133,100 @@ pub async fn apply(ctx: &Ctx, bundle: &PolicyBundle) -> Result<bool> {
     let status = bundle_status(&prev, bundle, &report, &now_rfc3339());
     if status != prev {
         let api: Api<PolicyBundle> = Api::all(ctx.client.clone());
-        let patch = json!({"apiVersion": "paver.dev/v1alpha1", "kind": "PolicyBundle", "status": status});
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        ctx.metrics.wrote("policybundles/status", "apply");
+        apply_status(&api, &name, &status, &ctx.metrics).await?;
     }
     Ok(report.activated)
+}
+
+/// Keeps the catalog's bundles in step with the cluster (through
+/// [`super::watch::guarded_watch`]); a bundle put in force or removed
+/// re-reconciles the requests it applies to.
+pub struct Bundles {
+    pub ctx: Ctx,
+    pub requests: Store<RequestMeta>,
+    pub trigger: Trigger,
+    pub ready: watch::Sender<bool>,
+    /// The generation last activated (or refused), by bundle name.
+    pub seen: Generations,
+}
+
+impl Bundles {
+    async fn forget(&mut self, name: &str) {
+        let mut catalog = self.ctx.catalog.write().await;
+        // Which requests it touched is known only before it goes.
+        trigger_requests(&self.ctx, &self.requests, &self.trigger, |route, ns, labels| {
+            catalog.bundle_touches(name, route, ns, labels)
+        });
+        catalog.bundles.remove(name);
+        self.seen.forget(name);
+    }
+}
+
+impl super::watch::Handler for Bundles {
+    type K = PolicyBundle;
+    const KIND: &'static str = "bundle";
+
+    async fn apply(&mut self, bundle: PolicyBundle) {
+        let name = bundle.name_any();
+        if !self.seen.changed(&name, bundle.metadata.generation) {
+            return;
+        }
+        let changed = match apply(&self.ctx, &bundle).await {
+            Ok(changed) => changed,
+            Err(e) => {
+                warn!(bundle = %name, error = %e, "failed to report bundle status");
+                true
+            }
+        };
+        self.seen.record(&name, bundle.metadata.generation);
+        if changed && *self.ready.borrow() {
+            let catalog = self.ctx.catalog.read().await;
+            trigger_requests(&self.ctx, &self.requests, &self.trigger, |route, ns, labels| {
+                catalog.bundle_touches(&name, route, ns, labels)
+            });
+        }
+    }
+
+    async fn delete(&mut self, key: RequestKey) {
+        self.forget(key.parts().1).await;
+    }
+
+    async fn invalid(&mut self, key: RequestKey, error: String) {
+        let name = key.parts().1;
+        self.seen.forget(name);
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            Condition::new(
+                "Active",
+                false,
+                "Unreadable",
+                format!("the bundle cannot be read ({error}); the last good version stays in force"),
+            ),
+            &now_rfc3339(),
+        );
+        let status = PolicyBundleStatus {
+            conditions,
+            active_version: self
+                .ctx
+                .catalog
+                .read()
+                .await
+                .bundles
+                .get(name)
+                .map(|b| b.version.clone()),
+            ..Default::default()
+        };
+        let api: Api<DeserializeGuard<PolicyBundle>> = Api::all(self.ctx.client.clone());
+        if let Err(e) = apply_status(&api, name, &status, &self.ctx.metrics).await {
+            warn!(bundle = %name, error = %e, "failed to report bundle status");
+        }
+    }
+
+    async fn listed(&mut self, listed: HashSet<RequestKey>) {
+        for name in self.seen.gone(&listed) {
+            self.forget(&name).await;
+        }
+        let _ = self.ready.send(true);
+    }
 }

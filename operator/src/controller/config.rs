@@ -23,6 +23,11 @@ pub struct OperatorConfig {
     /// File holding an SSH private key (mounted from a Secret).
     #[arg(long, env = "PAVER_GIT_SSH_KEY_FILE")]
     pub git_ssh_key_file: Option<PathBuf>,
+    /// known_hosts file (plain host names, e.g. from `ssh-keyscan`) the SSH
+    /// remote's host key must be listed in; without it libgit2 falls back to
+    /// `~/.ssh/known_hosts`, which an image does not have.
+    #[arg(long, env = "PAVER_GIT_KNOWN_HOSTS_FILE", requires = "git_ssh_key_file")]
+    pub git_known_hosts_file: Option<PathBuf>,
     /// Commit author name.
     #[arg(long, env = "PAVER_GIT_AUTHOR_NAME", default_value = "Paver")]
     pub author_name: String,

@@ -11,8 +11,42 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use std::collections::BTreeMap;
+
+use kube::{
+    ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 use paver_crds::ServiceRequest;
+use tokio::sync::mpsc;
+
+use super::{Ctx, request::RequestMeta};
+
+/// Where route, bundle, Approval, Scorecard and Application changes send the
+/// requests they touch, to be reconciled.
+pub type Trigger = mpsc::UnboundedSender<ObjectRef<ServiceRequest>>;
+
+/// Requests that `pred` selects by route, namespace and labels,
+/// re-reconciled. A request whose route is not known yet (not reconciled
+/// since the operator started) is re-reconciled too.
+pub fn trigger_requests(
+    ctx: &Ctx,
+    store: &Store<RequestMeta>,
+    trigger: &Trigger,
+    pred: impl Fn(&str, &str, &BTreeMap<String, String>) -> bool,
+) {
+    for meta in store.state() {
+        let r = request_ref(&*meta);
+        let ns = r.namespace.as_deref().unwrap_or_default();
+        let selected = match ctx.routes.route(ns, &r.name) {
+            Some(route) => pred(&route, ns, meta.labels()),
+            None => true,
+        };
+        if selected {
+            let _ = trigger.send(r);
+        }
+    }
+}
 
 /// Request → the route its spec names.
 #[derive(Debug, Default)]
@@ -66,29 +100,16 @@ pub fn request_ref<K: ResourceExt>(obj: &K) -> ObjectRef<ServiceRequest> {
     ObjectRef::new(&obj.name_any()).within(&obj.namespace().unwrap_or_default())
 }
 
-/// A request's key in the tables kept per request (this index, the
-/// Scorecard digests): `namespace/name` in one allocation. An `ObjectRef`
-/// is 96 bytes with two more allocations, which at 10,000 requests is
-/// about a megabyte per table.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RequestKey(Box<str>);
+/// The tables kept per request (this index, the Scorecard digests) are
+/// keyed by [`RequestKey`]: `namespace/name` in one allocation. An
+/// `ObjectRef` is 96 bytes with two more allocations, which at 10,000
+/// requests is about a megabyte per table.
+pub use paver_crds::RequestKey;
 
-impl RequestKey {
-    pub fn new(namespace: &str, name: &str) -> Self {
-        RequestKey(format!("{namespace}/{name}").into_boxed_str())
-    }
-
-    /// The key of `obj` (a request, or a Scorecard named after its request).
-    pub fn of<K: ResourceExt>(obj: &K) -> Self {
-        Self::new(&obj.namespace().unwrap_or_default(), &obj.name_any())
-    }
-
-    /// The reference a trigger sends for this request.
-    pub fn to_ref(&self) -> ObjectRef<ServiceRequest> {
-        // Neither a namespace nor a name holds a '/'.
-        let (ns, name) = self.0.split_once('/').unwrap_or(("", &self.0));
-        ObjectRef::new(name).within(ns)
-    }
+/// The reference a trigger sends for the request of `key`.
+pub fn key_ref(key: &RequestKey) -> ObjectRef<ServiceRequest> {
+    let (ns, name) = key.parts();
+    ObjectRef::new(name).within(ns)
 }
 
 #[cfg(test)]
@@ -133,9 +154,9 @@ mod tests {
         let sr = request("shop", "orders", "microservice");
         assert_eq!(RequestKey::of(&sr), RequestKey::new("shop", "orders"));
         assert_ne!(RequestKey::of(&sr), RequestKey::new("shop", "web"));
-        assert_eq!(RequestKey::of(&sr).to_ref(), request_ref(&sr));
+        assert_eq!(key_ref(&RequestKey::of(&sr)), request_ref(&sr));
         assert_eq!(
-            RequestKey::of(&sr).to_ref(),
+            key_ref(&RequestKey::of(&sr)),
             ObjectRef::new("orders").within("shop")
         );
     }

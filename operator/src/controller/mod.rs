@@ -19,6 +19,7 @@ pub mod route;
 pub mod run;
 pub mod scorecards;
 pub mod status;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -38,24 +39,48 @@ use crate::{
 pub use config::OperatorConfig;
 pub use run::run;
 
-/// The field manager of every server-side apply Paver makes.
-pub const FIELD_MANAGER: &str = "paver";
+pub use paver_crds::{FIELD_MANAGER, FINALIZER};
 
-/// The finalizer that removes a request's directory before it goes.
-pub const FINALIZER: &str = "paver.dev/cleanup";
-
-/// Errors of a reconcile. Transient ones are retried with backoff;
-/// permanent ones are reported in a condition and wait for a change.
+/// Errors of a reconcile, with their sources. Transient ones (the API
+/// server or the network) are retried with backoff; permanent ones (what
+/// the API server refuses as it is) wait for a change to the request.
+/// Problems with the request itself never get here: they are conditions.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to call the Kubernetes API: {0}")]
     Kube(#[source] Box<kube::Error>),
-    #[error("failed to write to the output repository: {0}")]
-    Git(String),
-    #[error("failed to run finalizer: {0}")]
-    Finalizer(String),
+    #[error("failed to encode the {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("object has no {0}")]
     MissingField(&'static str),
+}
+
+impl Error {
+    /// Whether trying again later may succeed without a change to the
+    /// object: the API server unavailable, overloaded, timing out or in a
+    /// conflict, or the connection failing.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(e) => match e.as_ref() {
+                kube::Error::Api(status) => matches!(status.code, 408 | 409 | 429 | 500..),
+                _ => true,
+            },
+            Error::Encode { .. } | Error::MissingField(_) => false,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Encode { .. } => "encode",
+            Error::MissingField(_) => "missing_field",
+        }
+    }
 }
 
 impl From<kube::Error> for Error {
@@ -65,6 +90,33 @@ impl From<kube::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one writer of status, for every kind: a server-side apply of
+/// `status` to the status subresource of `name` under Paver's field
+/// manager, counted as an API write of `<plural>/status`.
+pub async fn apply_status<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+    metrics: &metrics::Metrics,
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
+        &kube::api::Patch::Apply(&patch),
+    )
+    .await?;
+    metrics.wrote(&format!("{}/status", K::plural(&())), "apply");
+    Ok(())
+}
 
 /// What the caches keep of an object: no managedFields and no client-side
 /// apply copy (both are large, and Paver reads neither), so memory stays
@@ -96,13 +148,14 @@ pub struct Context {
     pub resync: resync::Resync,
     /// Argo CD Applications Paver rendered (label-selected).
     pub applications: Store<DynamicObject>,
+    /// Consecutive failed reconciles of each request that is failing now
+    /// (the backoff of its next retry); a reconcile that succeeds clears it.
+    pub failures: std::sync::Mutex<std::collections::HashMap<paver_crds::RequestKey, u32>>,
 }
 
-/// Labels on every Application Paver renders, naming its request.
-pub const REQUEST_NAMESPACE_LABEL: &str = "paver.dev/request-namespace";
-pub const REQUEST_NAME_LABEL: &str = "paver.dev/request-name";
-/// Selects the Applications Paver rendered.
-pub const APPLICATION_SELECTOR: &str = "app.kubernetes.io/managed-by=paver";
+pub use paver_crds::vocab::labels::{
+    APPLICATION_SELECTOR, REQUEST_NAME as REQUEST_NAME_LABEL, REQUEST_NAMESPACE as REQUEST_NAMESPACE_LABEL,
+};
 
 /// The request an Application was rendered for.
 pub fn application_request(app: &DynamicObject) -> Option<ObjectRef<ServiceRequest>> {

@@ -12,7 +12,7 @@ use kube::{
 };
 use paver_crds::{
     Approval, Phase, Scorecard, ScorecardSpec, ScorecardStatus, ServiceRequest, ServiceRequestStatus,
-    SyncStatus, now_rfc3339,
+    SyncStatus, now_rfc3339, vocab::labels,
 };
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -22,16 +22,19 @@ use super::{
     status::{self, CommitState, request_status},
 };
 use crate::{
-    core::verdict::{Outcome, Verdict, decide_request, scorecard_for},
+    core::{
+        observed::Observed,
+        verdict::{Outcome, Verdict, decide_request, scorecard_for},
+    },
     git::Change,
 };
 
 /// How long to wait before retrying a failed push.
 const PUSH_RETRY: Duration = Duration::from_secs(10);
 
-/// `namespace/name` of a request (or of its metadata).
+/// `namespace/name` of a request (or of its metadata): its [`RequestKey`].
 pub fn key<K: ResourceExt>(sr: &K) -> String {
-    format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any())
+    paver_crds::RequestKey::of(sr).to_string()
 }
 
 /// Approvals in the request's namespace that name it.
@@ -88,6 +91,12 @@ pub fn slim_meta(meta: &mut RequestMeta) {
 pub async fn reconcile(meta: Arc<RequestMeta>, ctx: Ctx) -> Result<Action> {
     let started = std::time::Instant::now();
     let result = read_and_reconcile(&meta, &ctx).await;
+    if result.is_ok() {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if !failures.is_empty() {
+            failures.remove(&paver_crds::RequestKey::of(&*meta));
+        }
+    }
     let outcome = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics
         .reconciled("servicerequest", outcome, started.elapsed().as_secs_f64());
@@ -109,29 +118,83 @@ async fn read_and_reconcile(meta: &RequestMeta, ctx: &Ctx) -> Result<Action> {
     reconcile_inner(&sr, ctx, &api).await
 }
 
+/// One reconcile, in phases: decide (the core's verdict), commit (the Git
+/// writer), observe (Argo CD), status (the core's status, written only when
+/// it changed), score (the Scorecard, only when committed).
 async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> Result<Action> {
     if sr.metadata.deletion_timestamp.is_some() {
         return cleanup(sr, ctx, api).await;
     }
-    if !sr.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut finalizers = sr.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_string());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": sr.resource_version()}});
-        api.patch(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        ctx.metrics.wrote("servicerequests", "patch");
-    }
-
-    let generation = sr.metadata.generation.unwrap_or(0);
+    ensure_finalizer(sr, ctx, api).await?;
     let prev = sr.status.clone().unwrap_or_default();
+    let mut verdict = decide(sr, ctx).await;
+    let (commit, authors) = commit(sr, ctx, &prev, &mut verdict).await;
+    let (sync, workloads) = observe(sr, ctx, &prev, &commit).await;
+    let generation = sr.metadata.generation.unwrap_or(0);
+    let status = request_status(
+        &prev,
+        &verdict,
+        &commit,
+        sync.as_ref(),
+        ctx.argocd,
+        generation,
+        &now_rfc3339(),
+    );
+    let drift = status::is_drift(prev.render.as_ref(), &verdict, &commit);
+    write(sr, ctx, api, &prev, &status, drift).await?;
+    if let CommitState::Committed { revision, .. } = &commit
+        && verdict.rendered.is_some()
+    {
+        let observed = Observed {
+            committed: Some(revision.clone()),
+            drift,
+            sync,
+            workloads,
+            authors: authors.unwrap_or_default(),
+            owner: sr.spec.owner.clone(),
+            now: Utc::now().timestamp(),
+        };
+        let scorecard = {
+            let catalog = ctx.catalog.read().await;
+            scorecard_for(&catalog, sr, &verdict, &observed, Utc::now())
+        };
+        apply_scorecard(ctx, sr, scorecard).await?;
+    }
+    Ok(match commit {
+        CommitState::Failed(_) => Action::requeue(PUSH_RETRY),
+        _ => {
+            ctx.resync.schedule(sr);
+            Action::await_change()
+        }
+    })
+}
+
+/// The finalizer goes on before anything is committed, so a deletion always
+/// removes what was.
+async fn ensure_finalizer(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> Result<()> {
+    if sr.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = sr.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": sr.resource_version()}});
+    api.patch(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    ctx.metrics.wrote("servicerequests", "patch");
+    Ok(())
+}
+
+/// Decide: the core's verdict against the catalog in force, with the
+/// request's approvals; violations counted by bundle, rule and team.
+async fn decide(sr: &ServiceRequest, ctx: &Ctx) -> Verdict {
     let approvals = approvals_for(ctx, sr);
-    let mut verdict = {
+    let verdict = {
         let catalog = ctx.catalog.read().await;
-        let policy_started = std::time::Instant::now();
+        let started = std::time::Instant::now();
         let v = decide_request(&catalog, sr, &approvals, &ctx.render_options(), Utc::now());
         ctx.metrics
             .policy_eval_duration
-            .observe(policy_started.elapsed().as_secs_f64());
+            .observe(started.elapsed().as_secs_f64());
         v
     };
     for f in &verdict.policy.violations {
@@ -144,95 +207,117 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
             })
             .inc();
     }
+    verdict
+}
 
-    // Policy changes never delete output: only an allowed verdict commits.
-    // Who last committed to the request's directory, as the writer read it right after the batch.
-    let mut authors = None;
-    let allowed = matches!(verdict.outcome, Outcome::Allowed);
-    let provenance = trailers(sr, &verdict);
+/// Commit: an allowed render goes to the Git writer (policy changes never
+/// delete output: nothing else commits). Returns what happened and who last
+/// committed to the request's directory, as the writer read it right after
+/// the batch.
+async fn commit(
+    sr: &ServiceRequest,
+    ctx: &Ctx,
+    prev: &ServiceRequestStatus,
+    verdict: &mut Verdict,
+) -> (CommitState, Option<BTreeMap<String, i64>>) {
+    let generation = sr.metadata.generation.unwrap_or(0);
+    let provenance = trailers(sr, verdict);
     let summary = format!(
         "render {} (generation {generation}) with {}",
         key(sr),
         verdict.route.clone().unwrap_or_default()
     );
-    let commit = match verdict.rendered.as_mut() {
-        Some(rendered) if allowed => {
-            // The files travel to the writer and stay with the verdict (the
-            // Scorecard reads them) as one copy while the commit is in flight.
-            let files = Arc::new(std::mem::take(&mut rendered.files));
-            let change = Change {
-                key: key(sr),
-                dir: rendered.dir.clone(),
-                files: files.clone(),
-                delete: false,
-                trailers: provenance,
-                summary,
+    let allowed = matches!(verdict.outcome, Outcome::Allowed);
+    let Some(rendered) = verdict.rendered.as_mut().filter(|_| allowed) else {
+        return (CommitState::NotAttempted, None);
+    };
+    // The files travel to the writer and stay with the verdict (the
+    // Scorecard reads them) as one copy while the commit is in flight.
+    let files = Arc::new(std::mem::take(&mut rendered.files));
+    let change = Change {
+        key: key(sr),
+        dir: rendered.dir.clone(),
+        files: files.clone(),
+        delete: false,
+        trailers: provenance,
+        summary,
+    };
+    let started = std::time::Instant::now();
+    let submitted = ctx.writer.submit(change).await;
+    // The writer has dropped its copy by the time it answers.
+    rendered.files = Arc::try_unwrap(files).unwrap_or_else(|shared| (*shared).clone());
+    match submitted {
+        Ok(r) => {
+            let outcome = if r.changed { "committed" } else { "unchanged" };
+            ctx.metrics
+                .git("commit", outcome, started.elapsed().as_secs_f64());
+            ctx.metrics.git("push", outcome, r.metrics.push.as_secs_f64());
+            let state = CommitState::Committed {
+                revision: r.revision.unwrap_or_default(),
+                changed: r.changed,
             };
-            let started = std::time::Instant::now();
-            let submitted = ctx.writer.submit(change).await;
-            // The writer has dropped its copy by the time it answers.
-            rendered.files = Arc::try_unwrap(files).unwrap_or_else(|shared| (*shared).clone());
-            match submitted {
-                Ok(r) => {
-                    authors = Some(r.authors.clone());
-                    let outcome = if r.changed { "committed" } else { "unchanged" };
-                    ctx.metrics
-                        .git("commit", outcome, started.elapsed().as_secs_f64());
-                    ctx.metrics.git("push", outcome, r.metrics.push.as_secs_f64());
-                    CommitState::Committed {
-                        revision: r.revision.unwrap_or_default(),
-                        changed: r.changed,
-                    }
-                }
-                Err(e) => {
-                    ctx.metrics
-                        .git("commit", "failed", started.elapsed().as_secs_f64());
-                    let already = prev.render.as_ref().is_some_and(|r| {
-                        r.digest == rendered.digest && r.generation == generation && r.path == rendered.dir
-                    });
-                    if already {
-                        // This exact render is committed: only the resync's drift
-                        // check failed. Status stays as it is (no write per request
-                        // during a Git outage); the next resync checks again.
-                        warn!(error = %e, "could not check the committed render for drift");
-                        CommitState::NotAttempted
-                    } else {
-                        warn!(error = %e, "failed to commit render");
-                        CommitState::Failed(e.to_string())
-                    }
-                }
+            (state, Some(r.authors))
+        }
+        Err(e) => {
+            ctx.metrics
+                .git("commit", "failed", started.elapsed().as_secs_f64());
+            let already = prev.render.as_ref().is_some_and(|r| {
+                r.digest == rendered.digest && r.generation == generation && r.path == rendered.dir
+            });
+            if already {
+                // This exact render is committed: only the resync's drift
+                // check failed. Status stays as it is (no write per request
+                // during a Git outage); the next resync checks again.
+                warn!(error = %e, "could not check the committed render for drift");
+                (CommitState::NotAttempted, None)
+            } else {
+                warn!(error = %e, "failed to commit render");
+                (CommitState::Failed(e.to_string()), None)
             }
         }
-        _ => CommitState::NotAttempted,
-    };
+    }
+}
 
-    // One lookup for both what Argo CD reports and the workloads it lists.
+/// Observe: what Argo CD reports on the request's Application, and its
+/// workloads (one lookup for both).
+async fn observe(
+    sr: &ServiceRequest,
+    ctx: &Ctx,
+    prev: &ServiceRequestStatus,
+    commit: &CommitState,
+) -> (Option<SyncStatus>, Vec<serde_json::Value>) {
     let application = if ctx.argocd { ctx.application(sr) } else { None };
-    let mut sync = application.as_deref().map(super::sync_status);
+    let Some(app) = application.as_deref() else {
+        return (None, Vec::new());
+    };
+    let mut sync = super::sync_status(app);
     // Argo CD syncs the branch head; the request's output is at the commit
     // that last changed its directory. A head that contains that commit has
     // synced this request's revision (later commits are other requests').
-    let ours = match &commit {
+    let ours = match commit {
         CommitState::Committed { revision, .. } => Some(revision.clone()),
         _ => prev.render.as_ref().map(|r| r.revision.clone()),
     };
-    if let (Some(s), Some(ours)) = (sync.as_mut(), ours)
-        && !s.revision.is_empty()
-        && s.revision != ours
-        && ctx.writer.contains(&s.revision, &ours).await.unwrap_or(false)
+    if let Some(ours) = ours
+        && !sync.revision.is_empty()
+        && sync.revision != ours
+        && ctx.writer.contains(&sync.revision, &ours).await.unwrap_or(false)
     {
-        s.revision = ours;
+        sync.revision = ours;
     }
-    let new_status = request_status(
-        &prev,
-        &verdict,
-        &commit,
-        sync.as_ref(),
-        ctx.argocd,
-        generation,
-        &now_rfc3339(),
-    );
-    let drift = status::is_drift(prev.render.as_ref(), &verdict, &commit);
+    (Some(sync), super::workloads(app))
+}
+
+/// Write: the status when it changed (an Event when the phase did), and a
+/// Warning Event for restored drift.
+async fn write(
+    sr: &ServiceRequest,
+    ctx: &Ctx,
+    api: &Api<ServiceRequest>,
+    prev: &ServiceRequestStatus,
+    status: &ServiceRequestStatus,
+    drift: bool,
+) -> Result<()> {
     if drift {
         ctx.metrics.drift_restored.inc();
         publish(
@@ -244,104 +329,12 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
         )
         .await;
     }
-    if new_status != prev {
-        write_status(api, sr, &new_status, ctx).await?;
-        if new_status.phase != prev.phase || sr.status.is_none() {
-            announce(ctx, sr, &new_status).await;
+    if status != prev {
+        super::apply_status(api, &sr.name_any(), status, &ctx.metrics).await?;
+        if status.phase != prev.phase || sr.status.is_none() {
+            announce(ctx, sr, status).await;
         }
     }
-    if let Some(rendered) = &verdict.rendered
-        && matches!(commit, CommitState::Committed { .. })
-    {
-        let times = match authors {
-            Some(times) => Some(times),
-            None => git_times(ctx, &rendered.dir).await,
-        };
-        let facts = times.map_or_else(
-            || json!({}),
-            |t| git_facts(&t, &sr.spec.owner, Utc::now().timestamp()),
-        );
-        let cluster = cluster_facts(
-            sync.as_ref(),
-            application.as_deref().map(super::workloads).unwrap_or_default(),
-        );
-        let checks = {
-            let catalog = ctx.catalog.read().await;
-            scorecard_for(&catalog, sr, &verdict, &new_status, facts, cluster, Utc::now())
-        };
-        apply_scorecard(ctx, sr, checks).await?;
-    }
-
-    Ok(match commit {
-        CommitState::Failed(_) => Action::requeue(PUSH_RETRY),
-        _ => {
-            ctx.resync.schedule(sr);
-            Action::await_change()
-        }
-    })
-}
-
-/// The last commit time (unix seconds) of each author who touched `dir`.
-async fn git_times(ctx: &Ctx, dir: &str) -> Option<BTreeMap<String, i64>> {
-    match ctx.writer.last_commit_times_by_author(Some(dir)).await {
-        Ok(times) => Some(times),
-        Err(e) => {
-            warn!(error = %e, "failed to read commit history for scorecard checks");
-            None
-        }
-    }
-}
-
-/// `input.git` for the scorecard bundle: each author's last commit time,
-/// `now`, and `last_commit_by_owner_days` (whole days since the request's
-/// owner last committed in its directory; absent when they never did).
-pub fn git_facts(times: &BTreeMap<String, i64>, owner: &str, now: i64) -> serde_json::Value {
-    let mut facts = json!({ "last_commit_by_author": times, "now": now });
-    let owner = owner.trim().to_ascii_lowercase();
-    let last = times
-        .iter()
-        .filter(|(author, _)| author.to_ascii_lowercase() == owner)
-        .map(|(_, t)| *t)
-        .max();
-    if let Some(last) = last {
-        facts["last_commit_by_owner_days"] = json!((now - last).max(0) / 86_400);
-    }
-    facts
-}
-
-/// Facts about the cluster (Argo CD's view) for `input.cluster`.
-fn cluster_facts(sync: Option<&SyncStatus>, workloads: Vec<serde_json::Value>) -> serde_json::Value {
-    match sync {
-        Some(s) => json!({
-            "application": s.application,
-            "sync": s.status,
-            "health": s.health,
-            "revision": s.revision,
-            "message": s.message,
-            "workloads": workloads,
-        }),
-        None => json!({}),
-    }
-}
-
-async fn write_status(
-    api: &Api<ServiceRequest>,
-    sr: &ServiceRequest,
-    status: &ServiceRequestStatus,
-    ctx: &Ctx,
-) -> Result<()> {
-    let patch = json!({
-        "apiVersion": "paver.dev/v1alpha1",
-        "kind": "ServiceRequest",
-        "status": status,
-    });
-    api.patch_status(
-        &sr.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    ctx.metrics.wrote("servicerequests/status", "apply");
     Ok(())
 }
 
@@ -369,8 +362,8 @@ async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardSt
     sc.metadata.namespace = Some(ns.clone());
     sc.metadata.owner_references = Some(vec![owner]);
     sc.metadata.labels = Some(BTreeMap::from([
-        ("paver.dev/team".to_string(), sr.spec.team.clone()),
-        ("paver.dev/route".to_string(), sr.spec.route.clone()),
+        (labels::TEAM.to_string(), sr.spec.team.clone()),
+        (labels::ROUTE.to_string(), sr.spec.route.clone()),
     ]));
     ctx.metrics
         .scores
@@ -382,8 +375,10 @@ async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardSt
         .set(i64::from(status.score));
     sc.status = Some(status);
     let api: Api<Scorecard> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut value =
-        serde_json::to_value(&sc).map_err(|e| Error::Git(format!("failed to encode scorecard: {e}")))?;
+    let mut value = serde_json::to_value(&sc).map_err(|source| Error::Encode {
+        what: "Scorecard",
+        source,
+    })?;
     if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         meta.remove("creationTimestamp");
     }
@@ -501,15 +496,57 @@ async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> R
     Ok(Action::await_change())
 }
 
-/// Transient errors retry with a short backoff.
-pub fn error_policy(_sr: Arc<RequestMeta>, error: &Error, _ctx: Ctx) -> Action {
-    warn!(%error, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+/// First and longest wait before retrying a request whose reconcile failed.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Transient errors retry with exponential backoff per request (1 s, 2 s,
+/// 4 s, ... up to 5 min); permanent ones wait for a change to the request.
+pub fn error_policy(meta: Arc<RequestMeta>, error: &Error, ctx: Ctx) -> Action {
+    let key = paver_crds::RequestKey::of(&*meta);
+    let failures = {
+        let mut table = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = table.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    if !error.is_transient() {
+        warn!(%error, kind = error.label(), failures, "reconcile failed; waiting for a change to the request");
+        return Action::await_change();
+    }
+    let wait = retry_after(failures);
+    warn!(%error, kind = error.label(), failures, retry_in = ?wait, "reconcile failed; retrying");
+    Action::requeue(wait)
+}
+
+/// The wait before retry number `failures` (1 for the first).
+fn retry_after(failures: u32) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(RETRY_MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        let waits: Vec<u64> = [1, 2, 3, 4, 9, 10, 40].map(|n| retry_after(n).as_secs()).to_vec();
+        assert_eq!(waits, [1, 2, 4, 8, 256, 300, 300]);
+    }
+
+    #[test]
+    fn api_refusals_wait_for_a_change_and_outages_retry() {
+        let api = |code: u16| {
+            Error::from(kube::Error::Api(
+                kube::core::Status::failure("x", "y").with_code(code).boxed(),
+            ))
+        };
+        assert!(api(503).is_transient() && api(409).is_transient() && api(429).is_transient());
+        assert!(!api(422).is_transient() && !api(403).is_transient());
+        assert!(!Error::MissingField("metadata.uid").is_transient());
+    }
 
     #[test]
     fn the_cache_keeps_what_finds_and_wakes_a_request() {
@@ -547,19 +584,5 @@ mod tests {
         assert!(slim.types.is_none());
         let r = kube::runtime::reflector::ObjectRef::from_obj(&slim);
         assert_eq!((r.extra.uid, r.extra.resource_version), (None, None));
-    }
-
-    #[test]
-    fn owner_days_come_from_the_owners_commits_only() {
-        let now = 1_000 * 86_400;
-        let times = BTreeMap::from([
-            ("paver@paver.dev".to_string(), now - 60),
-            ("Team@Example.com".to_string(), now - 10 * 86_400 - 5),
-        ]);
-        let facts = git_facts(&times, "team@example.com", now);
-        assert_eq!(facts["last_commit_by_owner_days"], 10);
-        assert_eq!(facts["now"], now);
-        let none = git_facts(&times, "someone@example.com", now);
-        assert!(none.get("last_commit_by_owner_days").is_none(), "{none}");
     }
 }

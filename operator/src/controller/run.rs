@@ -2,7 +2,7 @@
 //! ServiceRequest controller.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     hash::{Hash, Hasher},
     sync::{Arc, atomic::Ordering},
     time::Duration,
@@ -19,13 +19,13 @@ use kube::{
         watcher,
     },
 };
-use paver_crds::{Approval, PaveRoute, PolicyBundle, Scorecard, ServiceRequest};
-use tokio::sync::{RwLock, mpsc, watch};
+use paver_crds::{Approval, ServiceRequest};
+use tokio::sync::{RwLock, mpsc};
 use tracing::{error, info, warn};
 
 use super::{
-    Context, Ctx, OperatorConfig, bundle, events, http, index, leader, metrics::Metrics, request,
-    request::RequestMeta, route, scorecards, slim,
+    Context, Ctx, OperatorConfig, bundle, events, http, leader, metrics::Metrics, request,
+    request::RequestMeta, route, scorecards, slim, watch,
 };
 use crate::{
     core::verdict::Catalog,
@@ -49,7 +49,7 @@ fn credentials(config: &OperatorConfig) -> Credentials {
     ) {
         (_, _, Some(key)) => Credentials::SshKey {
             private_key_file: key.clone(),
-            known_hosts: None,
+            known_hosts: config.git_known_hosts_file.clone(),
         },
         (Some(user), Some(token), _) => Credentials::UserToken {
             username_file: user.clone(),
@@ -110,149 +110,7 @@ async fn argocd_installed(client: &Client) -> bool {
     matches!(api.get_opt("applications.argoproj.io").await, Ok(Some(_)))
 }
 
-type Trigger = mpsc::UnboundedSender<ObjectRef<ServiceRequest>>;
-
-/// Requests that `pred` selects by route, namespace and labels,
-/// re-reconciled. A request whose route is not known yet (not reconciled
-/// since the operator started) is re-reconciled too.
-fn trigger_requests(
-    ctx: &Ctx,
-    store: &reflector::Store<RequestMeta>,
-    trigger: &Trigger,
-    pred: impl Fn(&str, &str, &BTreeMap<String, String>) -> bool,
-) {
-    for meta in store.state() {
-        let r = index::request_ref(&*meta);
-        let ns = r.namespace.as_deref().unwrap_or_default();
-        let selected = match ctx.routes.route(ns, &r.name) {
-            Some(route) => pred(&route, ns, meta.labels()),
-            None => true,
-        };
-        if selected {
-            let _ = trigger.send(r);
-        }
-    }
-}
-
-/// Keeps the catalog's routes in step with the cluster.
-async fn watch_routes(
-    ctx: Ctx,
-    store: reflector::Store<RequestMeta>,
-    trigger: Trigger,
-    ready: watch::Sender<bool>,
-) {
-    let api: Api<PaveRoute> = Api::all(ctx.client.clone());
-    let mut seen: BTreeMap<String, Option<i64>> = BTreeMap::new();
-    let mut listed = BTreeSet::new();
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
-    while let Some(event) = stream.next().await {
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(error = %e, "route watch failed; retrying");
-                continue;
-            }
-        };
-        match event {
-            watcher::Event::Init => listed.clear(),
-            watcher::Event::InitApply(r) | watcher::Event::Apply(r) => {
-                let name = r.name_any();
-                listed.insert(name.clone());
-                if seen.get(&name) == Some(&r.metadata.generation) {
-                    continue;
-                }
-                if let Err(e) = route::apply(&ctx, &r).await {
-                    warn!(route = %name, error = %e, "failed to report route status");
-                }
-                seen.insert(name.clone(), r.metadata.generation);
-                if *ready.borrow() {
-                    trigger_requests(&ctx, &store, &trigger, |route, _, _| route == name);
-                }
-            }
-            watcher::Event::Delete(r) => {
-                let name = r.name_any();
-                ctx.catalog.write().await.remove_route(&name);
-                seen.remove(&name);
-                trigger_requests(&ctx, &store, &trigger, |route, _, _| route == name);
-            }
-            watcher::Event::InitDone => {
-                let gone: Vec<String> = seen.keys().filter(|n| !listed.contains(*n)).cloned().collect();
-                for name in gone {
-                    ctx.catalog.write().await.remove_route(&name);
-                    seen.remove(&name);
-                    trigger_requests(&ctx, &store, &trigger, |route, _, _| route == name);
-                }
-                let _ = ready.send(true);
-            }
-        }
-    }
-}
-
-/// Keeps the catalog's bundles in step with the cluster.
-async fn watch_bundles(
-    ctx: Ctx,
-    store: reflector::Store<RequestMeta>,
-    trigger: Trigger,
-    ready: watch::Sender<bool>,
-) {
-    let api: Api<PolicyBundle> = Api::all(ctx.client.clone());
-    let mut seen: BTreeMap<String, Option<i64>> = BTreeMap::new();
-    let mut listed = BTreeSet::new();
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
-    while let Some(event) = stream.next().await {
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(error = %e, "bundle watch failed; retrying");
-                continue;
-            }
-        };
-        match event {
-            watcher::Event::Init => listed.clear(),
-            watcher::Event::InitApply(b) | watcher::Event::Apply(b) => {
-                let name = b.name_any();
-                listed.insert(name.clone());
-                if seen.get(&name) == Some(&b.metadata.generation) {
-                    continue;
-                }
-                let changed = match bundle::apply(&ctx, &b).await {
-                    Ok(changed) => changed,
-                    Err(e) => {
-                        warn!(bundle = %name, error = %e, "failed to report bundle status");
-                        true
-                    }
-                };
-                seen.insert(name.clone(), b.metadata.generation);
-                if changed && *ready.borrow() {
-                    let catalog = ctx.catalog.read().await;
-                    trigger_requests(&ctx, &store, &trigger, |route, ns, labels| {
-                        catalog.bundle_touches(&name, route, ns, labels)
-                    });
-                }
-            }
-            watcher::Event::Delete(b) => {
-                let name = b.name_any();
-                let mut catalog = ctx.catalog.write().await;
-                // Which requests it touched is known only before it goes.
-                trigger_requests(&ctx, &store, &trigger, |route, ns, labels| {
-                    catalog.bundle_touches(&name, route, ns, labels)
-                });
-                catalog.bundles.remove(&name);
-                seen.remove(&name);
-            }
-            watcher::Event::InitDone => {
-                let gone: Vec<String> = seen.keys().filter(|n| !listed.contains(*n)).cloned().collect();
-                for name in gone {
-                    ctx.catalog.write().await.bundles.remove(&name);
-                    seen.remove(&name);
-                }
-                let _ = ready.send(true);
-            }
-        }
-    }
-}
-
-async fn wait_ready(rx: &mut watch::Receiver<bool>) {
+async fn wait_ready(rx: &mut tokio::sync::watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
             return;
@@ -304,7 +162,6 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         GitConfig {
             url: config.repo_url.clone(),
             branch: config.branch.clone(),
-            root: String::new(),
             workdir: config.workdir.clone(),
             credentials: credentials(&config),
             author_name: config.author_name.clone(),
@@ -336,22 +193,31 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         routes: Default::default(),
         resync: super::resync::Resync::new(config.resync),
         applications: applications.clone(),
+        failures: Default::default(),
     });
 
     let (trigger, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<ServiceRequest>>();
-    let (routes_ready_tx, mut routes_ready) = watch::channel(false);
-    let (bundles_ready_tx, mut bundles_ready) = watch::channel(false);
-    tokio::spawn(watch_routes(
-        ctx.clone(),
-        requests.clone(),
-        trigger.clone(),
-        routes_ready_tx,
+    let (routes_ready_tx, mut routes_ready) = tokio::sync::watch::channel(false);
+    let (bundles_ready_tx, mut bundles_ready) = tokio::sync::watch::channel(false);
+    tokio::spawn(watch::guarded_watch(
+        Api::all(client.clone()),
+        route::Routes {
+            ctx: ctx.clone(),
+            requests: requests.clone(),
+            trigger: trigger.clone(),
+            ready: routes_ready_tx,
+            seen: Default::default(),
+        },
     ));
-    tokio::spawn(watch_bundles(
-        ctx.clone(),
-        requests.clone(),
-        trigger.clone(),
-        bundles_ready_tx,
+    tokio::spawn(watch::guarded_watch(
+        Api::all(client.clone()),
+        bundle::Bundles {
+            ctx: ctx.clone(),
+            requests: requests.clone(),
+            trigger: trigger.clone(),
+            ready: bundles_ready_tx,
+            seen: Default::default(),
+        },
     ));
 
     // An Approval re-reconciles the request it names.
@@ -375,14 +241,15 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         });
     }
     // A Scorecard deleted by hand is recreated by its request's reconcile.
-    let (scorecards_ready_tx, mut scorecards_ready) = watch::channel(false);
-    {
-        let (ctx, trigger) = (ctx.clone(), trigger.clone());
-        let api: Api<Scorecard> = Api::all(client.clone());
-        tokio::spawn(
-            async move { scorecards::watch(api, &ctx.scorecards, trigger, scorecards_ready_tx).await },
-        );
-    }
+    let (scorecards_ready_tx, mut scorecards_ready) = tokio::sync::watch::channel(false);
+    tokio::spawn(watch::guarded_watch(
+        Api::all(client.clone()),
+        scorecards::Scorecards {
+            ctx: ctx.clone(),
+            trigger: trigger.clone(),
+            ready: scorecards_ready_tx,
+        },
+    ));
 
     // Argo CD reporting on an Application re-reconciles its request.
     if argocd {
@@ -469,7 +336,10 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 }
 
 /// Resolves when this replica stops leading; never without leader election.
-async fn leadership_lost(leadership: Option<watch::Receiver<bool>>, lost: tokio::sync::oneshot::Sender<()>) {
+async fn leadership_lost(
+    leadership: Option<tokio::sync::watch::Receiver<bool>>,
+    lost: tokio::sync::oneshot::Sender<()>,
+) {
     let Some(mut rx) = leadership else {
         return std::future::pending().await;
     };

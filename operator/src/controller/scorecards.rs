@@ -10,16 +10,11 @@ use std::{
     sync::RwLock,
 };
 
-use futures::StreamExt;
-use kube::{
-    Api, ResourceExt,
-    runtime::{WatchStreamExt, reflector::ObjectRef, watcher},
-};
+use kube::runtime::reflector::ObjectRef;
 use paver_crds::{Scorecard, ScorecardStatus, ServiceRequest};
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::warn;
 
-use super::index::RequestKey;
+use super::index::{RequestKey, key_ref};
 
 /// Scorecards are named after their request: the request's reference →
 /// digest of its Scorecard's status without `evaluatedAt`.
@@ -55,9 +50,9 @@ impl SeenScorecards {
         digests.insert(RequestKey::of(sc), digest);
     }
 
-    fn forget(&self, sc: &Scorecard) {
+    fn forget(&self, key: &RequestKey) {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests.remove(&RequestKey::of(sc));
+        digests.remove(key);
     }
 
     /// Keep only the requests in `listed` (after a relist); returns the
@@ -68,52 +63,46 @@ impl SeenScorecards {
         for k in &gone {
             digests.remove(k);
         }
-        gone.iter().map(RequestKey::to_ref).collect()
+        gone.iter().map(key_ref).collect()
     }
 }
 
-/// Watch Scorecards into `seen`; a deleted one wakes its request, which
+/// Keeps `ctx.scorecards` in step with the Scorecards (through
+/// [`super::watch::guarded_watch`]); a deleted one wakes its request, which
 /// writes it again. `ready` turns true once the first list is in, so that
-/// requests are not reconciled against an empty `seen` (which would write
+/// requests are not reconciled against an empty table (which would write
 /// every Scorecard again after a restart).
-pub async fn watch(
-    api: Api<Scorecard>,
-    seen: &SeenScorecards,
-    trigger: UnboundedSender<ObjectRef<ServiceRequest>>,
-    ready: tokio::sync::watch::Sender<bool>,
-) {
-    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    let mut listed = HashSet::new();
-    while let Some(event) = stream.next().await {
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(error = %e, "scorecard watch failed; retrying");
-                continue;
-            }
-        };
-        match event {
-            watcher::Event::Init => listed.clear(),
-            watcher::Event::InitApply(sc) => {
-                listed.insert(RequestKey::of(&sc));
-                seen.saw(&sc);
-            }
-            watcher::Event::InitDone => {
-                // Deleted while the watch was down.
-                for gone in seen.retain(&listed) {
-                    let _ = trigger.send(gone);
-                }
-                listed = Default::default();
-                ready.send_replace(true);
-            }
-            watcher::Event::Apply(sc) => seen.saw(&sc),
-            watcher::Event::Delete(sc) => {
-                seen.forget(&sc);
-                if let Some(ns) = sc.namespace() {
-                    let _ = trigger.send(ObjectRef::new(&sc.spec.request).within(&ns));
-                }
-            }
+pub struct Scorecards {
+    pub ctx: super::Ctx,
+    pub trigger: UnboundedSender<ObjectRef<ServiceRequest>>,
+    pub ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl super::watch::Handler for Scorecards {
+    type K = Scorecard;
+    const KIND: &'static str = "scorecard";
+
+    async fn apply(&mut self, sc: Scorecard) {
+        self.ctx.scorecards.saw(&sc);
+    }
+
+    async fn delete(&mut self, key: RequestKey) {
+        self.ctx.scorecards.forget(&key);
+        let _ = self.trigger.send(key_ref(&key));
+    }
+
+    /// Paver's own object, unreadable (edited by hand): its request writes
+    /// it again.
+    async fn invalid(&mut self, key: RequestKey, _error: String) {
+        self.delete(key).await;
+    }
+
+    async fn listed(&mut self, listed: HashSet<RequestKey>) {
+        // Deleted while the watch was down.
+        for gone in self.ctx.scorecards.retain(&listed) {
+            let _ = self.trigger.send(gone);
         }
+        self.ready.send_replace(true);
     }
 }
 
@@ -150,7 +139,7 @@ mod tests {
         seen.saw(&sc);
         assert!(seen.reports("team", "svc", &later));
         assert!(!seen.reports("team", "svc", &changed));
-        seen.forget(&sc);
+        seen.forget(&RequestKey::of(&sc));
         assert!(!seen.reports("team", "svc", &status));
 
         // A relist that no longer lists a Scorecard hands back its request.

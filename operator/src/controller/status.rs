@@ -9,14 +9,9 @@ use paver_crds::{
 
 use crate::core::verdict::{Outcome, Verdict};
 
-/// Condition types, in the order a request passes them.
-pub const VALIDATED: &str = "Validated";
-pub const POLICY_COMPLIANT: &str = "PolicyCompliant";
-pub const APPROVED: &str = "Approved";
-pub const RENDERED: &str = "Rendered";
-pub const COMMITTED: &str = "Committed";
-pub const SYNCED: &str = "Synced";
-pub const READY: &str = "Ready";
+pub use paver_crds::vocab::conditions::{
+    APPROVED, COMMITTED, POLICY_COMPLIANT, READY, RENDERED, SYNCED, VALIDATED,
+};
 
 /// What happened when the render was handed to the Git writer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +50,9 @@ pub fn is_drift(prev: Option<&RenderStatus>, verdict: &Verdict, commit: &CommitS
         }
 }
 
-/// The status a request should have.
+/// The status a request should have: each condition computed on its own
+/// from the verdict and the facts, set where it changed (transition times
+/// kept otherwise), then the phase they add up to.
 pub fn request_status(
     prev: &ServiceRequestStatus,
     verdict: &Verdict,
@@ -65,263 +62,42 @@ pub fn request_status(
     generation: i64,
     now: &str,
 ) -> ServiceRequestStatus {
-    let mut conditions = prev.conditions.clone();
-    macro_rules! set {
-        ($c:expr) => {{
-            set_condition(
-                &mut conditions,
-                Condition {
-                    observed_generation: Some(generation),
-                    ..$c
-                },
-                now,
-            );
-        }};
-    }
-    let route = verdict.route.clone().unwrap_or_default();
-
-    // Validated
-    if verdict.errors.is_empty() {
-        let mut msg = format!("valid for route {route}");
-        for n in &verdict.notices {
-            msg.push_str("; ");
-            msg.push_str(n);
-        }
-        set!(Condition::new(VALIDATED, true, "Valid", msg));
-    } else {
-        let msg = verdict
-            .errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        set!(Condition::new(VALIDATED, false, "InvalidSpec", msg));
-    }
-
-    // PolicyCompliant
-    let policy = &verdict.policy;
-    match verdict.outcome {
-        Outcome::Invalid => set!(unknown(
-            POLICY_COMPLIANT,
-            "NotEvaluated",
-            "the request is not valid"
-        )),
-        Outcome::PolicyUnavailable => set!(unknown(
-            POLICY_COMPLIANT,
-            "PolicyUnavailable",
-            format!(
-                "no good version of bundle(s) {} (none compiled and passed its tests); waiting",
-                verdict.missing_bundles.join(", ")
-            ),
-        )),
-        Outcome::Denied => set!(Condition::new(
-            POLICY_COMPLIANT,
-            false,
-            "PolicyViolation",
-            format!(
-                "{} violation(s): {}",
-                policy.violations.len(),
-                join_findings(&policy.violations)
-            ),
-        )),
-        _ if policy.warnings.is_empty() => set!(Condition::new(
-            POLICY_COMPLIANT,
-            true,
-            "Compliant",
-            "no violations"
-        )),
-        _ => set!(Condition::new(
-            POLICY_COMPLIANT,
-            true,
-            "CompliantWithWarnings",
-            format!(
-                "{} warning(s): {}",
-                policy.warnings.len(),
-                join_findings(&policy.warnings)
-            ),
-        )),
-    }
-
-    // Approved
-    match (&verdict.outcome, &verdict.approval) {
-        (Outcome::NeedsApproval, _) => set!(Condition::new(
-            APPROVED,
-            false,
-            "AwaitingApproval",
-            format!(
-                "policy asks for approval of generation {generation}: {}; create an Approval naming this request and generation",
-                policy.approval_reasons.join("; ")
-            ),
-        )),
-        (Outcome::ApprovalRejected, Some(a)) => set!(Condition::new(
-            APPROVED,
-            false,
-            "Rejected",
-            format!(
-                "generation {} rejected by {}: {}",
-                a.generation, a.approver, a.reason
-            ),
-        )),
-        (Outcome::Allowed, Some(a)) => set!(Condition::new(
-            APPROVED,
-            true,
-            "Approved",
-            format!(
-                "generation {} approved by {}: {}",
-                a.generation, a.approver, a.reason
-            ),
-        )),
-        (Outcome::Allowed, None) => set!(Condition::new(
-            APPROVED,
-            true,
-            "NotRequired",
-            "policy asks for no approval"
-        )),
-        _ => set!(unknown(
-            APPROVED,
-            "NotEvaluated",
-            "policy did not allow the request"
-        )),
-    }
-
-    // Rendered
-    if let Some(r) = &verdict.rendered {
-        set!(Condition::new(
-            RENDERED,
-            true,
-            "Rendered",
-            format!("{} file(s) in {}", r.files.len(), r.dir)
-        ));
-    } else if let Some(e) = &verdict.render_error {
-        set!(Condition::new(RENDERED, false, "RenderFailed", e.clone()));
-    } else if find_condition(&conditions, RENDERED).is_none() {
-        set!(unknown(
-            RENDERED,
-            "NotRendered",
-            "the request has not been rendered"
-        ));
-    }
-
-    // Committed, and the render status that goes with it.
-    let mut render = prev.render.clone();
-    match commit {
-        CommitState::Committed { revision, .. } => {
-            let drift = is_drift(prev.render.as_ref(), verdict, commit);
-            if let Some(r) = &verdict.rendered {
-                render = Some(RenderStatus {
-                    revision: revision.clone(),
-                    short_revision: revision.chars().take(8).collect(),
-                    path: r.dir.clone(),
-                    route_version: verdict.route_version.clone().unwrap_or_default(),
-                    bundle_versions: policy.bundle_versions.clone(),
-                    files: r.files.len() as u32,
-                    digest: r.digest.clone(),
-                    generation,
-                });
-            }
-            if drift {
-                set!(Condition::new(
-                    COMMITTED,
-                    true,
-                    "DriftRestored",
-                    format!("rendered files had been edited in the repository; restored at {revision}"),
-                ));
-            } else {
-                set!(Condition::new(
-                    COMMITTED,
-                    true,
-                    "Committed",
-                    format!("revision {revision}")
-                ));
-            }
-        }
-        CommitState::Failed(e) => {
-            set!(Condition::new(
-                COMMITTED,
-                false,
-                "PushFailed",
-                format!("{e}; retrying with backoff")
-            ))
-        }
-        CommitState::NotAttempted => {
-            if find_condition(&conditions, COMMITTED).is_none() {
-                set!(unknown(
-                    COMMITTED,
-                    "NotCommitted",
-                    "nothing has been committed for this request"
-                ));
-            }
-        }
-    }
-
-    // Synced and Ready
-    let committed_rev = render.as_ref().map(|r| r.revision.clone()).unwrap_or_default();
+    let render = render_status(prev, verdict, commit, generation);
+    let committed_rev = render.as_ref().map(|r| r.revision.as_str()).unwrap_or_default();
     let committed_now = matches!(commit, CommitState::Committed { .. })
         || (matches!(commit, CommitState::NotAttempted) && render.is_some());
-    let (synced, healthy) = match (argocd, sync) {
-        (false, _) => {
-            set!(unknown(
-                SYNCED,
-                "ArgoCDNotInstalled",
-                "the Argo CD Application CRD is not installed; the request stops at Rendered",
-            ));
-            (false, false)
-        }
-        (true, None) => {
-            set!(unknown(
-                SYNCED,
-                "WaitingForArgoCD",
-                "Argo CD has not reported on the Application yet"
-            ));
-            (false, false)
-        }
-        (true, Some(s)) => {
-            let at_rev = !committed_rev.is_empty() && s.revision == committed_rev;
-            let ok = s.status == "Synced" && at_rev;
-            let msg = if ok {
-                format!("{} synced at {}", s.application, committed_rev)
-            } else if s.status == "Synced" {
-                format!(
-                    "{} synced at {} but Paver pushed {}",
-                    s.application, s.revision, committed_rev
-                )
-            } else {
-                format!("{} is {}: {}", s.application, s.status, s.message)
-            };
-            set!(Condition::new(
-                SYNCED,
-                ok,
-                if ok { "Synced" } else { "OutOfSync" },
-                msg
-            ));
-            (ok, s.health == "Healthy")
-        }
-    };
     let failed_commit = matches!(commit, CommitState::Failed(_));
-    let ready = committed_now && !failed_commit && (!argocd || (synced && healthy));
-    let ready_msg = if ready {
-        if argocd {
-            "synced and healthy".to_string()
-        } else {
-            format!("committed at {committed_rev}")
-        }
-    } else if let (true, Some(s)) = (argocd && committed_now, sync) {
-        format!("health {}: {}", s.health, s.message)
-    } else {
-        "not committed yet".to_string()
-    };
-    set!(Condition::new(
-        READY,
-        ready,
-        if ready {
-            "Ready"
-        } else if argocd && committed_now {
-            "NotHealthy"
-        } else {
-            "NotReady"
-        },
-        ready_msg,
-    ));
+    let (synced_condition, synced, healthy) = synced(argocd, sync, committed_rev);
+    let ready = ready(
+        argocd,
+        sync,
+        committed_rev,
+        committed_now && !failed_commit,
+        committed_now,
+        synced && healthy,
+    );
+
+    let mut conditions = prev.conditions.clone();
+    let has = |type_: &str| find_condition(&prev.conditions, type_).is_some();
+    let computed = [
+        Some(validated(verdict)),
+        Some(policy_compliant(verdict)),
+        Some(approved(verdict, generation)),
+        rendered(verdict, has(RENDERED)),
+        committed(prev, verdict, commit, has(COMMITTED)),
+        Some(synced_condition),
+        Some(ready.0),
+    ];
+    for c in computed.into_iter().flatten() {
+        set_condition(
+            &mut conditions,
+            Condition {
+                observed_generation: Some(generation),
+                ..c
+            },
+            now,
+        );
+    }
 
     let phase = match verdict.outcome {
         // What was committed before stays (status.render says where), but the
@@ -329,13 +105,13 @@ pub fn request_status(
         Outcome::Invalid | Outcome::Denied | Outcome::ApprovalRejected => Phase::Rejected,
         Outcome::PolicyUnavailable => Phase::Pending,
         Outcome::NeedsApproval => Phase::AwaitingApproval,
-        _ if verdict.render_error.is_some() => Phase::Failed,
+        Outcome::RenderFailed => Phase::Failed,
         _ if failed_commit => Phase::Pending,
         _ if synced => Phase::Synced,
         _ if render.is_some() => Phase::Rendered,
         _ => Phase::Pending,
     };
-
+    let policy = &verdict.policy;
     ServiceRequestStatus {
         phase,
         conditions,
@@ -350,6 +126,250 @@ pub fn request_status(
         sync: sync.cloned(),
         observed_generation: Some(generation),
     }
+}
+
+/// `status.render`: where the request's output is. A commit of this
+/// reconcile replaces it; otherwise it stays what it was.
+fn render_status(
+    prev: &ServiceRequestStatus,
+    verdict: &Verdict,
+    commit: &CommitState,
+    generation: i64,
+) -> Option<RenderStatus> {
+    match (commit, &verdict.rendered) {
+        (CommitState::Committed { revision, .. }, Some(r)) => Some(RenderStatus {
+            revision: revision.clone(),
+            short_revision: revision.chars().take(8).collect(),
+            path: r.dir.clone(),
+            route_version: verdict.route_version.clone().unwrap_or_default(),
+            bundle_versions: verdict.policy.bundle_versions.clone(),
+            files: r.files.len() as u32,
+            digest: r.digest.clone(),
+            generation,
+        }),
+        _ => prev.render.clone(),
+    }
+}
+
+fn validated(verdict: &Verdict) -> Condition {
+    if verdict.errors.is_empty() {
+        let mut msg = format!("valid for route {}", verdict.route.as_deref().unwrap_or_default());
+        for n in &verdict.notices {
+            msg.push_str("; ");
+            msg.push_str(n);
+        }
+        Condition::new(VALIDATED, true, "Valid", msg)
+    } else {
+        let msg = verdict
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Condition::new(VALIDATED, false, "InvalidSpec", msg)
+    }
+}
+
+fn policy_compliant(verdict: &Verdict) -> Condition {
+    let policy = &verdict.policy;
+    match verdict.outcome {
+        Outcome::Invalid => unknown(POLICY_COMPLIANT, "NotEvaluated", "the request is not valid"),
+        Outcome::PolicyUnavailable => unknown(
+            POLICY_COMPLIANT,
+            "PolicyUnavailable",
+            format!(
+                "no good version of bundle(s) {} (none compiled and passed its tests); waiting",
+                verdict.missing_bundles.join(", ")
+            ),
+        ),
+        Outcome::Denied => Condition::new(
+            POLICY_COMPLIANT,
+            false,
+            "PolicyViolation",
+            format!(
+                "{} violation(s): {}",
+                policy.violations.len(),
+                join_findings(&policy.violations)
+            ),
+        ),
+        _ if policy.warnings.is_empty() => {
+            Condition::new(POLICY_COMPLIANT, true, "Compliant", "no violations")
+        }
+        _ => Condition::new(
+            POLICY_COMPLIANT,
+            true,
+            "CompliantWithWarnings",
+            format!(
+                "{} warning(s): {}",
+                policy.warnings.len(),
+                join_findings(&policy.warnings)
+            ),
+        ),
+    }
+}
+
+fn approved(verdict: &Verdict, generation: i64) -> Condition {
+    match (&verdict.outcome, &verdict.approval) {
+        (Outcome::NeedsApproval, _) => Condition::new(
+            APPROVED,
+            false,
+            "AwaitingApproval",
+            format!(
+                "policy asks for approval of generation {generation}: {}; create an Approval naming this request and generation",
+                verdict.policy.approval_reasons.join("; ")
+            ),
+        ),
+        (Outcome::ApprovalRejected, Some(a)) => Condition::new(
+            APPROVED,
+            false,
+            "Rejected",
+            format!(
+                "generation {} rejected by {}: {}",
+                a.generation, a.approver, a.reason
+            ),
+        ),
+        (Outcome::Allowed | Outcome::RenderFailed, Some(a)) => Condition::new(
+            APPROVED,
+            true,
+            "Approved",
+            format!(
+                "generation {} approved by {}: {}",
+                a.generation, a.approver, a.reason
+            ),
+        ),
+        (Outcome::Allowed | Outcome::RenderFailed, None) => {
+            Condition::new(APPROVED, true, "NotRequired", "policy asks for no approval")
+        }
+        _ => unknown(APPROVED, "NotEvaluated", "policy did not allow the request"),
+    }
+}
+
+/// None: leave the condition as it is (nothing was rendered this time, and
+/// the request has one already).
+fn rendered(verdict: &Verdict, has_one: bool) -> Option<Condition> {
+    if let Some(r) = &verdict.rendered {
+        Some(Condition::new(
+            RENDERED,
+            true,
+            "Rendered",
+            format!("{} file(s) in {}", r.files.len(), r.dir),
+        ))
+    } else if let Some(e) = &verdict.render_error {
+        Some(Condition::new(RENDERED, false, "RenderFailed", e.clone()))
+    } else if !has_one {
+        Some(unknown(
+            RENDERED,
+            "NotRendered",
+            "the request has not been rendered",
+        ))
+    } else {
+        None
+    }
+}
+
+/// None: leave the condition as it is (nothing was committed this time).
+fn committed(
+    prev: &ServiceRequestStatus,
+    verdict: &Verdict,
+    commit: &CommitState,
+    has_one: bool,
+) -> Option<Condition> {
+    match commit {
+        CommitState::Committed { revision, .. } => Some(if is_drift(prev.render.as_ref(), verdict, commit) {
+            Condition::new(
+                COMMITTED,
+                true,
+                "DriftRestored",
+                format!("rendered files had been edited in the repository; restored at {revision}"),
+            )
+        } else {
+            Condition::new(COMMITTED, true, "Committed", format!("revision {revision}"))
+        }),
+        CommitState::Failed(e) => Some(Condition::new(
+            COMMITTED,
+            false,
+            "PushFailed",
+            format!("{e}; retrying with backoff"),
+        )),
+        CommitState::NotAttempted if !has_one => Some(unknown(
+            COMMITTED,
+            "NotCommitted",
+            "nothing has been committed for this request",
+        )),
+        CommitState::NotAttempted => None,
+    }
+}
+
+/// The Synced condition, whether the committed revision is synced, and
+/// whether the Application is healthy.
+fn synced(argocd: bool, sync: Option<&SyncStatus>, committed_rev: &str) -> (Condition, bool, bool) {
+    match (argocd, sync) {
+        (false, _) => (
+            unknown(
+                SYNCED,
+                "ArgoCDNotInstalled",
+                "the Argo CD Application CRD is not installed; the request stops at Rendered",
+            ),
+            false,
+            false,
+        ),
+        (true, None) => (
+            unknown(
+                SYNCED,
+                "WaitingForArgoCD",
+                "Argo CD has not reported on the Application yet",
+            ),
+            false,
+            false,
+        ),
+        (true, Some(s)) => {
+            let at_rev = !committed_rev.is_empty() && s.revision == committed_rev;
+            let ok = s.status == "Synced" && at_rev;
+            let msg = if ok {
+                format!("{} synced at {}", s.application, committed_rev)
+            } else if s.status == "Synced" {
+                format!(
+                    "{} synced at {} but Paver pushed {}",
+                    s.application, s.revision, committed_rev
+                )
+            } else {
+                format!("{} is {}: {}", s.application, s.status, s.message)
+            };
+            let condition = Condition::new(SYNCED, ok, if ok { "Synced" } else { "OutOfSync" }, msg);
+            (condition, ok, s.health == "Healthy")
+        }
+    }
+}
+
+/// Ready: committed (and, with Argo CD, synced and healthy).
+fn ready(
+    argocd: bool,
+    sync: Option<&SyncStatus>,
+    committed_rev: &str,
+    committed_ok: bool,
+    committed_now: bool,
+    synced_and_healthy: bool,
+) -> (Condition, bool) {
+    let ready = committed_ok && (!argocd || synced_and_healthy);
+    let msg = if ready {
+        if argocd {
+            "synced and healthy".to_string()
+        } else {
+            format!("committed at {committed_rev}")
+        }
+    } else if let (true, Some(s)) = (argocd && committed_now, sync) {
+        format!("health {}: {}", s.health, s.message)
+    } else {
+        "not committed yet".to_string()
+    };
+    let reason = if ready {
+        "Ready"
+    } else if argocd && committed_now {
+        "NotHealthy"
+    } else {
+        "NotReady"
+    };
+    (Condition::new(READY, ready, reason, msg), ready)
 }
 
 #[cfg(test)]

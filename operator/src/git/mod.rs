@@ -33,9 +33,6 @@ pub struct GitConfig {
     pub url: String,
     /// Branch to commit to; created with an initial commit if missing.
     pub branch: String,
-    /// Path prefix inside the repository under which request directories
-    /// live; may be empty.
-    pub root: String,
     /// Local bare repository used as a cache of the remote.
     pub workdir: PathBuf,
     pub credentials: Credentials,
@@ -48,10 +45,10 @@ pub struct GitConfig {
 pub struct Change {
     /// `namespace/name` of the request.
     pub key: String,
-    /// The request's directory, relative to [`GitConfig::root`].
+    /// The request's directory, relative to the repository root.
     pub dir: String,
     /// Files, by path relative to the repository root; every path must lie
-    /// inside `root/dir`. Applying the change makes the directory hold
+    /// inside `dir`. Applying the change makes the directory hold
     /// exactly these files. Shared, not copied: the reconcile that submits
     /// a render keeps its files for the Scorecard while the commit is in
     /// flight (hundreds of renders at once in a burst).

@@ -1,11 +1,13 @@
 //! Path checks and applying one [`Change`] to a tree [`Overlay`].
 //!
-//! A change may only touch its own directory: every path is relative,
-//! made of plain components (no `.`, `..`, `.git`, backslashes or NUL), and
-//! lies under `root/dir`; no ancestor of the directory may be a file or a
+//! A change may only touch its own directory: every path passes the one
+//! path rule the render also applies ([`check_relative_path`]: relative,
+//! plain segments, no `.`, `..`, `.git`, backslashes or control characters)
+//! and lies under `dir`; no ancestor of the directory may be a file or a
 //! symlink in the repository. A refused change leaves the batch as it was.
 
 use git2::Repository;
+use paver_core::paths::check_relative_path;
 
 use super::{
     Change, Error, Result,
@@ -13,38 +15,9 @@ use super::{
     tree::{Blocked, FILE_MODE, Overlay},
 };
 
-/// `root` and `dir` joined with exactly one `/`.
-pub(crate) fn join(root: &str, dir: &str) -> String {
-    let root = root.trim_matches('/');
-    let dir = dir.trim_matches('/');
-    match (root.is_empty(), dir.is_empty()) {
-        (true, _) => dir.to_string(),
-        (_, true) => root.to_string(),
-        _ => format!("{root}/{dir}"),
-    }
-}
-
 /// Why `path` is not a safe relative repository path, if it is not.
 pub(crate) fn check_relative(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Err("path is empty".into());
-    }
-    if path.starts_with('/') {
-        return Err(format!("path {path:?} is absolute"));
-    }
-    for component in path.split('/') {
-        let bad = match component {
-            "" => Some("an empty component"),
-            "." | ".." => Some("a '.' or '..' component"),
-            c if c.eq_ignore_ascii_case(".git") => Some("a '.git' component"),
-            c if c.contains(['\\', '\0']) => Some("a backslash or NUL"),
-            _ => None,
-        };
-        if let Some(bad) = bad {
-            return Err(format!("path {path:?} contains {bad}"));
-        }
-    }
-    Ok(())
+    check_relative_path(path).map_err(|reason| format!("path {path:?}: {reason}"))
 }
 
 fn invalid(change: &Change, reason: impl Into<String>) -> Error {
@@ -57,12 +30,11 @@ fn invalid(change: &Change, reason: impl Into<String>) -> Error {
 /// Check `change` against the rules that need no repository: the
 /// directory and every file path are safe and inside it, trailers are
 /// single-line tokens. Returns the directory's full path.
-pub(crate) fn check(root: &str, change: &Change) -> Result<String> {
-    let dir = change.dir.trim_matches('/');
-    if dir.is_empty() {
+pub(crate) fn check(change: &Change) -> Result<String> {
+    let full = change.dir.trim_matches('/').to_string();
+    if full.is_empty() {
         return Err(invalid(change, "the request directory is empty"));
     }
-    let full = join(root, dir);
     check_relative(&full).map_err(|r| invalid(change, format!("bad directory: {r}")))?;
     if change.delete && !change.files.is_empty() {
         return Err(invalid(change, "a deletion must not carry files"));
@@ -117,13 +89,8 @@ fn blocked(change: &Change, b: Blocked) -> Error {
 /// Make `overlay` hold exactly `change.files` under the change's directory
 /// (none: the directory is removed). Returns whether anything under it
 /// changed. A refused change leaves the overlay's content as it was.
-pub(crate) fn apply(
-    repo: &Repository,
-    overlay: &mut Overlay<'_>,
-    root: &str,
-    change: &Change,
-) -> Result<bool> {
-    let full = check(root, change)?;
+pub(crate) fn apply(repo: &Repository, overlay: &mut Overlay<'_>, change: &Change) -> Result<bool> {
+    let full = check(change)?;
     // The directory's new tree, built on its own first.
     let mut dir = Overlay::new(repo, None);
     let prefix = format!("{full}/");
@@ -143,25 +110,13 @@ pub(crate) fn apply(
 mod tests {
     use super::*;
 
+    /// The Git writer applies the core's one path rule (tested there),
+    /// naming the path it refuses.
     #[test]
-    fn joins() {
-        assert_eq!(join("", "a/b"), "a/b");
-        assert_eq!(join("apps/", "/a/b/"), "apps/a/b");
-    }
-
-    #[test]
-    fn relative_paths() {
+    fn relative_paths_follow_the_one_rule() {
         assert!(check_relative("a/b.yaml").is_ok());
-        for bad in [
-            "",
-            "/etc/passwd",
-            "a/../b",
-            "./a",
-            "a//b",
-            "a/.git/config",
-            "a\\b",
-        ] {
-            assert!(check_relative(bad).is_err(), "{bad}");
-        }
+        let err = check_relative("a/.git/config").expect_err("refused");
+        assert!(err.contains("\"a/.git/config\"") && err.contains(".git"), "{err}");
+        assert!(check_relative("a/b\nc").is_err());
     }
 }

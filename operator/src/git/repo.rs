@@ -137,10 +137,6 @@ impl Repo {
         self
     }
 
-    pub fn config(&self) -> &GitConfig {
-        &self.config
-    }
-
     fn tracking_ref(&self) -> String {
         format!("refs/remotes/origin/{}", self.config.branch)
     }
@@ -316,7 +312,7 @@ impl Repo {
         let mut overlay = Overlay::new(&self.repo, Some(parent_tree.clone()));
         let mut changed: Vec<Result<bool>> = changes
             .iter()
-            .map(|c| paths::apply(&self.repo, &mut overlay, &self.config.root, c))
+            .map(|c| paths::apply(&self.repo, &mut overlay, c))
             .collect();
         let tree_id = match overlay.write().map_err(Self::git("write the tree"))? {
             Some(id) => id,
@@ -396,10 +392,10 @@ impl Repo {
         Ok(())
     }
 
-    /// Files under `dir` (relative to root) at the remote head, by path
-    /// relative to the repository root. Empty when the directory is absent.
+    /// Files under `dir` at the remote head, by path relative to the
+    /// repository root. Empty when the directory is absent.
     pub fn read_dir(&mut self, dir: &str) -> Result<BTreeMap<String, String>> {
-        let full = paths::join(&self.config.root, dir);
+        let full = dir.trim_matches('/').to_string();
         if !full.is_empty() {
             paths::check_relative(&full).map_err(|reason| Error::InvalidChange {
                 key: dir.to_string(),
@@ -459,7 +455,7 @@ impl Repo {
     }
 
     /// For each author email, the time (unix seconds) of their latest commit
-    /// touching `dir` (relative to root), or anything when `dir` is `None`.
+    /// touching `dir`, or anything when `dir` is `None`.
     /// Reads the history as of the last fetch or push (no network: it runs
     /// once per scoring, right after the commit that updated the ref); fetches
     /// only when nothing was fetched yet.
@@ -505,7 +501,7 @@ impl Repo {
         self.history
             .advance(&self.repo, head)
             .map_err(Self::git("read the history"))?;
-        let full = dir.map(|d| paths::join(&self.config.root, d)).unwrap_or_default();
+        let full = dir.map(|d| d.trim_matches('/').to_string()).unwrap_or_default();
         Ok(self.history.get(&full).cloned())
     }
 }

@@ -36,7 +36,6 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 enum Command {
     Submit(Box<Change>, Reply<ChangeOutcome>),
     ReadDir(String, Reply<BTreeMap<String, String>>),
-    AuthorTimes(Option<String>, Reply<BTreeMap<String, i64>>),
     Head(Reply<Option<String>>),
     Contains(String, String, Reply<bool>),
 }
@@ -79,11 +78,6 @@ impl WriterHandle {
     /// Files under `dir` at the remote head (see [`Repo::read_dir`]).
     pub async fn read_dir(&self, dir: &str) -> Result<BTreeMap<String, String>> {
         answer(self.send(|r| Command::ReadDir(dir.to_string(), r))).await
-    }
-
-    /// See [`Repo::last_commit_times_by_author`].
-    pub async fn last_commit_times_by_author(&self, dir: Option<&str>) -> Result<BTreeMap<String, i64>> {
-        answer(self.send(|r| Command::AuthorTimes(dir.map(str::to_string), r))).await
     }
 
     /// The remote head commit, if the branch exists.
@@ -182,14 +176,6 @@ async fn read(repo: Option<Repo>, config: &GitConfig, retry: RetryPolicy, cmd: C
     match cmd {
         Command::ReadDir(dir, reply) => {
             let (repo, r) = blocking(repo, config, retry, move |repo| repo.read_dir(&dir)).await;
-            let _ = reply.send(r);
-            repo
-        }
-        Command::AuthorTimes(dir, reply) => {
-            let (repo, r) = blocking(repo, config, retry, move |repo| {
-                repo.last_commit_times_by_author(dir.as_deref())
-            })
-            .await;
             let _ = reply.send(r);
             repo
         }

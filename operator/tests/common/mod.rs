@@ -56,16 +56,27 @@ pub fn examples() -> Vec<(String, Value)> {
     out
 }
 
-/// A fixed monthly estimate per example (the estimator is tested elsewhere):
-/// the payment gateway is over the 5000 USD production budget.
-pub fn monthly_estimate(example: &str) -> f64 {
-    match example {
-        "payment-gateway" => 7400.0,
-        "storefront-web" => 2100.0,
-        "orders-api" => 640.0,
-        "invoice-reconciler" => 180.0,
-        _ => 95.5,
-    }
+/// The monthly estimate Paver computes for `request` (a ServiceRequest as
+/// JSON) with the shipped routes' price tables: the real estimator on the
+/// parameters with the route's defaults (on the parameters as given when a
+/// variant no longer validates). The payment gateway's is over the 5000
+/// USD production budget.
+pub fn monthly_estimate(request: &Value) -> f64 {
+    use paver::core::{estimate::estimate, validate, verdict::Catalog};
+    let sr: paver_crds::ServiceRequest = serde_json::from_value(request.clone()).expect("a ServiceRequest");
+    let (catalog, problems) = Catalog::from_content(content::Content::embedded().expect("embedded content"));
+    assert!(problems.is_empty(), "{problems:?}");
+    let route = validate::select_route(catalog.routes(), &sr.spec).expect("the route exists");
+    let parameters = validate::validate_request(&sr, route)
+        .map(|v| v.parameters)
+        .unwrap_or_else(|_| sr.spec.parameters.clone());
+    estimate(
+        route.route.spec.cost.as_ref(),
+        &parameters,
+        sr.spec.environment.as_str(),
+    )
+    .expect("the estimate computes")
+    .monthly
 }
 
 /// The input Paver builds for a request (without route defaults: the

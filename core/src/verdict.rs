@@ -5,17 +5,15 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
-use paver_crds::{
-    Approval, CheckResult, Decision, PaveRoute, ScorecardStatus, ServiceRequest, ServiceRequestStatus,
-    find_condition,
-};
+use paver_crds::{Approval, Decision, PaveRoute, ScorecardStatus, ServiceRequest};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{
     FieldError,
     estimate::{Estimate, estimate},
-    policy::{BundleSet, PolicyInput, PolicyOutcome, RouteDoc, RuleKind, evaluate},
+    observed::{Observed, builtin},
+    policy::{BundleSet, PolicyInput, PolicyOutcome, PreparedInput, RouteDoc, RuleKind, evaluate},
     render::{RenderOptions, Rendered, render},
     score::score,
     validate::{CompiledRoute, compile, select_route, validate_request},
@@ -129,15 +127,20 @@ pub enum Outcome {
     ApprovalRejected,
     /// Allowed (and approved where needed).
     Allowed,
+    /// Allowed, but the route's templates failed to render it (the
+    /// operator's phase Failed).
+    RenderFailed,
 }
 
 impl Outcome {
-    /// The CLI's exit status: 0 allowed, 1 denied, 2 unusable input.
+    /// The CLI's exit status: 0 allowed, 1 denied, 2 unusable input or a
+    /// render that failed (what the operator reports as Rejected, Pending or
+    /// Failed is never 0).
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Allowed | Outcome::NeedsApproval => 0,
             Outcome::Denied | Outcome::ApprovalRejected => 1,
-            Outcome::Invalid | Outcome::PolicyUnavailable => 2,
+            Outcome::Invalid | Outcome::PolicyUnavailable | Outcome::RenderFailed => 2,
         }
     }
 }
@@ -185,6 +188,10 @@ pub struct Verdict {
     /// Render error, when rendering failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub render_error: Option<String>,
+    /// The policy input the decision was evaluated on, kept for the
+    /// Scorecard's `checks` (built once per request).
+    #[serde(skip)]
+    pub input: Option<PreparedInput>,
 }
 
 impl Verdict {
@@ -203,15 +210,7 @@ impl Verdict {
             approval: None,
             rendered: None,
             render_error: None,
-        }
-    }
-
-    /// The CLI's exit status for this verdict: 0 allowed, 1 denied, 2 unusable.
-    pub fn exit_code(&self) -> u8 {
-        if self.render_error.is_some() {
-            2
-        } else {
-            self.outcome.exit_code()
+            input: None,
         }
     }
 
@@ -274,6 +273,71 @@ fn approval_decision(req: &ServiceRequest, approvals: &[Approval]) -> Option<(De
     })
 }
 
+/// A request walked up to policy: its route, its parameters with the
+/// route's defaults applied, its estimate, and the policy input built from
+/// them (`input.request`, `.parameters`, `.route`, `.estimate`).
+pub struct Prepared<'c> {
+    pub route: &'c CompiledRoute,
+    pub parameters: Value,
+    pub estimate: Estimate,
+    /// Notes that do not block (e.g. the route is deprecated).
+    pub notices: Vec<String>,
+    pub input: PolicyInput,
+}
+
+/// Why a request cannot reach policy: the errors, each naming its field,
+/// and the route it was judged against when one was found.
+pub struct Unprepared<'c> {
+    pub route: Option<&'c CompiledRoute>,
+    pub errors: Vec<FieldError>,
+}
+
+/// Selects the request's route, validates its parameters (defaults
+/// applied), estimates its cost and builds the policy input: everything
+/// [`decide_request`] does before policy, for whoever needs that much.
+pub fn prepare_request<'c>(
+    catalog: &'c Catalog,
+    req: &ServiceRequest,
+) -> Result<Prepared<'c>, Unprepared<'c>> {
+    let unprepared = |route, errors| Unprepared { route, errors };
+    if let Some(errors) = catalog.route_errors.get(&req.spec.route) {
+        let detail = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(unprepared(
+            None,
+            vec![FieldError::new(
+                "spec.route",
+                format!("route {:?} is not usable: {detail}", req.spec.route),
+            )],
+        ));
+    }
+    let route = select_route(&catalog.routes, &req.spec).map_err(|e| unprepared(None, vec![e]))?;
+    let validated = validate_request(req, route).map_err(|errors| unprepared(Some(route), errors))?;
+    let estimate = estimate(
+        route.route.spec.cost.as_ref(),
+        &validated.parameters,
+        req.spec.environment.as_str(),
+    )
+    .map_err(|e| unprepared(Some(route), vec![e]))?;
+    let input = PolicyInput {
+        request: request_doc(req),
+        parameters: validated.parameters.clone(),
+        route: catalog.route_docs.get(&route.name).cloned().unwrap_or_default(),
+        estimate: serde_json::to_value(&estimate).unwrap_or(Value::Null),
+        ..Default::default()
+    };
+    Ok(Prepared {
+        route,
+        parameters: validated.parameters,
+        estimate,
+        notices: validated.warnings,
+        input,
+    })
+}
+
 /// Walks a request through validate, estimate, policy, approval and
 /// render. Renders when policy allows it (also while it awaits approval,
 /// so the CLI can show the files; the operator commits only `Allowed`).
@@ -284,39 +348,27 @@ pub fn decide_request(
     options: &RenderOptions,
     now: DateTime<Utc>,
 ) -> Verdict {
-    let key = format!("{}/{}", req.namespace().unwrap_or_default(), req.name_any());
+    let key = paver_crds::RequestKey::of(req).to_string();
     let mut v = Verdict::new(key.clone());
 
-    if let Some(errors) = catalog.route_errors.get(&req.spec.route) {
-        let detail = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        return v.invalid(vec![FieldError::new(
-            "spec.route",
-            format!("route {:?} is not usable: {detail}", req.spec.route),
-        )]);
-    }
-    let route = match select_route(&catalog.routes, &req.spec) {
-        Ok(r) => r,
-        Err(e) => return v.invalid(vec![e]),
+    let prepared = match prepare_request(catalog, req) {
+        Ok(p) => p,
+        Err(Unprepared { route, errors }) => {
+            v.route = route.map(CompiledRoute::id);
+            v.route_version = route.map(|r| r.version.to_string());
+            return v.invalid(errors);
+        }
     };
+    let Prepared {
+        route,
+        parameters,
+        estimate,
+        notices,
+        input,
+    } = prepared;
     v.route = Some(route.id());
     v.route_version = Some(route.version.to_string());
-    let validated = match validate_request(req, route) {
-        Ok(valid) => valid,
-        Err(errors) => return v.invalid(errors),
-    };
-    v.notices = validated.warnings;
-    let estimate = match estimate(
-        route.route.spec.cost.as_ref(),
-        &validated.parameters,
-        req.spec.environment.as_str(),
-    ) {
-        Ok(e) => e,
-        Err(e) => return v.invalid(vec![e]),
-    };
+    v.notices = notices;
 
     let (bundles, missing) = catalog.bundles.applicable(
         &route.name,
@@ -324,24 +376,19 @@ pub fn decide_request(
         &req.namespace().unwrap_or_default(),
         req.labels(),
     );
-    let input = PolicyInput {
-        request: request_doc(req),
-        parameters: validated.parameters.clone(),
-        route: catalog.route_docs.get(&route.name).cloned().unwrap_or_default(),
-        estimate: serde_json::to_value(&estimate).unwrap_or(Value::Null),
-        ..Default::default()
-    };
-    v.parameters = Some(validated.parameters);
+    v.parameters = Some(parameters);
     v.estimate = Some(estimate);
     let evaluated = input.prepare().and_then(|prepared| {
-        evaluate(
+        let outcome = evaluate(
             &bundles,
             &prepared,
             &[RuleKind::Deny, RuleKind::Warn, RuleKind::NeedsApproval],
             &key,
             req.labels(),
             now,
-        )
+        );
+        v.input = Some(prepared);
+        outcome
     });
     match evaluated {
         Ok(outcome) => v.policy = outcome,
@@ -377,144 +424,30 @@ pub fn decide_request(
     };
     match render(route, req, parameters, estimate, options) {
         Ok(rendered) => v.rendered = Some(rendered),
-        Err(e) => v.render_error = Some(e.to_string()),
+        Err(e) => {
+            v.render_error = Some(e.to_string());
+            // Awaiting approval stays that (approving is still the next step).
+            if v.outcome == Outcome::Allowed {
+                v.outcome = Outcome::RenderFailed;
+            }
+        }
     }
     v
 }
 
-fn builtin(id: &str, category: &str, level: &str, pass: bool, message: String) -> CheckResult {
-    CheckResult {
-        id: id.into(),
-        category: category.into(),
-        level: level.into(),
-        pass,
-        message,
-        source: "paver".into(),
-    }
-}
-
-/// Paver's own checks: facts only the operator knows (the commit, drift,
-/// Argo CD's report).
-fn builtin_checks(status: &ServiceRequestStatus, cluster: &Value) -> Vec<CheckResult> {
-    let mut checks = Vec::new();
-    let committed = find_condition(&status.conditions, "Committed");
-    checks.push(builtin(
-        "gitops-managed",
-        "ownership",
-        "bronze",
-        committed.is_some_and(|c| c.is_true()),
-        committed
-            .map(|c| c.message.clone())
-            .unwrap_or_else(|| "not committed".into()),
-    ));
-    let drift = committed.is_some_and(|c| c.reason == "DriftRestored");
-    checks.push(builtin(
-        "no-manual-edits",
-        "reliability",
-        "silver",
-        !drift,
-        if drift {
-            "rendered files were edited by hand in the repository and restored".into()
-        } else {
-            "the repository matches the render".into()
-        },
-    ));
-    if let Some(app) = cluster.get("application").and_then(Value::as_str) {
-        let sync = cluster["sync"].as_str().unwrap_or("Unknown");
-        let revision = cluster["revision"].as_str().unwrap_or("");
-        let want = status.render.as_ref().map(|r| r.revision.as_str()).unwrap_or("");
-        let synced = sync == "Synced" && !want.is_empty() && revision == want;
-        checks.push(builtin(
-            "argocd-synced",
-            "cluster",
-            "silver",
-            synced,
-            if synced {
-                format!("{app} is synced at the committed revision {want}")
-            } else {
-                format!("{app} is {sync} at {revision:?}; Paver committed {want:?}")
-            },
-        ));
-        let health = cluster["health"].as_str().unwrap_or("Unknown");
-        let message = cluster["message"].as_str().unwrap_or("");
-        checks.push(builtin(
-            "argocd-healthy",
-            "cluster",
-            "silver",
-            health == "Healthy",
-            if message.is_empty() {
-                format!("{app} health is {health}")
-            } else {
-                format!("{app} health is {health}: {message}")
-            },
-        ));
-        if let Some(check) = replicas_available(cluster) {
-            checks.push(check);
-        }
-    }
-    checks
-}
-
-/// Every replica of the Application's workloads available, from the health
-/// Argo CD keeps per resource (none when it keeps no resource health in the
-/// Application, or there are no workloads).
-fn replicas_available(cluster: &Value) -> Option<CheckResult> {
-    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let workloads: Vec<&Value> = cluster["workloads"]
-        .as_array()?
-        .iter()
-        .filter(|w| !text(&w["health"]).is_empty())
-        .collect();
-    if workloads.is_empty() {
-        return None;
-    }
-    let name = |w: &Value| {
-        format!(
-            "{} {}/{}",
-            text(&w["kind"]),
-            text(&w["namespace"]),
-            text(&w["name"])
-        )
-    };
-    let down: Vec<String> = workloads
-        .iter()
-        .filter(|w| w["health"] != "Healthy")
-        .map(|w| match text(&w["message"]) {
-            m if m.is_empty() => format!("{} is {}", name(w), text(&w["health"])),
-            m => format!("{} is {}: {m}", name(w), text(&w["health"])),
-        })
-        .collect();
-    let pass = down.is_empty();
-    Some(builtin(
-        "replicas-available",
-        "cluster",
-        "silver",
-        pass,
-        if pass {
-            let all: Vec<String> = workloads.iter().map(|w| name(w)).collect();
-            format!("every replica is available: {}", all.join(", "))
-        } else {
-            down.join("; ")
-        },
-    ))
-}
-
 /// The Scorecard of a rendered request: the `checks` of every bundle that
-/// applies, evaluated with the rendered files, the Git facts and the
-/// cluster's report, plus Paver's own checks, scored against the route's
-/// levels. The status is the one just computed for the request.
+/// applies, evaluated on the decision's input with the rendered files and
+/// what the shells observed (Git, Argo CD) added, plus Paver's own checks
+/// from those facts, scored against the route's levels.
 pub fn scorecard_for(
     catalog: &Catalog,
     req: &ServiceRequest,
     verdict: &Verdict,
-    status: &ServiceRequestStatus,
-    git: Value,
-    cluster: Value,
+    observed: &Observed,
     now: DateTime<Utc>,
 ) -> ScorecardStatus {
-    let key = verdict.request.clone();
     let route = catalog.routes.iter().find(|r| Some(r.id()) == verdict.route);
-    let mut checks = builtin_checks(status, &cluster);
+    let mut checks = observed.checks();
     if let Some(route) = route {
         let (bundles, _) = catalog.bundles.applicable(
             &route.name,
@@ -522,27 +455,30 @@ pub fn scorecard_for(
             &req.namespace().unwrap_or_default(),
             req.labels(),
         );
-        let input = PolicyInput {
-            request: request_doc(req),
-            parameters: verdict.parameters.clone().unwrap_or(Value::Null),
-            route: catalog.route_docs.get(&route.name).cloned().unwrap_or_default(),
-            estimate: serde_json::to_value(&verdict.estimate).unwrap_or(Value::Null),
-            rendered: verdict.rendered.as_ref().map(|r| r.files.clone()),
-            git: Some(git),
-            cluster: Some(cluster),
+        let (git, cluster) = (observed.git(), observed.cluster());
+        let evaluated = match &verdict.input {
+            Some(input) => input
+                .with_facts(
+                    verdict.rendered.as_ref().map(|r| &r.files),
+                    Some(&git),
+                    Some(&cluster),
+                )
+                .and_then(|p| {
+                    evaluate(
+                        &bundles,
+                        &p,
+                        &[RuleKind::Checks],
+                        &verdict.request,
+                        req.labels(),
+                        now,
+                    )
+                })
+                .map_err(|e| e.to_string()),
+            None => Err("the request was not evaluated by policy".to_string()),
         };
-        match input
-            .prepare()
-            .and_then(|p| evaluate(&bundles, &p, &[RuleKind::Checks], &key, req.labels(), now))
-        {
+        match evaluated {
             Ok(outcome) => checks.extend(outcome.checks),
-            Err(e) => checks.push(builtin(
-                "policy-evaluated",
-                "scorecard",
-                "bronze",
-                false,
-                e.to_string(),
-            )),
+            Err(e) => checks.push(builtin("policy-evaluated", "scorecard", "bronze", false, e)),
         }
     }
     let levels = route.and_then(|r| r.route.spec.scorecard.as_ref());
@@ -551,40 +487,4 @@ pub fn scorecard_for(
         levels,
         &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
-}
-
-#[cfg(test)]
-mod replicas_tests {
-    use serde_json::json;
-
-    use super::replicas_available;
-
-    #[test]
-    fn replicas_available_from_workload_health() {
-        let healthy = json!({"workloads": [
-            {"kind": "Deployment", "namespace": "shop", "name": "web", "health": "Healthy", "message": ""}
-        ]});
-        let check = replicas_available(&healthy).expect("a check");
-        assert!(check.pass, "{check:?}");
-        assert_eq!(check.category, "cluster");
-
-        let stuck = json!({"workloads": [
-            {"kind": "Deployment", "namespace": "shop", "name": "web", "health": "Healthy", "message": ""},
-            {"kind": "Deployment", "namespace": "shop", "name": "api", "health": "Degraded",
-             "message": "Deployment \"api\" exceeded its progress deadline"}
-        ]});
-        let check = replicas_available(&stuck).expect("a check");
-        assert!(!check.pass);
-        assert_eq!(
-            check.message,
-            "Deployment shop/api is Degraded: Deployment \"api\" exceeded its progress deadline"
-        );
-
-        // No resource health in the Application (Argo CD 3's default): no check.
-        let unknown = json!({"workloads": [
-            {"kind": "Deployment", "namespace": "shop", "name": "web", "health": "", "message": ""}
-        ]});
-        assert!(replicas_available(&unknown).is_none());
-        assert!(replicas_available(&json!({})).is_none());
-    }
 }

@@ -4,7 +4,7 @@ use paver_crds::{ApplicationTemplate, Lifecycle, TemplateFile};
 use serde_json::json;
 
 use super::*;
-use crate::core::validate::{
+use crate::validate::{
     compile,
     tests::{request, route as bare_route},
 };

@@ -1,5 +1,7 @@
 //! The pure core: everything Paver decides about a request, as functions of
-//! data. No Kubernetes client and no Git in here: the CLI and the operator
+//! data. No Kubernetes client and no Git in here — this crate's manifest
+//! cannot reach them, and `make lint` checks that its dependency graph holds
+//! no kube client, kube-runtime, git2 or tokio: the CLI and the operator
 //! call the same functions, and tests need no cluster.
 //!
 //! A request walks down this list once:
@@ -8,7 +10,10 @@
 //! the Argo CD Application) → `policy` again for `checks` → `score`.
 //! `verdict` strings them together into the one decision both shells print.
 
+pub mod content;
 pub mod estimate;
+pub mod observed;
+pub mod paths;
 pub mod policy;
 pub mod render;
 pub mod score;

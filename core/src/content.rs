@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use kube::api::ObjectMeta;
+use kube::core::ObjectMeta;
 use paver_crds::{PaveRoute, PolicyBundle, RegoModule, ServiceRequest, TemplateFile};
 use serde::de::DeserializeOwned;
 use serde_json::Value;

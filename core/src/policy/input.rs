@@ -72,6 +72,50 @@ impl PreparedInput {
     pub fn value(&self) -> &Value {
         &self.0
     }
+
+    /// This input with what only `checks` read added: `input.rendered`
+    /// (converted here, straight from the render's files: no copy of them
+    /// in between), `input.git` and `input.cluster`. The request, parameters,
+    /// route and estimate are shared with this input, not converted again.
+    pub fn with_facts(
+        &self,
+        rendered: Option<&BTreeMap<String, String>>,
+        git: Option<&serde_json::Value>,
+        cluster: Option<&serde_json::Value>,
+    ) -> Result<PreparedInput, PolicyError> {
+        // Four entries, each reference counted: cloning them copies no document.
+        let mut doc: BTreeMap<Value, Value> = self
+            .0
+            .as_object()
+            .map_err(|e| PolicyError::Input(format!("the prepared input is not an object: {e}")))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        add_facts(&mut doc, rendered, git, cluster)?;
+        Ok(PreparedInput(Value::from(doc)))
+    }
+}
+
+fn add_facts(
+    doc: &mut BTreeMap<Value, Value>,
+    rendered: Option<&BTreeMap<String, String>>,
+    git: Option<&serde_json::Value>,
+    cluster: Option<&serde_json::Value>,
+) -> Result<(), PolicyError> {
+    if let Some(rendered) = rendered {
+        let files: BTreeMap<Value, Value> = rendered
+            .iter()
+            .map(|(path, content)| (Value::from(path.as_str()), Value::from(content.as_str())))
+            .collect();
+        doc.insert(Value::from("rendered"), Value::from(files));
+    }
+    if let Some(git) = git {
+        doc.insert(Value::from("git"), convert("git", git)?);
+    }
+    if let Some(cluster) = cluster {
+        doc.insert(Value::from("cluster"), convert("cluster", cluster)?);
+    }
+    Ok(())
 }
 
 fn convert(field: &str, json: &serde_json::Value) -> Result<Value, PolicyError> {
@@ -91,19 +135,12 @@ impl PolicyInput {
         );
         doc.insert(Value::from("route"), self.route.value.clone());
         doc.insert(Value::from("estimate"), convert("estimate", &self.estimate)?);
-        if let Some(rendered) = &self.rendered {
-            let files: BTreeMap<Value, Value> = rendered
-                .iter()
-                .map(|(path, content)| (Value::from(path.as_str()), Value::from(content.as_str())))
-                .collect();
-            doc.insert(Value::from("rendered"), Value::from(files));
-        }
-        if let Some(git) = &self.git {
-            doc.insert(Value::from("git"), convert("git", git)?);
-        }
-        if let Some(cluster) = &self.cluster {
-            doc.insert(Value::from("cluster"), convert("cluster", cluster)?);
-        }
+        add_facts(
+            &mut doc,
+            self.rendered.as_ref(),
+            self.git.as_ref(),
+            self.cluster.as_ref(),
+        )?;
         Ok(PreparedInput(Value::from(doc)))
     }
 

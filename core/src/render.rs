@@ -27,12 +27,14 @@ use minijinja::{
     AutoEscape, Environment, ErrorKind, UndefinedBehavior,
     value::{Serde, Value as JinjaValue},
 };
-use paver_crds::{PaveRoute, ServiceRequest};
+use paver_crds::{PaveRoute, ServiceRequest, vocab::labels};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{FieldError, estimate::Estimate, validate::CompiledRoute};
+// The one path rule, also the Git writer's and `paver render --out`'s.
+pub use super::paths::check_relative_path;
 
 /// Fuel for rendering one template (its content, path or `when`).
 pub const TEMPLATE_FUEL: u64 = 2_000_000;
@@ -196,35 +198,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks a relative output path: no `..` or `.`, not absolute, no empty
-/// segments, no backslashes, NUL or control characters.
-pub fn check_relative_path(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Err("the path is empty".into());
-    }
-    if path.starts_with('/') {
-        return Err("absolute paths are not allowed".into());
-    }
-    if path.contains('\\') {
-        return Err("backslashes are not allowed".into());
-    }
-    if path.chars().any(char::is_control) {
-        return Err("NUL and control characters are not allowed".into());
-    }
-    if path.len() > 1024 {
-        return Err("the path is longer than 1024 bytes".into());
-    }
-    for segment in path.split('/') {
-        match segment {
-            "" => return Err("empty path segments are not allowed".into()),
-            "." | ".." => return Err(format!("{segment:?} segments are not allowed")),
-            s if s.len() > 255 => return Err("a path segment is longer than 255 bytes".into()),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 fn is_partial(path: &str) -> bool {
     path.split('/').any(|s| s.starts_with('_'))
 }
@@ -300,18 +273,21 @@ pub fn finops_labels(req: &ServiceRequest) -> BTreeMap<String, String> {
         .clone()
         .unwrap_or_else(|| format!("{namespace}.{name}"));
     BTreeMap::from([
-        ("paver.dev/team".to_string(), label_value(&req.spec.team)),
-        ("paver.dev/service".to_string(), label_value(&name)),
+        (labels::TEAM.to_string(), label_value(&req.spec.team)),
+        (labels::SERVICE.to_string(), label_value(&name)),
         (
-            "paver.dev/environment".to_string(),
+            labels::ENVIRONMENT.to_string(),
             req.spec.environment.as_str().to_string(),
         ),
         (
-            "paver.dev/cost-center".to_string(),
+            labels::COST_CENTER.to_string(),
             label_value(&req.spec.cost_center),
         ),
-        ("paver.dev/request-id".to_string(), label_value(&request_id)),
-        ("app.kubernetes.io/managed-by".to_string(), "paver".to_string()),
+        (labels::REQUEST_ID.to_string(), label_value(&request_id)),
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_PAVER.to_string(),
+        ),
     ])
 }
 
@@ -500,10 +476,10 @@ fn application(
             .trim()
             .to_string()
     };
-    let mut labels = finops_labels(req);
-    labels.insert("paver.dev/request-namespace".into(), label_value(&namespace));
-    labels.insert("paver.dev/request-name".into(), label_value(&name));
-    labels.insert("paver.dev/route".into(), label_value(&route.name));
+    let mut app_labels = finops_labels(req);
+    app_labels.insert(labels::REQUEST_NAMESPACE.into(), label_value(&namespace));
+    app_labels.insert(labels::REQUEST_NAME.into(), label_value(&name));
+    app_labels.insert(labels::ROUTE.into(), label_value(&route.name));
     let mut sync_policy = json!({});
     if app.sync_policy.automated {
         sync_policy["automated"] =
@@ -518,8 +494,8 @@ fn application(
         "metadata": {
             "name": format!("{namespace}-{name}"),
             "namespace": or(&app.namespace, "argocd"),
-            "labels": labels,
-            "annotations": { "paver.dev/route": route.id() },
+            "labels": app_labels,
+            "annotations": { labels::ROUTE: route.id() },
             "finalizers": ["resources-finalizer.argocd.argoproj.io"],
         },
         "spec": {
