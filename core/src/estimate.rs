@@ -64,6 +64,13 @@ fn eval(env: &Environment<'_>, expr: &str, ctx: &JinjaValue) -> Result<JinjaValu
         .map_err(|e| format!("failed to evaluate {expr:?}: {e}"))
 }
 
+/// The largest monthly estimate Paver accepts. Anything above it is a
+/// mistake or an attack: `1.0e308` GiB would overflow to infinity, which
+/// reaches policy as `null`, and a budget rule comparing `null` passes.
+/// A trillion a month is far above any real service and far below where
+/// an f64 loses whole cents' meaning for budgets.
+pub const MAX_MONTHLY: f64 = 1e12;
+
 /// Evaluates the price table. No table gives an empty estimate of 0.
 pub fn estimate(
     cost: Option<&CostModel>,
@@ -115,7 +122,26 @@ pub fn estimate(
             ));
         }
         let monthly = quantity * item.unit_price;
+        if !monthly.is_finite() || monthly > MAX_MONTHLY {
+            return Err(FieldError::new(
+                field("quantity"),
+                format!(
+                    "cost item {:?}: {quantity} at {} per unit is more than {MAX_MONTHLY:e} a month; \
+                     refused rather than passed to policy as a number it cannot compare",
+                    item.name, item.unit_price
+                ),
+            ));
+        }
         total += monthly;
+        if !total.is_finite() || total > MAX_MONTHLY {
+            return Err(FieldError::new(
+                field("quantity"),
+                format!(
+                    "the estimate passes {MAX_MONTHLY:e} a month at cost item {:?}; refused",
+                    item.name
+                ),
+            ));
+        }
         items.push(EstimateItem {
             name: item.name.clone(),
             quantity,
@@ -155,6 +181,28 @@ mod tests {
             currency: "EUR".into(),
             items,
         }
+    }
+
+    /// A value that would overflow (or is merely absurd) is refused naming the
+    /// item, never passed on as infinity (policy would see `null`).
+    #[test]
+    fn absurd_and_overflowing_estimates_are_refused() {
+        let cost = model(vec![
+            item("storage", "parameters.sizeGi", 0.023, None),
+            item("runs", "parameters.runs", 24.0, None),
+        ]);
+        for params in [
+            json!({"sizeGi": 1.0e308, "runs": 1}),
+            json!({"sizeGi": 1, "runs": 1.0e308}),
+            json!({"sizeGi": 5.0e13, "runs": 1}),
+            json!({"sizeGi": 4.0e13, "runs": 4.0e10}),
+        ] {
+            let err = estimate(Some(&cost), &params, "production").expect_err("refused");
+            assert!(err.field.starts_with("spec.cost.items["), "{err}");
+            assert!(err.message.contains("refused"), "{err}");
+        }
+        let fine = estimate(Some(&cost), &json!({"sizeGi": 1000000, "runs": 10}), "production").expect("ok");
+        assert_eq!(fine.monthly, 23_240.0);
     }
 
     #[test]

@@ -19,7 +19,8 @@ security := object.get(params, "security", {})
 # PCI scope: declared in the parameters, labelled on the request, or implied by the route.
 pci if lower(object.get(security, "dataClassification", "")) == "pci"
 
-pci if input.request.metadata.labels["paver.dev/data-classification"] == "pci"
+# Compared lowercased, as the compliance bundle does: a label `PCI` is PCI scope.
+pci if lower(input.request.metadata.labels["paver.dev/data-classification"]) == "pci"
 
 pci if input.request.spec.route == "pci-payment-service"
 

@@ -118,3 +118,11 @@ test_missing_classification_warns if {
 	inp := {"request": base.request, "parameters": {"security": {"encryptionAtRest": true}}}
 	"data-classification" in ids(security.warn) with input as inp
 }
+
+# The data-classification label is read case-insensitively (as the
+# compliance bundle reads it): `PCI` does not skip the PCI rules.
+test_pci_label_in_any_case_is_pci_scope if {
+	labelled := object.union(base, {"request": {"metadata": {"labels": {"paver.dev/data-classification": "PCI"}}}})
+	security.pci with input as labelled
+	"pci-private-repository" in ids(security.deny) with input as labelled
+}
