@@ -24,13 +24,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, TryStreamExt as _};
-use kube::{
-    Api, Client,
-    api::PostParams,
-    config::{KubeConfigOptions, Kubeconfig},
-    runtime::watcher,
-};
+use kube::{Api, Client, api::PostParams, runtime::watcher};
 use paver_crds::{ServiceRequest, request::Phase};
+use paver_testbed::Cluster;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -152,166 +148,37 @@ struct Quiet {
 
 // ------------------------------------------------------------- cluster --
 
-/// A running e2e/cluster.sh cluster; `down` on drop.
-struct Cluster {
-    root: PathBuf,
-    state: PathBuf,
-    vars: HashMap<String, String>,
-    keep_state: bool,
-}
-
-impl Cluster {
-    fn up(root: &Path, state: &Path, keep_state: bool) -> anyhow::Result<Cluster> {
-        let script = root.join("e2e/cluster.sh");
-        // A leftover cluster in this state dir: stop it first.
-        let _ = Command::new(&script)
-            .arg("down")
-            .env("PAVER_E2E_STATE", state)
-            .output();
-        println!(
-            "starting the control plane (e2e/cluster.sh up, state {})",
-            state.display()
-        );
-        let out = Command::new(&script)
-            .arg("up")
-            .env("PAVER_E2E_STATE", state)
-            .env_remove("PAVER_E2E_NO_KCM")
-            .stdin(Stdio::null())
-            .output()
-            .context("failed to run e2e/cluster.sh up")?;
-        let mut cluster = Cluster {
-            root: root.to_path_buf(),
-            state: state.to_path_buf(),
-            vars: HashMap::new(),
-            keep_state,
-        };
-        if !out.status.success() {
-            bail!(
-                "e2e/cluster.sh up failed:\n{}",
-                tail(&String::from_utf8_lossy(&out.stderr), 40)
-            );
-        }
-        let text = std::fs::read_to_string(state.join("env")).context("no env file after cluster.sh up")?;
-        let path = std::env::var("PATH").unwrap_or_default();
-        for line in text.lines() {
-            if let Some((k, v)) = line
-                .trim()
-                .strip_prefix("export ")
-                .and_then(|l| l.split_once('='))
-            {
-                cluster.vars.insert(k.to_string(), v.replace("$PATH", &path));
-            }
-        }
-        Ok(cluster)
-    }
-
-    fn var(&self, name: &str) -> anyhow::Result<&str> {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .with_context(|| format!("{name} is not in the cluster's env file"))
-    }
-
-    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("kubectl")
-            .args(args)
-            .current_dir(&self.root)
-            .env("PATH", self.var("PATH")?)
-            .env("KUBECONFIG", self.var("PAVER_E2E_ADMIN_KUBECONFIG")?)
-            .stdin(Stdio::null())
-            .output()
-            .context("failed to run kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// `kubectl` with retries (CRDs becoming Established, webhooks, ...).
-    fn kubectl_retry(&self, args: &[&str], attempts: usize) -> anyhow::Result<String> {
-        let mut last = None;
-        for _ in 0..attempts {
-            match self.kubectl(args) {
-                Ok(out) => return Ok(out),
-                Err(e) => {
-                    last = Some(e);
-                    std::thread::sleep(Duration::from_secs(2));
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempts")))
-    }
-
-    fn install_paver(&self) -> anyhow::Result<()> {
-        println!("installing Paver (CRDs, manifests/, Deployment scaled to 0)");
-        self.kubectl_retry(&["apply", "--server-side", "-f", "manifests/crds.yaml"], 5)?;
-        self.kubectl_retry(
-            &[
-                "wait",
-                "--for",
-                "condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            10,
-        )?;
-        self.kubectl_retry(&["apply", "--server-side", "-k", "manifests/"], 10)?;
-        self.kubectl_retry(
-            &[
-                "-n",
-                "paver-system",
-                "scale",
-                "deployment",
-                "paver-operator",
-                "--replicas=0",
-            ],
-            5,
-        )?;
-        self.kubectl_retry(&["create", "namespace", NAMESPACE], 5)?;
-        Ok(())
-    }
-
-    async fn admin_client(&self) -> anyhow::Result<Client> {
-        let kc = Kubeconfig::read_from(self.var("PAVER_E2E_ADMIN_KUBECONFIG")?)?;
-        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        cfg.read_timeout = Some(Duration::from_secs(60));
-        Ok(Client::try_from(cfg)?)
-    }
-
-    /// The admin's bearer token (for the API server's /metrics).
-    fn admin_token(&self) -> anyhow::Result<String> {
-        let text = std::fs::read_to_string(self.var("PAVER_E2E_ADMIN_KUBECONFIG")?)?;
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix("token:").map(|t| t.trim().to_string()))
-            .context("no token in the admin kubeconfig")
-    }
-
-    /// The output repository URL with the Git credentials in it.
-    fn git_url(&self) -> anyhow::Result<String> {
-        let token = std::fs::read_to_string(self.var("GIT_TOKEN_FILE")?)?;
-        Ok(self.var("GIT_URL")?.replacen(
-            "http://",
-            &format!("http://{}:{}@", self.var("GIT_USER")?, token.trim()),
-            1,
-        ))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        println!("stopping the control plane");
-        let mut cmd = Command::new(self.root.join("e2e/cluster.sh"));
-        cmd.arg("down").env("PAVER_E2E_STATE", &self.state);
-        if self.keep_state {
-            cmd.env("PAVER_E2E_KEEP_STATE", "1");
-        }
-        let _ = cmd.output();
-    }
+/// Paver installed on the shared test-bed's cluster (`testbed/`, as the
+/// e2e suite runs it): CRDs, `manifests/` with the Deployment scaled to 0
+/// (the operator runs as a local process), and the benchmark's namespace.
+fn install_paver(cluster: &Cluster) -> anyhow::Result<()> {
+    println!("installing Paver (CRDs, manifests/, Deployment scaled to 0)");
+    cluster.kubectl_retry(&["apply", "--server-side", "-f", "manifests/crds.yaml"], 5)?;
+    cluster.kubectl_retry(
+        &[
+            "wait",
+            "--for",
+            "condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ],
+        10,
+    )?;
+    cluster.kubectl_retry(&["apply", "--server-side", "-k", "manifests/"], 10)?;
+    cluster.kubectl_retry(
+        &[
+            "-n",
+            "paver-system",
+            "scale",
+            "deployment",
+            "paver-operator",
+            "--replicas=0",
+        ],
+        5,
+    )?;
+    cluster.kubectl_retry(&["create", "namespace", NAMESPACE], 5)?;
+    Ok(())
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -333,21 +200,21 @@ impl Operator {
         let dir = cluster.state.join("operator");
         std::fs::create_dir_all(&dir)?;
         let user_file = dir.join("git-username");
-        std::fs::write(&user_file, cluster.var("GIT_USER")?)?;
+        std::fs::write(&user_file, cluster.try_var("GIT_USER")?)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = cluster.state.join("logs/paver-operator.log");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(paver)
             .arg("operator")
-            .args(["--repo-url", cluster.var("GIT_URL")?])
+            .args(["--repo-url", cluster.try_var("GIT_URL")?])
             .arg("--git-username-file")
             .arg(&user_file)
-            .args(["--git-token-file", cluster.var("GIT_TOKEN_FILE")?])
+            .args(["--git-token-file", cluster.try_var("GIT_TOKEN_FILE")?])
             .arg("--workdir")
             .arg(dir.join("repo"))
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--lease-namespace", "paver-system", "--resync", resync])
-            .env("KUBECONFIG", cluster.var("PAVER_E2E_OPERATOR_KUBECONFIG")?)
+            .env("KUBECONFIG", cluster.try_var("PAVER_E2E_OPERATOR_KUBECONFIG")?)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -579,8 +446,8 @@ const WRITE_VERBS: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
 
 fn apiserver_metrics(cluster: &Cluster) -> anyhow::Result<ApiserverCounters> {
     let token = cluster.admin_token()?;
-    let url = format!("{}/metrics", cluster.var("PAVER_E2E_APISERVER")?);
-    let text = curl(&url, Some((&token, cluster.var("PAVER_E2E_CA_FILE")?)))?;
+    let url = format!("{}/metrics", cluster.try_var("PAVER_E2E_APISERVER")?);
+    let text = curl(&url, Some((&token, cluster.try_var("PAVER_E2E_CA_FILE")?)))?;
     let mut c = ApiserverCounters::default();
     for s in parse_metrics(&text) {
         if s.name != "apiserver_request_total" {
@@ -863,11 +730,16 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
             tmp.path().join("state")
         }
     };
-    let cluster = Cluster::up(root, &state, args.keep_state)?;
+    println!(
+        "starting the control plane (e2e/cluster.sh up, state {})",
+        state.display()
+    );
+    let mut cluster = Cluster::up(state.clone())?;
+    cluster.keep_state = args.keep_state;
     let startup = std::fs::read_to_string(state.join("startup-seconds"))
         .ok()
         .and_then(|s| s.trim().parse::<f64>().ok());
-    cluster.install_paver()?;
+    install_paver(&cluster)?;
     let mut operator = Operator::start(&cluster, &paver, &args.resync)?;
     operator.wait_ready(Duration::from_secs(120))?;
     println!("operator ready");
@@ -897,7 +769,7 @@ async fn measure(
     let client = cluster.admin_client().await?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let watch = start_watcher(client.clone(), seen.clone()).await?;
-    let mirror = Mirror::new(cluster.git_url()?)?;
+    let mirror = Mirror::new(cluster.git_url_with_credentials()?)?;
 
     // Let the operator settle (its first list, lease) before the baseline.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -192,6 +192,10 @@ pub struct Verdict {
     /// Scorecard's `checks` (built once per request).
     #[serde(skip)]
     pub input: Option<PreparedInput>,
+    /// How long the policy stage took (input conversion and every bundle),
+    /// when the request got that far.
+    #[serde(skip)]
+    pub policy_time: Option<std::time::Duration>,
 }
 
 impl Verdict {
@@ -211,6 +215,7 @@ impl Verdict {
             rendered: None,
             render_error: None,
             input: None,
+            policy_time: None,
         }
     }
 
@@ -378,6 +383,7 @@ pub fn decide_request(
     );
     v.parameters = Some(parameters);
     v.estimate = Some(estimate);
+    let policy_started = std::time::Instant::now();
     let evaluated = input.prepare().and_then(|prepared| {
         let outcome = evaluate(
             &bundles,
@@ -390,6 +396,7 @@ pub fn decide_request(
         v.input = Some(prepared);
         outcome
     });
+    v.policy_time = Some(policy_started.elapsed());
     match evaluated {
         Ok(outcome) => v.policy = outcome,
         Err(e) => {

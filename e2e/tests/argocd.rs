@@ -26,7 +26,7 @@ use paver_crds::{Phase, Scorecard, ServiceRequest, ServiceRequestStatus};
 
 use crate::{
     Env, namespace,
-    support::{self, Cluster, example, repo_root, wait_for},
+    support::{self, Cluster, ClusterExt as _, example, repo_root, wait_for},
 };
 
 /// How long a request may take from apply to Synced/Healthy here.

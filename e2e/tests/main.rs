@@ -28,7 +28,7 @@ use argocd::{
 };
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
 use paver_crds::{Phase, PolicyBundle, Scorecard, ServiceRequest};
-use support::{Cluster, Operator, example, repo_root, wait_for, wait_phase};
+use support::{Cluster, ClusterExt as _, Operator, example, repo_root, wait_for, wait_phase};
 
 /// Resync period the operator runs with here (drift is restored within it).
 const RESYNC: &str = "6s";
@@ -902,13 +902,35 @@ async fn nothing_changed_means_nothing_written(env: &mut Env) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(12)).await;
     let writes = env.operator.counter("paver_api_writes_total").await?;
     let reconciles = env.operator.counter("paver_reconciles_total").await?;
+    let violations = env.operator.counter("paver_violations_total").await?;
     let head = env.cluster.remote().head()?;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let writes_after = env.operator.counter("paver_api_writes_total").await?;
     let reconciles_after = env.operator.counter("paver_reconciles_total").await?;
+    let violations_after = env.operator.counter("paver_violations_total").await?;
     ensure!(
         reconciles_after > reconciles,
         "no resync happened in 15s ({reconciles} reconciles)"
+    );
+    // Resyncs of a rejected request (e2e-denied) find its violations again:
+    // only new findings count.
+    ensure!(
+        violations_after == violations,
+        "violations counted again at rest: {violations} -> {violations_after}"
+    );
+    // The operator was restarted (the kill scenario) and rewrote no
+    // Scorecard: every Scorecard's score is on /metrics all the same.
+    let scorecards = env
+        .cluster
+        .kubectl(&["get", "scorecards", "-A", "--no-headers"])?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    let scores = env.operator.counter_lines("paver_scorecard_score").await?;
+    ensure!(
+        scorecards > 0 && scores.len() >= scorecards,
+        "{scorecards} Scorecards but {} scores on /metrics after a restart: {scores:?}",
+        scores.len()
     );
     ensure!(
         writes_after == writes,

@@ -1,43 +1,22 @@
-//! The pieces the end-to-end scenarios drive: a real control plane and Git
-//! server from `e2e/cluster.sh`, the `paver operator` process, kubectl as the
-//! admin, and the output repository over smart HTTP.
+//! The pieces the end-to-end scenarios drive: the shared test-bed's real
+//! control plane and Git server (`testbed/`, from `e2e/cluster.sh`), the
+//! `paver operator` process, and the output repository over smart HTTP.
 
 use std::{
-    collections::BTreeMap,
     future::Future,
-    io::Write,
-    net::TcpListener,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use kube::{
-    Api, Client,
-    config::{KubeConfigOptions, Kubeconfig},
-};
+use anyhow::{Context as _, Result, bail};
+use kube::{Api, Client};
 use paver_crds::{Phase, ServiceRequest};
 
 pub mod prereq;
 
-/// The repository root (the e2e scripts, manifests and examples live there).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("failed to start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+/// The cluster and helpers the benchmarks use too (the `testbed/` crate).
+pub use paver_testbed::{Cluster, free_port, repo_root, run};
 
 /// What the suite cannot run without, as `(what is missing, the command
 /// that provides it)`: the binaries of `e2e/bin.sh build` and the Debian
@@ -69,143 +48,18 @@ pub fn missing_prerequisites() -> Vec<(String, String)> {
     missing
 }
 
-/// A running control plane and Git server; stopped on drop.
-pub struct Cluster {
-    pub state: PathBuf,
-    pub env: BTreeMap<String, String>,
-    /// Keep the state directory (logs) after stopping, for a failed run.
-    pub keep_state: bool,
+/// What the e2e adds to the shared test-bed's cluster.
+pub trait ClusterExt {
+    /// The output repository on the cluster's Git server.
+    fn remote(&self) -> Remote;
 }
 
-impl Cluster {
-    pub fn up(state: PathBuf) -> Result<Self> {
-        let script = repo_root().join("e2e/cluster.sh");
-        let _ = Command::new(&script)
-            .arg("down")
-            .env("PAVER_E2E_STATE", &state)
-            .output();
-        run(Command::new(&script).arg("up").env("PAVER_E2E_STATE", &state))?;
-        let text = std::fs::read_to_string(state.join("env"))?;
-        let env = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Ok(Self {
-            state,
-            env,
-            keep_state: false,
-        })
-    }
-
-    pub fn var(&self, name: &str) -> String {
-        self.env.get(name).cloned().unwrap_or_default()
-    }
-
-    fn script(&self, arg: &str) -> Result<String> {
-        run(Command::new(repo_root().join("e2e/cluster.sh"))
-            .arg(arg)
-            .env("PAVER_E2E_STATE", &self.state))
-    }
-
-    pub fn git_stop(&self) -> Result<()> {
-        self.script("git-stop").map(drop)
-    }
-
-    pub fn git_start(&self) -> Result<()> {
-        self.script("git-start").map(drop)
-    }
-
-    fn kubectl_bin(&self) -> PathBuf {
-        let dir = self
-            .var("PATH")
-            .split(':')
-            .next()
-            .map(PathBuf::from)
-            .unwrap_or_default();
-        dir.join("kubectl")
-    }
-
-    /// kubectl as `kubeconfig` (admin or operator).
-    pub fn kubectl_as(&self, kubeconfig: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        let mut cmd = Command::new(self.kubectl_bin());
-        cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-        let Some(input) = stdin else { return run(&mut cmd) };
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .ok_or_else(|| anyhow!("no stdin"))?
-            .write_all(input.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed:\n{}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+impl ClusterExt for Cluster {
+    fn remote(&self) -> Remote {
+        Remote {
+            url: self.git_url_with_credentials().unwrap_or_default(),
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
-
-    /// kubectl as the cluster admin.
-    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
-        self.kubectl_as(&self.var("PAVER_E2E_ADMIN_KUBECONFIG"), args, None)
-    }
-
-    /// `kubectl apply --server-side -f -` of a YAML document, as the admin.
-    pub fn apply(&self, yaml: &str) -> Result<String> {
-        self.kubectl_as(
-            &self.var("PAVER_E2E_ADMIN_KUBECONFIG"),
-            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-            Some(yaml),
-        )
-    }
-
-    pub async fn admin_client(&self) -> Result<Client> {
-        let kc = Kubeconfig::read_from(self.var("PAVER_E2E_ADMIN_KUBECONFIG"))?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(cfg)?)
-    }
-
-    pub fn remote(&self) -> Remote {
-        let token = std::fs::read_to_string(self.var("GIT_TOKEN_FILE")).unwrap_or_default();
-        let url = self.var("GIT_URL").replacen(
-            "http://",
-            &format!("http://{}:{}@", self.var("GIT_USER"), token.trim()),
-            1,
-        );
-        Remote { url }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let mut cmd = Command::new(repo_root().join("e2e/cluster.sh"));
-        cmd.arg("down").env("PAVER_E2E_STATE", &self.state);
-        if self.keep_state {
-            cmd.env("PAVER_E2E_KEEP_STATE", "1");
-            eprintln!(
-                "e2e: kept the cluster's state and logs in {}",
-                self.state.display()
-            );
-        }
-        let _ = cmd.output();
-    }
-}
-
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18080)
 }
 
 /// The `paver operator` process, run as the operator's identity.
@@ -467,16 +321,6 @@ pub fn argocd_missing() -> Option<String> {
         ));
     }
     None
-}
-
-impl Cluster {
-    /// `e2e/argocd.sh up` on this cluster (stopped by `cluster.sh down`).
-    pub fn argocd_up(&self) -> Result<()> {
-        run(Command::new(repo_root().join("e2e/argocd.sh"))
-            .arg("up")
-            .env("PAVER_E2E_STATE", &self.state))
-        .map(drop)
-    }
 }
 
 impl Operator {

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     pub policy_eval_duration: Histogram,
+    pub decision_duration: Histogram,
     pub violations: Family<ViolationLabels, Counter>,
     pub git_operations: Family<GitLabels, Counter>,
     pub git_duration: Family<GitLabels, Histogram>,
@@ -97,13 +98,19 @@ impl Default for Metrics {
         let policy_eval_duration = Histogram::new(duration_buckets());
         registry.register(
             "policy_evaluation_duration_seconds",
-            "Time to evaluate every matching bundle for one request",
+            "Time to evaluate every matching bundle for one request (the policy stage alone)",
             policy_eval_duration.clone(),
+        );
+        let decision_duration = Histogram::new(duration_buckets());
+        registry.register(
+            "decision_duration_seconds",
+            "Time of one request's whole decision: validate, estimate, policy, render",
+            decision_duration.clone(),
         );
         let violations = Family::<ViolationLabels, Counter>::default();
         registry.register(
             "violations",
-            "Policy violations found, by bundle, rule and team",
+            "Policy violations newly found (not on the request's status before), by bundle, rule and team",
             violations.clone(),
         );
         let git_operations = Family::<GitLabels, Counter>::default();
@@ -150,6 +157,7 @@ impl Default for Metrics {
             reconciles,
             reconcile_duration,
             policy_eval_duration,
+            decision_duration,
             violations,
             git_operations,
             git_duration,

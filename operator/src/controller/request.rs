@@ -127,7 +127,7 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
     }
     ensure_finalizer(sr, ctx, api).await?;
     let prev = sr.status.clone().unwrap_or_default();
-    let mut verdict = decide(sr, ctx).await;
+    let mut verdict = decide(sr, ctx, &prev).await;
     let (commit, authors) = commit(sr, ctx, &prev, &mut verdict).await;
     let (sync, workloads) = observe(sr, ctx, &prev, &commit).await;
     let generation = sr.metadata.generation.unwrap_or(0);
@@ -185,19 +185,24 @@ async fn ensure_finalizer(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReque
 }
 
 /// Decide: the core's verdict against the catalog in force, with the
-/// request's approvals; violations counted by bundle, rule and team.
-async fn decide(sr: &ServiceRequest, ctx: &Ctx) -> Verdict {
+/// request's approvals. Violations the request's status did not hold yet
+/// are counted by bundle, rule and team (a resync finding the same ones
+/// again counts nothing).
+async fn decide(sr: &ServiceRequest, ctx: &Ctx, prev: &ServiceRequestStatus) -> Verdict {
     let approvals = approvals_for(ctx, sr);
     let verdict = {
         let catalog = ctx.catalog.read().await;
         let started = std::time::Instant::now();
         let v = decide_request(&catalog, sr, &approvals, &ctx.render_options(), Utc::now());
         ctx.metrics
-            .policy_eval_duration
+            .decision_duration
             .observe(started.elapsed().as_secs_f64());
+        if let Some(policy) = v.policy_time {
+            ctx.metrics.policy_eval_duration.observe(policy.as_secs_f64());
+        }
         v
     };
-    for f in &verdict.policy.violations {
+    for f in new_violations(&prev.violations, &verdict.policy.violations) {
         ctx.metrics
             .violations
             .get_or_create(&super::metrics::ViolationLabels {
@@ -208,6 +213,14 @@ async fn decide(sr: &ServiceRequest, ctx: &Ctx) -> Verdict {
             .inc();
     }
     verdict
+}
+
+/// The violations in `now` that `before` (the request's status) did not hold.
+fn new_violations<'a>(
+    before: &'a [paver_crds::Finding],
+    now: &'a [paver_crds::Finding],
+) -> impl Iterator<Item = &'a paver_crds::Finding> {
+    now.iter().filter(move |f| !before.contains(f))
 }
 
 /// Commit: an allowed render goes to the Git writer (policy changes never
@@ -365,14 +378,6 @@ async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardSt
         (labels::TEAM.to_string(), sr.spec.team.clone()),
         (labels::ROUTE.to_string(), sr.spec.route.clone()),
     ]));
-    ctx.metrics
-        .scores
-        .get_or_create(&super::metrics::ServiceLabels {
-            namespace: ns.clone(),
-            name: name.clone(),
-            team: sr.spec.team.clone(),
-        })
-        .set(i64::from(status.score));
     sc.status = Some(status);
     let api: Api<Scorecard> = Api::namespaced(ctx.client.clone(), &ns);
     let mut value = serde_json::to_value(&sc).map_err(|source| Error::Encode {
@@ -529,6 +534,28 @@ fn retry_after(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn violations_count_once_not_at_every_resync() {
+        let finding = |rule: &str| paver_crds::Finding {
+            bundle: "security".into(),
+            rule: rule.into(),
+            message: "m".into(),
+            ..Default::default()
+        };
+        let (a, b) = (finding("a"), finding("b"));
+        assert_eq!(new_violations(&[], std::slice::from_ref(&a)).count(), 1);
+        assert_eq!(
+            new_violations(std::slice::from_ref(&a), std::slice::from_ref(&a)).count(),
+            0,
+            "a resync finding the same violation again counts nothing"
+        );
+        let both = [a.clone(), b.clone()];
+        assert_eq!(
+            new_violations(std::slice::from_ref(&a), &both).collect::<Vec<_>>(),
+            [&b]
+        );
+    }
 
     #[test]
     fn retries_back_off_exponentially_up_to_five_minutes() {

@@ -10,7 +10,7 @@ use std::{
     sync::RwLock,
 };
 
-use kube::runtime::reflector::ObjectRef;
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use paver_crds::{Scorecard, ScorecardStatus, ServiceRequest};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -76,18 +76,57 @@ pub struct Scorecards {
     pub ctx: super::Ctx,
     pub trigger: UnboundedSender<ObjectRef<ServiceRequest>>,
     pub ready: tokio::sync::watch::Sender<bool>,
+    /// The team label of each Scorecard's score on /metrics (to remove it).
+    pub teams: std::sync::Mutex<HashMap<RequestKey, String>>,
+}
+
+fn score_labels(namespace: &str, name: &str, team: &str) -> super::metrics::ServiceLabels {
+    super::metrics::ServiceLabels {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        team: team.to_string(),
+    }
+}
+
+impl Scorecards {
+    fn forget_score(&self, key: &RequestKey) {
+        let mut teams = self.teams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(team) = teams.remove(key) {
+            let (ns, name) = key.parts();
+            self.ctx.metrics.scores.remove(&score_labels(ns, name, &team));
+        }
+    }
 }
 
 impl super::watch::Handler for Scorecards {
     type K = Scorecard;
     const KIND: &'static str = "scorecard";
 
+    /// Also `paver_scorecard_score`, from every Scorecard listed or
+    /// changed: present after a restart for the ones nothing rewrites.
     async fn apply(&mut self, sc: Scorecard) {
         self.ctx.scorecards.saw(&sc);
+        let (ns, name) = (sc.namespace().unwrap_or_default(), sc.name_any());
+        let team = sc.spec.team.clone();
+        let mut teams = self.teams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = teams.insert(RequestKey::of(&sc), team.clone())
+            && old != team
+        {
+            self.ctx.metrics.scores.remove(&score_labels(&ns, &name, &old));
+        }
+        let score = sc.status.as_ref().map_or(0, |s| i64::from(s.score));
+        self.ctx
+            .metrics
+            .scores
+            .get_or_create(&score_labels(&ns, &name, &team))
+            .set(score);
     }
 
+    /// A deleted Scorecard's score goes from /metrics; its request (if it
+    /// still exists) writes it again.
     async fn delete(&mut self, key: RequestKey) {
         self.ctx.scorecards.forget(&key);
+        self.forget_score(&key);
         let _ = self.trigger.send(key_ref(&key));
     }
 
@@ -100,6 +139,10 @@ impl super::watch::Handler for Scorecards {
     async fn listed(&mut self, listed: HashSet<RequestKey>) {
         // Deleted while the watch was down.
         for gone in self.ctx.scorecards.retain(&listed) {
+            self.forget_score(&RequestKey::new(
+                gone.namespace.as_deref().unwrap_or_default(),
+                &gone.name,
+            ));
             let _ = self.trigger.send(gone);
         }
         self.ready.send_replace(true);
