@@ -46,11 +46,34 @@ pub struct Content {
 }
 
 impl Content {
+    /// Refuses a route or bundle name given twice: in the cluster names are
+    /// unique, and offline a second definition would silently replace the
+    /// first (`source_name` says where they were read from).
+    pub fn unique(self, source_name: &str) -> Result<Content, ContentError> {
+        let twice = |kind: &str, names: Vec<Option<&String>>| {
+            let mut seen = std::collections::BTreeSet::new();
+            names
+                .into_iter()
+                .flatten()
+                .find(|n| !seen.insert(*n))
+                .map(|n| ContentError::Invalid {
+                    source_name: source_name.to_string(),
+                    message: format!("{kind} {n:?} is defined twice; names must be unique (as in a cluster)"),
+                })
+        };
+        let routes = self.routes.iter().map(|r| r.metadata.name.as_ref()).collect();
+        let bundles = self.bundles.iter().map(|b| b.metadata.name.as_ref()).collect();
+        match twice("route", routes).or_else(|| twice("bundle", bundles)) {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
+    }
+
     /// The routes and bundles embedded in the binary.
     pub fn embedded() -> Result<Content, ContentError> {
         let mut content = parse_stream(EMBEDDED_ROUTES, "embedded routes")?;
         content.extend(parse_stream(EMBEDDED_BUNDLES, "embedded bundles")?);
-        Ok(content)
+        content.unique("the embedded routes and bundles")
     }
 
     pub fn extend(&mut self, other: Content) {

@@ -283,3 +283,23 @@ fn a_render_that_fails_exits_2_in_validate_and_render() {
     assert_eq!(code, 2, "render: {out}{err}");
     assert!(err.contains("nothing rendered for shop/web"), "{err}");
 }
+
+/// A bundle or route given twice is refused: offline the second would
+/// silently replace the first.
+#[test]
+fn a_bundle_or_route_given_twice_is_refused() {
+    let (code, out, err) = paver(&["test", "policy-bundles", "policy-bundles/security"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("bundle \"security\" is defined twice"), "{err}");
+    let (code, out, err) = paver(&[
+        "validate",
+        "--routes",
+        "routes",
+        "--routes",
+        "routes/microservice",
+        "-f",
+        "examples/orders-api.yaml",
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("route \"microservice\" is defined twice"), "{err}");
+}

@@ -183,6 +183,7 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
     if let Some(err) = recursive_function(&mut test_engine) {
         errors.push(err);
     }
+    errors.extend(shape_errors(&policy_rules, spec.data.as_ref()));
     if !errors.is_empty() {
         return Activation {
             compiled: None,
@@ -195,6 +196,17 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         if let Err(e) = engine.eval_rule(format!("{}.{}", rule.package, rule.name)) {
             errors.push(parse_regorus_error(&rule.module, &e.to_string()));
         }
+    }
+    if !policy_rules
+        .iter()
+        .any(|r| !r.is_func && RuleKind::from_rule_name(&r.name).is_some())
+    {
+        errors.push(field_error(
+            "spec.modules",
+            "the bundle declares none of the rules Paver reads (deny, warn, needs_approval, checks): \
+             it would be active and judge nothing"
+                .into(),
+        ));
     }
     let tests = run_test_rules(&mut test_engine, spec);
     if !errors.is_empty() || tests.iter().any(|t| !t.pass) {
@@ -218,16 +230,10 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         })
         .collect();
     let entry_points: Vec<String> = rules.iter().map(|r| r.path.clone()).collect();
-    let (program, interpreted_because) = if entry_points.is_empty() {
-        (
-            None,
-            Some("the bundle declares none of the rules Paver reads".into()),
-        )
-    } else {
-        match RuleProgram::compile(&engine, &entry_points) {
-            Ok(p) => (Some(p), None),
-            Err(e) => (None, Some(format!("the VM compiler refused the bundle: {e}"))),
-        }
+    // shape_errors refused a bundle without any of Paver's rules.
+    let (program, interpreted_because) = match RuleProgram::compile(&engine, &entry_points) {
+        Ok(p) => (Some(p), None),
+        Err(e) => (None, Some(format!("the VM compiler refused the bundle: {e}"))),
     };
     let compiled = CompiledBundle {
         name: name.to_string(),
@@ -247,6 +253,59 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         errors,
         tests,
     }
+}
+
+/// What would make a bundle fail open by its shape, refused at activation
+/// (with a bundle that declares none of the rules Paver reads, checked
+/// after its rules are evaluated once):
+/// - a rule with a ref head under one of those names (`deny.critical
+///   contains ...`): OPA reads it as part of `deny`, Paver would not;
+/// - `data` holding a value at the path of one of the bundle's own rules
+///   (`{"paver": {"security": {"deny": []}}}`): OPA refuses the bundle,
+///   and the data would shadow the rule.
+fn shape_errors(rules: &[RuleHeadInfo], data: Option<&serde_json::Value>) -> Vec<BundleError> {
+    let mut errors = Vec::new();
+    let names: Vec<&str> = RuleKind::ALL.iter().map(|k| k.rule_name()).collect();
+    let at = |r: &RuleHeadInfo, message: String| BundleError {
+        module: r.module.clone(),
+        line: Some(r.line),
+        message,
+    };
+    for r in rules.iter().filter(|r| !r.is_func) {
+        let first = r.name.split('.').next().unwrap_or(&r.name);
+        if !names.contains(&r.name.as_str()) && names.contains(&first) {
+            errors.push(at(
+                r,
+                format!(
+                    "rule {:?} has a ref head under {first:?}: Paver reads only the rule {first:?} itself; \
+                     write `{first} contains {{...}}` (with an \"id\" saying which kind) instead",
+                    r.name
+                ),
+            ));
+        }
+        let path: Vec<&str> = r
+            .package
+            .trim_start_matches("data.")
+            .split('.')
+            .chain(r.name.split('.'))
+            .collect();
+        let mut at_path = data;
+        for segment in &path {
+            at_path = at_path.and_then(|v| v.get(segment));
+        }
+        if at_path.is_some() {
+            errors.push(at(
+                r,
+                format!(
+                    "the bundle's data defines data.{}, the path of its own rule {:?} (OPA refuses \
+                     such a bundle: the data would shadow the rule)",
+                    path.join("."),
+                    r.name
+                ),
+            ));
+        }
+    }
+    errors
 }
 
 /// Runs a bundle's tests the way `opa test` does, for `paver test`:
@@ -305,6 +364,18 @@ fn compile_exception(i: usize, e: &PolicyException) -> Result<CompiledException,
         return Err(field_error(
             &field,
             format!("exception {:?} waives no rules (use \"*\" for all)", e.name),
+        ));
+    }
+    if let Some(selector) = &e.selector
+        && selector.match_labels.is_empty()
+        && selector.match_expressions.is_empty()
+    {
+        return Err(field_error(
+            &field,
+            format!(
+                "exception {:?}: an empty selector matches every request; name the labels it waives for",
+                e.name
+            ),
         ));
     }
     Ok(CompiledException {

@@ -592,3 +592,54 @@ fn input_carries_check_facts_only_when_known() {
     let v = i.prepare().expect("converts");
     assert_eq!(serde_json::to_value(v.value()).expect("json"), i.to_json());
 }
+
+/// Shapes that would fail open are refused at activation, naming the
+/// module and line: no rule Paver reads, a ref head under one of its rule
+/// names, data shadowing a rule, an exception whose selector matches all.
+#[test]
+fn bundles_that_would_fail_open_by_their_shape_are_refused() {
+    let refused = |spec: &PolicyBundleSpec, want: &str| {
+        let a = activate("demo", spec);
+        assert!(a.compiled.is_none(), "{want}: activated");
+        assert!(
+            a.errors.iter().any(|e| e.message.contains(want)),
+            "{want} not in {:?}",
+            a.errors
+        );
+        a
+    };
+    let nothing = spec(
+        vec![module("n.rego", "package paver.n\n\nallow if input.x\n")],
+        vec![],
+    );
+    refused(&nothing, "declares none of the rules Paver reads");
+
+    let ref_head = spec(
+        vec![module(
+            "r.rego",
+            "package paver.r\n\ndeny contains \"x\" if input.x\n\ndeny.critical contains \"y\" if input.y\n",
+        )],
+        vec![],
+    );
+    let a = refused(&ref_head, "ref head under \"deny\"");
+    let e = a
+        .errors
+        .iter()
+        .find(|e| e.message.contains("ref head"))
+        .expect("error");
+    assert_eq!((e.module.as_str(), e.line), ("r.rego", Some(5)));
+
+    let mut shadowed = demo();
+    shadowed.data = Some(json!({"budget": 100, "paver": {"demo": {"deny": []}}}));
+    refused(&shadowed, "defines data.paver.demo.deny");
+
+    let mut everyone = demo();
+    everyone.exceptions = vec![exception(
+        None,
+        Some(LabelSelector::default()),
+        &["*"],
+        now() + Duration::days(365 * 900),
+    )];
+    let a = refused(&everyone, "an empty selector matches every request");
+    assert_eq!(a.errors[0].module, "spec.exceptions[0]");
+}

@@ -42,7 +42,7 @@ fn load_sources(sources: &Sources) -> Result<Content, ContentError> {
             content.bundles.extend(content::load_path(path)?.bundles);
         }
     }
-    Ok(content)
+    content.unique("--routes/--bundles")
 }
 
 /// A catalog from the sources; problems with routes or bundles are printed
@@ -279,7 +279,7 @@ pub fn test(paths: &[PathBuf], verbose: bool) -> ExitCode {
             Ok(acc)
         })
     };
-    let content = match content {
+    let content = match content.and_then(|c| c.unique("the given paths")) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
