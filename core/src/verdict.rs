@@ -63,10 +63,20 @@ impl Catalog {
     /// requests are told why) and its errors are returned.
     pub fn upsert_route(&mut self, route: PaveRoute) -> Vec<FieldError> {
         let name = route.name_any();
+        self.install_route(&name, compile_route(route))
+    }
+
+    /// Puts in force what [`compile_route`] made of route `name` (compile it
+    /// first, away from whatever guards this catalog).
+    pub fn install_route(
+        &mut self,
+        name: &str,
+        compiled: Result<CompiledRouteDoc, Vec<FieldError>>,
+    ) -> Vec<FieldError> {
+        let name = name.to_string();
         self.remove_route(&name);
-        let doc = RouteDoc::new(route_doc(&route)).map_err(|e| vec![FieldError::new("spec", e.to_string())]);
-        match doc.and_then(|doc| compile(route).map(|compiled| (doc, compiled))) {
-            Ok((doc, compiled)) => {
+        match compiled {
+            Ok(CompiledRouteDoc(doc, compiled)) => {
                 self.route_docs.insert(name, doc);
                 self.routes.push(compiled);
                 Vec::new()
@@ -109,6 +119,16 @@ impl Catalog {
                 .applicable(route, &route_bundles.unwrap_or_default(), namespace, labels);
         found.iter().any(|b| b.name == name) || missing.iter().any(|m| m == name)
     }
+}
+
+/// A route compiled, with its `input.route` document.
+pub struct CompiledRouteDoc(RouteDoc, CompiledRoute);
+
+/// Compiles a route (its schema, its templates) and converts its
+/// `input.route` document: all of [`Catalog::upsert_route`]'s work.
+pub fn compile_route(route: PaveRoute) -> Result<CompiledRouteDoc, Vec<FieldError>> {
+    let doc = RouteDoc::new(route_doc(&route)).map_err(|e| vec![FieldError::new("spec", e.to_string())])?;
+    compile(route).map(|compiled| CompiledRouteDoc(doc, compiled))
 }
 
 /// Why a request cannot go ahead, or that it can.
@@ -181,6 +201,10 @@ pub struct Verdict {
     /// Bundles the route names that have no good version.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_bundles: Vec<String>,
+    /// Why policy could not be evaluated (a rule's runtime error, the time
+    /// limit): the request is held, never allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRef>,
     #[serde(skip)]
@@ -211,6 +235,7 @@ impl Verdict {
             estimate: None,
             policy: PolicyOutcome::default(),
             missing_bundles: Vec::new(),
+            policy_error: None,
             approval: None,
             rendered: None,
             render_error: None,
@@ -400,8 +425,9 @@ pub fn decide_request(
     match evaluated {
         Ok(outcome) => v.policy = outcome,
         Err(e) => {
+            // An evaluation error never fails open: the request waits.
             v.outcome = Outcome::PolicyUnavailable;
-            v.errors.push(FieldError::new("policy", e.to_string()));
+            v.policy_error = Some(e.to_string());
             return v;
         }
     }

@@ -8,7 +8,7 @@ use std::{
 
 use paver_crds::{BundleError, BundleMatch, PolicyBundleSpec, TestResult};
 
-use super::{CompiledBundle, activate};
+use super::{Activation, CompiledBundle, activate};
 
 /// The latest update of a bundle that failed to activate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,7 +52,13 @@ impl BundleSet {
     /// version; on failure the previous good version stays in force and the
     /// failure is recorded.
     pub fn update(&mut self, name: &str, spec: &PolicyBundleSpec) -> BundleReport {
-        let activation = activate(name, spec);
+        self.install(name, spec, activate(name, spec))
+    }
+
+    /// Puts in force what [`activate`] made of `spec` (run it first, away
+    /// from whatever guards this set: compiling and testing a large bundle
+    /// takes seconds, installing the result takes none).
+    pub fn install(&mut self, name: &str, spec: &PolicyBundleSpec, activation: Activation) -> BundleReport {
         let compiled_ok = activation.errors.is_empty();
         let tests_passed = compiled_ok && activation.tests.iter().all(|t| t.pass);
         let activated = activation.compiled.is_some();

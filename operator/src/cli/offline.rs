@@ -149,6 +149,9 @@ pub fn print_verdict(v: &Verdict) -> String {
                 .collect(),
         );
     }
+    if let Some(e) = &v.policy_error {
+        section(&mut out, "policy could not be evaluated", vec![e.clone()]);
+    }
     if let Some(e) = &v.render_error {
         section(&mut out, "render", vec![e.clone()]);
     }

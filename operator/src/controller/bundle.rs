@@ -117,9 +117,26 @@ pub fn bundle_status(
 /// Returns whether the update was put in force.
 pub async fn apply(ctx: &Ctx, bundle: &PolicyBundle) -> Result<bool> {
     let name = bundle.name_any();
+    // Compiling, testing and building a bundle's VM program takes seconds
+    // for a large one: on a blocking thread, not on the async workers (the
+    // lease renewal and probes run there), and without the catalog's lock
+    // (every reconcile reads the catalog). Only the install takes the lock.
+    let activation = {
+        let (name, spec) = (name.clone(), bundle.spec.clone());
+        tokio::task::spawn_blocking(move || crate::core::policy::activate(&name, &spec))
+            .await
+            .unwrap_or_else(|e| crate::core::policy::Activation {
+                errors: vec![paver_crds::BundleError {
+                    module: "activation".into(),
+                    line: None,
+                    message: format!("activation did not finish: {e}"),
+                }],
+                ..Default::default()
+            })
+    };
     let (report, active) = {
         let mut catalog = ctx.catalog.write().await;
-        let report = catalog.bundles.update(&name, &bundle.spec);
+        let report = catalog.bundles.install(&name, &bundle.spec, activation);
         (report, catalog.bundles.get(&name))
     };
     if report.activated {

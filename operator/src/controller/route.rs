@@ -55,7 +55,13 @@ pub fn route_status(
 
 /// Compiles `route` into the catalog and writes its status if it changed.
 pub async fn apply(ctx: &Ctx, route: &PaveRoute) -> Result<()> {
-    let errors = ctx.catalog.write().await.upsert_route(route.clone());
+    // Compiled before the catalog's lock is taken: reconciles read the catalog.
+    let compiled = crate::core::verdict::compile_route(route.clone());
+    let errors = ctx
+        .catalog
+        .write()
+        .await
+        .install_route(&route.name_any(), compiled);
     let prev = route.status.clone().unwrap_or_default();
     let status = route_status(&prev, route, &errors, &now_rfc3339());
     if status != prev {

@@ -177,10 +177,13 @@ fn policy_compliant(verdict: &Verdict) -> Condition {
         Outcome::PolicyUnavailable => unknown(
             POLICY_COMPLIANT,
             "PolicyUnavailable",
-            format!(
-                "no good version of bundle(s) {} (none compiled and passed its tests); waiting",
-                verdict.missing_bundles.join(", ")
-            ),
+            match &verdict.policy_error {
+                Some(e) => format!("{e}; the request waits (an evaluation error never allows it)"),
+                None => format!(
+                    "no good version of bundle(s) {} (none compiled and passed its tests); waiting",
+                    verdict.missing_bundles.join(", ")
+                ),
+            },
         ),
         Outcome::Denied => Condition::new(
             POLICY_COMPLIANT,
@@ -430,6 +433,52 @@ mod tests {
             revision: "0123456789abcdef".into(),
             changed: true,
         }
+    }
+
+    /// A bundle that errors only for some inputs: the request it errors on
+    /// is held (PolicyUnavailable, never committed) with the error in its
+    /// condition; the others are judged as before.
+    #[test]
+    fn an_evaluation_error_holds_the_request_never_allows_it() {
+        let mut cat = catalog();
+        let fragile = paver_crds::PolicyBundleSpec {
+            version: "1.0.0".into(),
+            match_: Some(Default::default()),
+            modules: vec![paver_crds::RegoModule {
+                name: "fragile.rego".into(),
+                source: "package paver.fragile\n\ndeny contains \"too many\" if {\n  \
+                         n := input.parameters.compute.replicas\n  100 / (n - 2) > 1000\n}\n"
+                    .into(),
+            }],
+            ..Default::default()
+        };
+        let report = cat.bundles.update("fragile", &fragile);
+        assert!(report.activated, "{report:?}");
+        let opts = RenderOptions::default();
+        // orders-api has 2 replicas: 100 / 0.
+        let held = decide_request(&cat, &example("orders-api", 1), &[], &opts, Utc::now());
+        assert_eq!(held.outcome, Outcome::PolicyUnavailable);
+        assert!(held.rendered.is_none(), "nothing to commit");
+        let error = held.policy_error.clone().expect("the error is kept");
+        assert!(error.contains("fragile"), "{error}");
+        let st = status_of(&held, &CommitState::NotAttempted, 1);
+        assert_eq!(st.phase, Phase::Pending);
+        let c = find_condition(&st.conditions, POLICY_COMPLIANT).expect("condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "PolicyUnavailable")
+        );
+        assert!(c.message.contains(&error), "{}", c.message);
+        let v = find_condition(&st.conditions, VALIDATED).expect("condition");
+        assert!(v.is_true(), "the request itself is valid: {v:?}");
+        // storefront-web has 3: judged, not held.
+        let judged = decide_request(&cat, &example("storefront-web", 1), &[], &opts, Utc::now());
+        assert_ne!(
+            judged.outcome,
+            Outcome::PolicyUnavailable,
+            "{:?}",
+            judged.policy_error
+        );
     }
 
     #[test]
