@@ -100,8 +100,17 @@ fn read_bounded(path: &Path) -> Result<String, ContentError> {
     std::fs::read_to_string(path).map_err(io_err(path))
 }
 
-/// Parses every YAML document in `text` into JSON values, refusing inputs
-/// over the size limit. Errors carry line and column.
+/// Deepest flow nesting (`[` / `{`) a document may have. The YAML scanner
+/// is quadratic in it before its own recursion limit (128) applies: 100,000
+/// nested `[` took 18 s. Nothing Paver reads nests a tenth as deep.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Parses every YAML document in `text` into JSON values as kubectl reads
+/// them: a leading byte-order mark is skipped; duplicate keys and tags
+/// (`!!binary`, `!custom`: kubectl would decode or refuse what Paver would
+/// take as plain text) are refused, as are inputs over the size limit and
+/// flow nesting deeper than [`MAX_FLOW_DEPTH`] (checked in one pass before
+/// parsing). Errors carry line and column.
 pub fn yaml_documents(text: &str, source_name: &str) -> Result<Vec<Value>, ContentError> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(ContentError::TooLarge {
@@ -109,17 +118,144 @@ pub fn yaml_documents(text: &str, source_name: &str) -> Result<Vec<Value>, Conte
             size: text.len(),
         });
     }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let yaml_err = |message: String| ContentError::Yaml {
+        source_name: source_name.to_string(),
+        message,
+    };
+    match scan(text, MAX_FLOW_DEPTH) {
+        Some(Scanned::TooDeep { line, column }) => {
+            return Err(yaml_err(format!(
+                "nesting deeper than {MAX_FLOW_DEPTH} levels at line {line} column {column}"
+            )));
+        }
+        Some(Scanned::Tag { tag, line, column }) => {
+            return Err(yaml_err(format!(
+                "the tag {tag} at line {line} column {column} is not supported: kubectl would decode \
+                 or refuse the value (`!!binary` is decoded, Paver would validate the encoded text); \
+                 write it plainly"
+            )));
+        }
+        None => {}
+    }
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| ContentError::Yaml {
-            source_name: source_name.to_string(),
-            message: e.to_string(),
-        })?;
+        // Through YAML's own value first: its mappings refuse a duplicate key
+        // (serde_json's would keep the last one silently), and tags stay visible.
+        let yaml: serde_yaml::Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| yaml_err(e.to_string()))?;
+        if let Some(tag) = first_tag(&yaml) {
+            let at = text
+                .find(&tag)
+                .map(|i| {
+                    let line = text[..i].matches('\n').count() + 1;
+                    let column = i - text[..i].rfind('\n').map_or(0, |n| n + 1) + 1;
+                    format!(" at line {line} column {column}")
+                })
+                .unwrap_or_default();
+            return Err(yaml_err(format!(
+                "the tag {tag}{at} is not supported: kubectl would decode or refuse the value; write it plainly"
+            )));
+        }
+        let value: Value = serde_json::to_value(&yaml).map_err(|e| yaml_err(e.to_string()))?;
         if !value.is_null() {
             docs.push(value);
         }
     }
     Ok(docs)
+}
+
+/// The first tag in a document, as written (`!!binary`, `!x`).
+fn first_tag(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::Tagged(t) => Some(t.tag.to_string()),
+        serde_yaml::Value::Sequence(items) => items.iter().find_map(first_tag),
+        serde_yaml::Value::Mapping(m) => m.iter().find_map(|(k, v)| first_tag(k).or_else(|| first_tag(v))),
+        _ => None,
+    }
+}
+
+/// What the one pass before parsing refuses.
+#[derive(Debug, PartialEq, Eq)]
+enum Scanned {
+    /// Flow collections nest deeper than allowed here.
+    TooDeep { line: usize, column: usize },
+    /// A tag (`!!binary`, `!x`) where a node can start.
+    Tag { tag: String, line: usize, column: usize },
+}
+
+/// One pass over the text, skipping quoted scalars, block scalars (`|`,
+/// `>`) and comments: where flow collections (`[`, `{`) first nest deeper
+/// than `max`, or the first tag.
+fn scan(text: &str, max: usize) -> Option<Scanned> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    // The indentation of the line that opened a block scalar: more-indented
+    // (and blank) lines after it are its content.
+    let mut block_parent: Option<usize> = None;
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = i + 1;
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let indent = raw.len() - raw.trim_start_matches(' ').len();
+        if let Some(parent) = block_parent {
+            if raw.trim().is_empty() || indent > parent {
+                continue;
+            }
+            block_parent = None;
+        }
+        // Where a node can start: at the start of a line or after an
+        // indicator (`key: `, `- `, `[`, `,`); inside a plain scalar
+        // (`don't`, `x != y`, `a > b`) quotes, `!`, `|` and `>` are text.
+        let mut prev = ' ';
+        let mut last = ':';
+        let mut chars = raw.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            let column = at + 1;
+            let node_start = "[{,".contains(prev) || (prev.is_whitespace() && ":-?,[{".contains(last));
+            match quote {
+                Some('"') if c == '\\' => {
+                    chars.next();
+                }
+                Some(q) if c == q => {
+                    // '' inside a single-quoted scalar is an escaped quote.
+                    if q == '\'' && chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                        chars.next();
+                    } else {
+                        quote = None;
+                    }
+                }
+                Some(_) => {}
+                None => match c {
+                    '#' if prev.is_whitespace() => break,
+                    '"' | '\'' if node_start => quote = Some(c),
+                    '|' | '>' if node_start && depth == 0 => {
+                        block_parent = Some(indent);
+                        break;
+                    }
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > max {
+                            return Some(Scanned::TooDeep { line, column });
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    '!' if node_start => {
+                        let tag: String = raw[at..]
+                            .chars()
+                            .take_while(|n| !n.is_whitespace() && !",[]{}".contains(*n))
+                            .collect();
+                        return Some(Scanned::Tag { tag, line, column });
+                    }
+                    _ => {}
+                },
+            }
+            prev = c;
+            if !c.is_whitespace() {
+                last = c;
+            }
+        }
+    }
+    None
 }
 
 /// Deserializes one already-parsed document into a typed resource,
@@ -366,6 +502,65 @@ pub fn pack_bundles(bundles: &[PolicyBundle]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Read as kubectl reads it: duplicate keys and tags refused with line
+    /// and column, a byte-order mark accepted.
+    #[test]
+    fn yaml_is_read_as_kubectl_reads_it() {
+        let dup = "spec:\n  team: a\n  owner: x\n  team: b\n";
+        let err = yaml_documents(dup, "dup.yaml").expect_err("duplicate key");
+        let msg = err.to_string();
+        // serde_yaml names the key and where its mapping starts.
+        assert!(
+            msg.contains("spec: duplicate entry with key \"team\"") && msg.contains("line 2 column 3"),
+            "{msg}"
+        );
+
+        let tagged = "spec:\n  image: !!binary aW1hZ2U=\n";
+        let msg = yaml_documents(tagged, "t.yaml").expect_err("tag").to_string();
+        assert!(
+            msg.contains("!!binary") && msg.contains("line 2 column 10"),
+            "{msg}"
+        );
+
+        let bom = "\u{feff}apiVersion: v1\nkind: X\n";
+        let docs = yaml_documents(bom, "bom.yaml").expect("a BOM is accepted");
+        assert_eq!(docs[0]["apiVersion"], "v1");
+
+        let plain = "a: \"[[[[\"\nb: don't [x]\nc: '#{{' # [[[\nd: x != y\n";
+        assert_eq!(yaml_documents(plain, "p.yaml").expect("plain").len(), 1);
+        // Block scalars (Rego in a packed bundle) are content, not YAML.
+        let block = "source: |\n  deny if input.x != 1\n  y := [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n\n  z := !x\nnext: !custom 1\n";
+        let msg = yaml_documents(block, "b.yaml")
+            .expect_err("the tag after the block")
+            .to_string();
+        assert!(msg.contains("!custom at line 6 column 7"), "{msg}");
+    }
+
+    /// Deep flow nesting is refused in one pass before the (quadratic)
+    /// scanner sees it: a million `[` in well under a second.
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = "a: ".to_string() + &"[".repeat(1_000_000);
+        let started = std::time::Instant::now();
+        let msg = yaml_documents(&deep, "deep.yaml")
+            .expect_err("too deep")
+            .to_string();
+        assert!(
+            msg.contains("nesting deeper than 64") && msg.contains("line 1 column 68"),
+            "{msg}"
+        );
+        // A bound, not a speed target: the scanner alone would take half an hour.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let sneaky = "a: b'\nc: ".to_string() + &"[".repeat(100_000);
+        assert!(yaml_documents(&sneaky, "s.yaml").is_err());
+        let fine = "a: ".to_string() + &"[".repeat(60) + &"]".repeat(60);
+        assert!(yaml_documents(&fine, "ok.yaml").is_ok());
+    }
 
     #[test]
     fn oversized_yaml_is_refused_before_parsing() {

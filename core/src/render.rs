@@ -198,6 +198,26 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `https://user:token@host/x` → `https://host/x`: a URL as it may be
+/// shown or written anywhere (the rendered Application's `repoURL`, error
+/// messages). Argo CD takes repository credentials from its own Secrets.
+/// Over HTTP(S) all user info goes (a token may stand alone as the user);
+/// over SSH the user stays (it names the account, `git@`) and a password
+/// goes.
+pub fn without_credentials(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Some((userinfo, host)) = authority.rsplit_once('@') {
+            if scheme.starts_with("http") {
+                return format!("{scheme}://{host}/{path}");
+            }
+            let user = userinfo.split(':').next().unwrap_or_default();
+            return format!("{scheme}://{user}@{host}/{path}");
+        }
+    }
+    url.to_string()
+}
+
 fn is_partial(path: &str) -> bool {
     path.split('/').any(|s| s.starts_with('_'))
 }
@@ -501,7 +521,7 @@ fn application(
         "spec": {
             "project": or(&app.project, "default"),
             "source": {
-                "repoURL": options.repo_url,
+                "repoURL": without_credentials(&options.repo_url),
                 "targetRevision": or(&options.revision, "HEAD"),
                 "path": format!("{dir}/{MANIFESTS_DIR}"),
             },

@@ -264,3 +264,41 @@ fn destination_server_option_overrides_the_route() {
         "https://127.0.0.1:6443"
     );
 }
+
+/// Credentials in the output repository's URL never reach the rendered
+/// Application (every team's folder would carry Paver's token).
+#[test]
+fn repository_credentials_stay_out_of_the_application() {
+    let mut r = route_with(vec![file("manifests/a.yaml", "x")]);
+    r.spec.output.application = Some(ApplicationTemplate::default());
+    let compiled = compile(r).expect("compile");
+    let options = RenderOptions {
+        repo_url: "https://paver:s3cret-token@git.example/out.git".into(),
+        revision: "main".into(),
+        destination_server: None,
+    };
+    let out = render(
+        &compiled,
+        &request(json!({})),
+        &json!({}),
+        &Estimate::default(),
+        &options,
+    )
+    .expect("render");
+    let text = &out.files["commerce/commerce/orders-api/argocd-application.yaml"];
+    assert!(
+        !text.contains("s3cret-token") && !text.contains("paver@"),
+        "{text}"
+    );
+    let app: Value = serde_yaml::from_str(text).expect("yaml");
+    assert_eq!(app["spec"]["source"]["repoURL"], "https://git.example/out.git");
+    assert_eq!(
+        crate::render::without_credentials("ssh://git:pw@host:22/x.git"),
+        "ssh://git@host:22/x.git"
+    );
+    assert_eq!(
+        crate::render::without_credentials("https://ghp_token@github.com/o/r.git"),
+        "https://github.com/o/r.git"
+    );
+    assert_eq!(crate::render::without_credentials("/local/path"), "/local/path");
+}

@@ -141,16 +141,9 @@ pub(crate) fn cause(e: git2::Error, secret: Option<&str>) -> GitCause {
     }
 }
 
-/// `https://user:token@host/x` → `https://host/x`, for messages.
-pub(crate) fn display_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if let Some((_, host)) = authority.rsplit_once('@') {
-            return format!("{scheme}://{host}/{path}");
-        }
-    }
-    url.to_string()
-}
+/// `https://user:token@host/x` → `https://host/x`, for messages (the
+/// core's rule, which the rendered Applications' `repoURL` follows too).
+pub(crate) use paver_core::render::without_credentials as display_url;
 
 /// Whether `known_hosts` lists `key` for `host` (plain, non-hashed entries;
 /// `[host]:port` entries match `host` too).
