@@ -210,6 +210,9 @@ cmd_up() {
   local ns
   for ns in "${NAMESPACES[@]}"; do
     kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    # Each example's team is its namespace's name: bind them (admission and
+    # the operator refuse a request claiming another team).
+    kubectl label --overwrite namespace "$ns" "paver.dev/team=$ns" >/dev/null
   done
   kubectl apply -f "$REPO_ROOT/examples/"
 

@@ -740,6 +740,19 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
         .ok()
         .and_then(|s| s.trim().parse::<f64>().ok());
     install_paver(&cluster)?;
+    // The namespace is bound to the template's team (admission and the
+    // operator refuse a request claiming another).
+    let team = request_template(root)?.spec.team;
+    cluster.kubectl_retry(
+        &[
+            "label",
+            "--overwrite",
+            "namespace",
+            NAMESPACE,
+            &format!("paver.dev/team={team}"),
+        ],
+        5,
+    )?;
     let mut operator = Operator::start(&cluster, &paver, &args.resync)?;
     operator.wait_ready(Duration::from_secs(120))?;
     println!("operator ready");

@@ -29,6 +29,65 @@ pub struct Catalog {
     /// Routes whose latest version does not compile, with why.
     route_errors: BTreeMap<String, Vec<FieldError>>,
     pub bundles: BundleSet,
+    /// Which team each namespace is bound to.
+    pub teams: TeamBindings,
+}
+
+/// Which team each namespace is bound to: the namespace's `paver.dev/team`
+/// label, set by whoever may create namespaces (the platform team). A
+/// request may only claim its namespace's team, so the team's path, its
+/// FinOps labels and its policy can only be reached from its namespaces.
+/// The same rule is enforced at admission (manifests/admission.yaml).
+#[derive(Clone, Debug, Default)]
+pub enum TeamBindings {
+    /// Not checked: the CLI, judging request files offline.
+    #[default]
+    Unchecked,
+    /// The cluster's bindings (namespace → team); a namespace missing here
+    /// is bound to no team, and nothing in it goes ahead.
+    Namespaces(BTreeMap<String, String>),
+}
+
+impl TeamBindings {
+    /// Why a request in `namespace` may not claim `team`, naming the field.
+    pub fn check(&self, namespace: &str, team: &str) -> Result<(), FieldError> {
+        let TeamBindings::Namespaces(bound) = self else {
+            return Ok(());
+        };
+        let label = paver_crds::vocab::labels::TEAM;
+        match bound.get(namespace) {
+            Some(t) if t == team => Ok(()),
+            Some(t) => Err(FieldError::new(
+                "spec.team",
+                format!(
+                    "namespace {namespace} is bound to team {t:?} ({label}); a request in it cannot claim team {team:?}"
+                ),
+            )),
+            None => Err(FieldError::new(
+                "metadata.namespace",
+                format!(
+                    "namespace {namespace} is bound to no team: the platform team labels it \
+                     (kubectl label namespace {namespace} {label}={team})"
+                ),
+            )),
+        }
+    }
+
+    /// Binds `namespace` to `team` (None: unbinds it). Whether it changed.
+    pub fn bind(&mut self, namespace: &str, team: Option<&str>) -> bool {
+        let TeamBindings::Namespaces(bound) = self else {
+            *self = TeamBindings::Namespaces(BTreeMap::new());
+            return self.bind(namespace, team);
+        };
+        match team {
+            Some(t) if bound.get(namespace).map(String::as_str) != Some(t) => {
+                bound.insert(namespace.to_string(), t.to_string());
+                true
+            }
+            None => bound.remove(namespace).is_some(),
+            Some(_) => false,
+        }
+    }
 }
 
 impl Catalog {
@@ -345,6 +404,10 @@ pub fn prepare_request<'c>(
         ));
     }
     let route = select_route(&catalog.routes, &req.spec).map_err(|e| unprepared(None, vec![e]))?;
+    catalog
+        .teams
+        .check(&req.namespace().unwrap_or_default(), &req.spec.team)
+        .map_err(|e| unprepared(Some(route), vec![e]))?;
     let validated = validate_request(req, route).map_err(|errors| unprepared(Some(route), errors))?;
     let estimate = estimate(
         route.route.spec.cost.as_ref(),
@@ -520,4 +583,30 @@ pub fn scorecard_for(
         levels,
         &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TeamBindings;
+
+    #[test]
+    fn a_request_claims_only_its_namespaces_team() {
+        assert!(TeamBindings::Unchecked.check("shop", "anyone").is_ok());
+        let mut teams = TeamBindings::default();
+        assert!(teams.bind("shop", Some("commerce")));
+        assert!(!teams.bind("shop", Some("commerce")), "unchanged");
+        assert!(teams.check("shop", "commerce").is_ok());
+        let other = teams.check("shop", "payments").expect_err("another team");
+        assert_eq!(other.field, "spec.team");
+        assert!(other.message.contains("bound to team \"commerce\""), "{other}");
+        let unbound = teams.check("scratch", "commerce").expect_err("no binding");
+        assert_eq!(unbound.field, "metadata.namespace");
+        assert!(
+            unbound
+                .message
+                .contains("kubectl label namespace scratch paver.dev/team=commerce")
+        );
+        assert!(teams.bind("shop", None));
+        assert!(teams.check("shop", "commerce").is_err());
+    }
 }

@@ -581,12 +581,12 @@ pub async fn argocd_prunes_a_deleted_request(env: &mut Env) -> Result<()> {
     .await?;
     let clone = c.remote().clone_repo()?;
     ensure!(
-        !clone.path(&format!("commerce/{ns}/doomed")).exists(),
+        !clone.path(&format!("{ns}/{ns}/doomed")).exists(),
         "the directory is still in the repository"
     );
     // Nothing else touched.
     ensure!(
-        clone.path(&format!("commerce/{ns}/kept")).exists(),
+        clone.path(&format!("{ns}/{ns}/kept")).exists(),
         "the other request's directory went too"
     );
     ensure!(

@@ -257,12 +257,22 @@ fn wait_established(c: &Cluster) -> Result<()> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("CRDs not Established")))
 }
 
+/// A namespace for a scenario, bound to the team of the same name (the
+/// requests `example` makes claim it).
 fn namespace(c: &Cluster, ns: &str) -> Result<()> {
     match c.kubectl(&["create", "namespace", ns]) {
-        Ok(_) => Ok(()),
-        Err(e) if format!("{e}").contains("AlreadyExists") => Ok(()),
-        Err(e) => Err(e),
+        Ok(_) => {}
+        Err(e) if format!("{e}").contains("AlreadyExists") => {}
+        Err(e) => return Err(e),
     }
+    c.kubectl(&[
+        "label",
+        "--overwrite",
+        "namespace",
+        ns,
+        &format!("paver.dev/team={ns}"),
+    ])
+    .map(drop)
 }
 
 /// The operator runs as the ServiceAccount bound by manifests/ (every other
@@ -277,6 +287,7 @@ async fn operator_rbac_is_least_privilege(env: &mut Env) -> Result<()> {
         Ok(c.kubectl_as(&kc, &all, None).is_ok())
     };
     for allowed in [
+        ["watch", "namespaces"],
         ["patch", "servicerequests.paver.dev/status"],
         ["watch", "approvals.paver.dev"],
         ["patch", "scorecards.paver.dev"],
@@ -540,7 +551,47 @@ async fn denied_request_is_rejected_and_not_committed(env: &mut Env) -> Result<(
         events.contains("Rejected") && events.contains("dependency-resilience"),
         "no Rejected event naming the rule:\n{events}"
     );
-    Ok(())
+    teams_are_bound_to_namespaces(env).await
+}
+
+/// A request claims only its namespace's team: admission refuses another
+/// team, and the operator holds a request whose namespace loses its
+/// binding (and lets it go again once it is back).
+async fn teams_are_bound_to_namespaces(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-tenancy";
+    namespace(c, ns)?;
+    let claim = |team: &'static str| {
+        example("orders-api.yaml", ns, "claimant", move |v| {
+            v["spec"]["team"] = team.into();
+        })
+    };
+    let refused = match c.apply(&claim("payments")?) {
+        Ok(out) => bail!("admission let a request claim another team: {out}"),
+        Err(e) => e,
+    };
+    ensure!(
+        format!("{refused:#}").contains("spec.team must be e2e-tenancy"),
+        "{refused:#}"
+    );
+    c.apply(&claim(ns)?)?;
+    wait_phase(client, ns, "claimant", Phase::Rendered).await?;
+    c.kubectl(&["label", "namespace", ns, "paver.dev/team-"])?;
+    let held = wait_phase(client, ns, "claimant", Phase::Rejected).await?;
+    let validated = held
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Validated")
+        .context("no Validated condition")?;
+    ensure!(validated.message.contains("is bound to no team"), "{validated:?}");
+    namespace(c, ns)?;
+    wait_for("claimant Rendered again", Duration::from_secs(60), || async {
+        let sr: ServiceRequest = Api::namespaced(client.clone(), ns).get("claimant").await?;
+        Ok((sr.status.unwrap_or_default().phase == Phase::Rendered).then_some(()))
+    })
+    .await
 }
 
 fn guard_bundle(version: &str, mode: &str, rego_body: &str) -> String {

@@ -273,8 +273,9 @@ pub async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> 
     res.with_context(|| format!("{ns}/{name} last seen {seen}"))
 }
 
-/// An example request from `examples/`, renamed into `ns`, with `edit` applied
-/// to its YAML value.
+/// An example request from `examples/`, renamed into `ns` and claiming the
+/// team `ns` is bound to (the scenarios' namespaces are bound to the team
+/// of their own name), with `edit` applied to its YAML value.
 pub fn example(
     file: &str,
     ns: &str,
@@ -285,6 +286,7 @@ pub fn example(
     let mut v: serde_yaml::Value = serde_yaml::from_str(&text)?;
     v["metadata"]["namespace"] = ns.into();
     v["metadata"]["name"] = name.into();
+    v["spec"]["team"] = ns.into();
     edit(&mut v);
     Ok(serde_yaml::to_string(&v)?)
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod namespace;
 pub mod request;
 pub mod resync;
 pub mod route;

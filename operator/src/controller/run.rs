@@ -180,10 +180,14 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let applications_writer = reflector::store::Writer::<DynamicObject>::new(app_resource.clone());
     let applications = applications_writer.as_reader();
     let (requests, requests_writer) = reflector::store::<RequestMeta>();
+    // Every namespace is bound to no team until the namespace watch says
+    // otherwise (requests wait for its first list).
+    let mut catalog = Catalog::default();
+    catalog.teams = crate::core::verdict::TeamBindings::Namespaces(Default::default());
     let ctx: Ctx = Arc::new(Context {
         client: client.clone(),
         config: config.clone(),
-        catalog: RwLock::new(Catalog::default()),
+        catalog: RwLock::new(catalog),
         writer,
         metrics: metrics.clone(),
         events: events::Events::new(client.clone(), "paver", std::env::var("POD_NAME").ok()),
@@ -199,6 +203,16 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let (trigger, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<ServiceRequest>>();
     let (routes_ready_tx, mut routes_ready) = tokio::sync::watch::channel(false);
     let (bundles_ready_tx, mut bundles_ready) = tokio::sync::watch::channel(false);
+    let (namespaces_ready_tx, mut namespaces_ready) = tokio::sync::watch::channel(false);
+    tokio::spawn(watch::guarded_watch(
+        Api::all(client.clone()),
+        super::namespace::Namespaces {
+            ctx: ctx.clone(),
+            requests: requests.clone(),
+            trigger: trigger.clone(),
+            ready: namespaces_ready_tx,
+        },
+    ));
     tokio::spawn(watch::guarded_watch(
         Api::all(client.clone()),
         route::Routes {
@@ -284,6 +298,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     wait_ready(&mut routes_ready).await;
     wait_ready(&mut bundles_ready).await;
+    wait_ready(&mut namespaces_ready).await;
     // What a reconcile compares its Scorecard with, and Argo CD's view of
     // each request: judged before they are listed, every request would
     // write a Scorecard (and status) after a restart with nothing changed.

@@ -1,0 +1,70 @@
+//! Namespaces shell: keeps the catalog's team bindings (each namespace's
+//! `paver.dev/team` label) in step with the cluster; a binding that changes
+//! re-reconciles the requests in that namespace.
+
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{ResourceExt, runtime::reflector::Store};
+use paver_crds::{RequestKey, vocab::labels};
+use tokio::sync::watch;
+
+use super::{
+    Ctx,
+    index::{Trigger, trigger_requests},
+    request::RequestMeta,
+};
+
+/// The team bindings' handler for [`super::watch::guarded_watch`].
+pub struct Namespaces {
+    pub ctx: Ctx,
+    pub requests: Store<RequestMeta>,
+    pub trigger: Trigger,
+    pub ready: watch::Sender<bool>,
+}
+
+impl Namespaces {
+    async fn bind(&mut self, namespace: &str, team: Option<&str>) {
+        let changed = self.ctx.catalog.write().await.teams.bind(namespace, team);
+        if changed && *self.ready.borrow() {
+            trigger_requests(&self.ctx, &self.requests, &self.trigger, |_, ns, _| {
+                ns == namespace
+            });
+        }
+    }
+}
+
+impl super::watch::Handler for Namespaces {
+    type K = Namespace;
+    const KIND: &'static str = "namespace";
+
+    async fn apply(&mut self, ns: Namespace) {
+        let team = ns.labels().get(labels::TEAM).cloned();
+        self.bind(&ns.name_any(), team.as_deref()).await;
+    }
+
+    async fn delete(&mut self, key: RequestKey) {
+        self.bind(key.parts().1, None).await;
+    }
+
+    /// A Namespace is the API server's own type; it always reads.
+    async fn invalid(&mut self, _key: RequestKey, _error: String) {}
+
+    async fn listed(&mut self, listed: HashSet<RequestKey>) {
+        let gone: Vec<String> = {
+            let catalog = self.ctx.catalog.read().await;
+            match &catalog.teams {
+                crate::core::verdict::TeamBindings::Namespaces(bound) => bound
+                    .keys()
+                    .filter(|ns| !listed.contains(&RequestKey::new("", ns)))
+                    .cloned()
+                    .collect(),
+                crate::core::verdict::TeamBindings::Unchecked => Vec::new(),
+            }
+        };
+        for ns in gone {
+            self.bind(&ns, None).await;
+        }
+        let _ = self.ready.send(true);
+    }
+}
