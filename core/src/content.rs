@@ -332,6 +332,20 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ContentError> {
     Ok(entries)
 }
 
+/// Refuses `path` when it is a symbolic link: a route's or bundle's files
+/// come from its own folder, never from wherever a link points.
+fn no_symlink(path: &Path) -> Result<(), ContentError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(ContentError::Invalid {
+            source_name: path.display().to_string(),
+            message: "symbolic links are not allowed in routes and bundles (it would read files from \
+                      outside the folder)"
+                .into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn walk_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), ContentError> {
     for path in sorted_entries(dir)? {
         let meta = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
@@ -359,6 +373,8 @@ fn walk_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Resu
 /// `templates/`, added as inline templates by relative path.
 pub fn load_route_dir(dir: &Path) -> Result<PaveRoute, ContentError> {
     let file = dir.join("route.yaml");
+    no_symlink(&file)?;
+    no_symlink(&dir.join("templates"))?;
     let docs = yaml_documents(&read_bounded(&file)?, &file.display().to_string())?;
     let [doc] = <[Value; 1]>::try_from(docs).map_err(|_| ContentError::Invalid {
         source_name: file.display().to_string(),
@@ -387,6 +403,7 @@ pub fn load_route_dir(dir: &Path) -> Result<PaveRoute, ContentError> {
 /// sources), `*.rego` modules, `*_test.rego` tests and `data.json`.
 pub fn load_bundle_dir(dir: &Path) -> Result<PolicyBundle, ContentError> {
     let file = dir.join("bundle.yaml");
+    no_symlink(&file)?;
     let docs = yaml_documents(&read_bounded(&file)?, &file.display().to_string())?;
     let [doc] = <[Value; 1]>::try_from(docs).map_err(|_| ContentError::Invalid {
         source_name: file.display().to_string(),
@@ -401,6 +418,9 @@ pub fn load_bundle_dir(dir: &Path) -> Result<PolicyBundle, ContentError> {
         let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue;
         };
+        if name.ends_with(".rego") || name == "data.json" {
+            no_symlink(&path)?;
+        }
         if name.ends_with("_test.rego") {
             bundle.spec.tests.push(RegoModule {
                 name,
@@ -440,6 +460,7 @@ pub fn load_path(path: &Path) -> Result<Content, ContentError> {
     } else {
         for entry in sorted_entries(path)? {
             if entry.is_dir() && (entry.join("route.yaml").is_file() || entry.join("bundle.yaml").is_file()) {
+                no_symlink(&entry)?;
                 content.extend(load_path(&entry)?);
             }
         }

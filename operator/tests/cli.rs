@@ -303,3 +303,52 @@ fn a_bundle_or_route_given_twice_is_refused() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("route \"microservice\" is defined twice"), "{err}");
 }
+
+/// Symbolic links never carry a write or a read outside where it belongs:
+/// not under `--out`, not in a route's folder.
+#[test]
+fn symlinks_under_out_and_in_routes_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("payments/payments")).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, out.join("payments/payments/payment-gateway")).expect("symlink");
+    let (code, _, err) = paver(&[
+        "render",
+        "-f",
+        "examples/payment-gateway.yaml",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a symbolic link"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&outside).expect("read").count(),
+        0,
+        "nothing written through the link"
+    );
+
+    // A route whose templates/ folder is a link to files elsewhere.
+    let routes = dir.path().join("routes/linked");
+    std::fs::create_dir_all(&routes).expect("mkdir");
+    std::fs::copy(
+        root().join("routes/microservice/route.yaml"),
+        routes.join("route.yaml"),
+    )
+    .expect("copy");
+    std::os::unix::fs::symlink(
+        root().join("routes/microservice/templates"),
+        routes.join("templates"),
+    )
+    .expect("symlink");
+    let (code, _, err) = paver(&[
+        "validate",
+        "--routes",
+        &dir.path().join("routes").display().to_string(),
+        "-f",
+        "examples/orders-api.yaml",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("symbolic links are not allowed"), "{err}");
+}

@@ -230,6 +230,12 @@ pub fn render(file: &Path, out: Option<&Path>, repo_url: &str, sources: &Sources
         match out {
             Some(dir) => {
                 for (path, text) in &rendered.files {
+                    // The render checked the path (the one path rule); under
+                    // --out nothing on the way may be a symbolic link, or
+                    // the file would land wherever it points.
+                    if let Err(e) = check_no_symlink_under(dir, path) {
+                        return fail(e);
+                    }
                     let target = dir.join(path);
                     let written = target
                         .parent()
@@ -271,6 +277,27 @@ pub fn render(file: &Path, out: Option<&Path>, repo_url: &str, sources: &Sources
         }
     }
     ExitCode::from(code)
+}
+
+/// Refuses writing `rel` under `root` when the file or a folder on the way
+/// to it is a symbolic link (checked in `root`, then each segment of `rel`).
+fn check_no_symlink_under(root: &Path, rel: &str) -> Result<(), String> {
+    let mut at = root.to_path_buf();
+    for segment in rel.split('/') {
+        at.push(segment);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "refusing to write {rel}: {} is a symbolic link (remove it, or render into an empty folder)",
+                    at.display()
+                ));
+            }
+            Ok(_) => {}
+            // Nothing there yet: nothing below it can be a link either.
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 pub fn test(paths: &[PathBuf], verbose: bool) -> ExitCode {
