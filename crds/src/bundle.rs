@@ -57,6 +57,12 @@ pub struct PolicyBundleSpec {
     /// Waivers: named rules do not apply to the named requests until the waiver expires.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceptions: Vec<PolicyException>,
+    /// Allow builtins whose result is not a function of the input
+    /// (`time.now_ns`, `rand.intn`, `uuid.rfc4122`, `opa.runtime`): refused
+    /// by default, so a verdict can be reproduced from its input (policy
+    /// gets time from `input`, e.g. an exception's expiry).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_nondeterministic_builtins: bool,
 }
 
 /// How a bundle's `deny` results count.

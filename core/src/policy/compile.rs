@@ -184,6 +184,9 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         errors.push(err);
     }
     errors.extend(shape_errors(&policy_rules, spec.data.as_ref()));
+    if !spec.allow_nondeterministic_builtins {
+        errors.extend(nondeterministic_calls(&mut engine));
+    }
     if !errors.is_empty() {
         return Activation {
             compiled: None,
@@ -530,6 +533,66 @@ fn rule_heads(engine: &mut Engine) -> Vec<RuleHeadInfo> {
         }
     }
     out
+}
+
+/// Builtins whose result is not a function of the input: a verdict that
+/// used one cannot be reproduced (by `paver validate`, by OPA, by the next
+/// resync).
+const NONDETERMINISTIC: [&str; 5] = [
+    "time.now_ns",
+    "rand.intn",
+    "uuid.rfc4122",
+    "opa.runtime",
+    "net.lookup_ip_addr",
+];
+
+/// Every call of a [`NONDETERMINISTIC`] builtin in the bundle's modules,
+/// with its line.
+fn nondeterministic_calls(engine: &mut Engine) -> Vec<BundleError> {
+    let mut errors = Vec::new();
+    for module in engine.get_modules() {
+        let source = module.package.span.source.clone();
+        let path = source.get_path().clone();
+        let mut lexer = Lexer::new(&source);
+        // The dotted name being read (`time`, `.`, `now_ns`) and its line.
+        let mut name: Option<(String, u32)> = None;
+        let mut after_dot = false;
+        while let Ok(token) = lexer.next_token() {
+            let text = token.1.text();
+            match token.0 {
+                TokenKind::Eof => break,
+                TokenKind::Ident => {
+                    name = match (name.take(), after_dot) {
+                        (Some((n, line)), true) => Some((format!("{n}.{text}"), line)),
+                        _ => Some((text.to_string(), token.1.line)),
+                    };
+                    after_dot = false;
+                }
+                TokenKind::Symbol if text == "." && name.is_some() => after_dot = true,
+                TokenKind::Symbol if text == "(" => {
+                    if let Some((called, line)) = name.take()
+                        && NONDETERMINISTIC.contains(&called.as_str())
+                    {
+                        errors.push(BundleError {
+                            module: path.clone(),
+                            line: Some(line),
+                            message: format!(
+                                "{called} is not a function of the input, so a verdict using it cannot be \
+                                 reproduced; take the time or identity from input (or set \
+                                 spec.allowNondeterministicBuiltins: true)"
+                            ),
+                        });
+                    }
+                    after_dot = false;
+                }
+                _ => {
+                    name = None;
+                    after_dot = false;
+                }
+            }
+        }
+    }
+    errors
 }
 
 /// Finds a cycle of function calls. regorus detects recursive rules when

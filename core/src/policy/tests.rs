@@ -643,3 +643,21 @@ fn bundles_that_would_fail_open_by_their_shape_are_refused() {
     let a = refused(&everyone, "an empty selector matches every request");
     assert_eq!(a.errors[0].module, "spec.exceptions[0]");
 }
+
+/// Builtins that are not functions of the input are refused at activation
+/// (with the line), unless the bundle opts in.
+#[test]
+fn nondeterministic_builtins_are_refused_unless_allowed() {
+    let src = "package paver.clock\n\nimport rego.v1\n\n# time.now_ns() in a comment is fine\ndeny contains \"late\" if {\n  time.now_ns() > 0\n}\n\nwarn contains sprintf(\"%d\", [rand.intn(\"x\", 10)]) if input.x\n";
+    let mut s = spec(vec![module("clock.rego", src)], vec![]);
+    let a = activate("demo", &s);
+    assert!(a.compiled.is_none());
+    let lines: Vec<(Option<u32>, bool)> = a
+        .errors
+        .iter()
+        .map(|e| (e.line, e.message.contains("not a function of the input")))
+        .collect();
+    assert_eq!(lines, [(Some(7), true), (Some(10), true)], "{:?}", a.errors);
+    s.allow_nondeterministic_builtins = true;
+    assert!(activate("demo", &s).compiled.is_some());
+}
