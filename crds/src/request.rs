@@ -107,9 +107,16 @@ pub struct ServiceRequestStatus {
     /// Policy violations that block the request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<Finding>,
-    /// Policy warnings (including deny results of bundles in warn mode).
+    /// Policy warnings (including deny results of bundles in warn mode, and
+    /// of enforce bundles before their enforceAfter: "becomes a violation on ...").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Finding>,
+    /// Findings of bundles in dryrun mode: reported, never blocking.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dryrun: Vec<Finding>,
+    /// Findings an exception waives, each naming the exception and its expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waived: Vec<Finding>,
     /// Why policy asks for an approval.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approval_reasons: Vec<String>,

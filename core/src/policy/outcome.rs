@@ -110,6 +110,10 @@ pub fn evaluate(
             _ if bundle.enforcing(now) => Routing::Enforce,
             _ => Routing::Warn,
         };
+        // An enforce bundle before its enforceAfter: its deny results warn until then.
+        let becomes_violation = bundle
+            .enforce_after
+            .filter(|at| bundle.mode == PolicyMode::Enforce && now < *at);
         let selected: Vec<&BundleRule> = bundle.rules.iter().filter(|r| rules.contains(&r.kind)).collect();
         let paths: Vec<&str> = selected.iter().map(|r| r.path.as_str()).collect();
         let values = Evaluator::new(bundle, input)?
@@ -127,6 +131,16 @@ pub fn evaluate(
                 match (kind, routing) {
                     (RuleKind::Checks, _) => out.checks.push(to_check(&bundle.name, path, &item)),
                     (RuleKind::Deny, Routing::Enforce) => out.violations.push(finding(&item)),
+                    // The warn-first rollout, visible: what will block, and from when.
+                    (RuleKind::Deny, Routing::Warn) if let Some(at) = becomes_violation => {
+                        let mut f = finding(&item);
+                        f.message = format!(
+                            "{} (becomes a violation on {})",
+                            f.message,
+                            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        );
+                        out.warnings.push(f)
+                    }
                     (RuleKind::Deny | RuleKind::Warn, Routing::Enforce | Routing::Warn) => {
                         out.warnings.push(finding(&item))
                     }
@@ -329,18 +343,34 @@ fn waive(
     if bundle.exceptions.is_empty() {
         return;
     }
-    let covered = |f: &Finding| {
-        f.bundle == bundle.name
-            && bundle
-                .exceptions
-                .iter()
-                .any(|e| e.applies(&f.rule, request_ref, labels, now))
+    let exception_for = |f: &Finding| {
+        (f.bundle == bundle.name)
+            .then(|| {
+                bundle
+                    .exceptions
+                    .iter()
+                    .find(|e| e.applies(&f.rule, request_ref, labels, now))
+            })
+            .flatten()
     };
     for list in [&mut out.violations, &mut out.warnings, &mut out.dryrun] {
-        let (waived, kept): (Vec<Finding>, Vec<Finding>) =
-            std::mem::take(list).into_iter().partition(covered);
+        let mut kept = Vec::new();
+        for mut f in std::mem::take(list) {
+            match exception_for(&f) {
+                // Waived, saying by which exception and until when.
+                Some(e) => {
+                    f.message = format!(
+                        "{} (waived by exception {} until {})",
+                        f.message,
+                        e.name,
+                        e.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    out.waived.push(f);
+                }
+                None => kept.push(f),
+            }
+        }
         *list = kept;
-        out.waived.extend(waived);
     }
 }
 

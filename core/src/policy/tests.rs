@@ -333,6 +333,13 @@ fn modes_and_enforce_after() {
     let out = eval(&b, params.clone(), &BTreeMap::new());
     assert!(out.violations.is_empty());
     assert_eq!(out.warnings.len(), 1, "before enforceAfter deny only warns");
+    assert!(
+        out.warnings[0]
+            .message
+            .ends_with("(becomes a violation on 2030-01-02T00:00:00Z)"),
+        "the warning says when it starts to block: {:?}",
+        out.warnings[0]
+    );
     let later = evaluate(
         &[b],
         &input(params, 10.0),
@@ -434,7 +441,13 @@ fn exceptions_waive_until_they_expire() {
     )];
     let b = compiled(&s);
     let labels: BTreeMap<String, String> = [("tier".to_string(), "legacy".to_string())].into();
-    assert_eq!(eval(&b, params.clone(), &labels).waived.len(), 2);
+    let waived = eval(&b, params.clone(), &labels).waived;
+    assert_eq!(waived.len(), 2);
+    assert!(
+        waived.iter().all(|f| f.message.contains("(waived by exception ")
+            && f.message.ends_with("until 2030-01-01T01:00:00Z)")),
+        "each waived finding names its exception and expiry: {waived:?}"
+    );
     assert!(eval(&b, params, &BTreeMap::new()).waived.is_empty());
 
     s.exceptions = vec![exception(None, None, &["*"], now())];

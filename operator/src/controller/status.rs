@@ -117,6 +117,8 @@ pub fn request_status(
         conditions,
         violations: policy.violations.clone(),
         warnings: policy.warnings.clone(),
+        dryrun: policy.dryrun.clone(),
+        waived: policy.waived.clone(),
         approval_reasons: policy.approval_reasons.clone(),
         estimate: verdict.estimate.as_ref().map(|e| EstimateStatus {
             monthly: e.monthly,
