@@ -259,27 +259,12 @@ fn a_render_that_fails_exits_2_in_validate_and_render() {
     let bundles = dir.path().join("no-bundles");
     std::fs::create_dir(&bundles).expect("mkdir");
     let bundles = bundles.display().to_string();
-    let (code, out, err) = paver(&[
-        "validate",
-        "--routes",
-        &route,
-        "--bundles",
-        &bundles,
-        "-f",
-        &request,
-    ]);
+    let run = |command: &str| paver(&[command, "--routes", &route, "--bundles", &bundles, "-f", &request]);
+    let (code, out, err) = run("validate");
     assert_eq!(code, 2, "validate: {out}{err}");
     assert!(out.contains("shop/web: ALLOWED, RENDER FAILED"), "{out}");
     assert!(out.contains("render:"), "the render error is printed: {out}");
-    let (code, out, err) = paver(&[
-        "render",
-        "--routes",
-        &route,
-        "--bundles",
-        &bundles,
-        "-f",
-        &request,
-    ]);
+    let (code, out, err) = run("render");
     assert_eq!(code, 2, "render: {out}{err}");
     assert!(err.contains("nothing rendered for shop/web"), "{err}");
 }
