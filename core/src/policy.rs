@@ -51,7 +51,10 @@ use std::time::Duration;
 
 pub use compile::{Activation, CompiledBundle, CompiledException, activate, run_tests};
 pub use input::{PolicyInput, PreparedInput, RouteDoc};
-pub use outcome::{INVALID_OUTPUT_RULE, NEEDS_APPROVAL_RULE, PolicyOutcome, RuleKind, evaluate};
+pub use outcome::{
+    INVALID_OUTPUT_RULE, MAX_FINDINGS, MAX_MESSAGE_BYTES, NEEDS_APPROVAL_RULE, PolicyOutcome, RuleKind,
+    evaluate,
+};
 pub use set::{BundleFailure, BundleReport, BundleSet};
 
 /// Longest a single rule evaluation may run before it is stopped.

@@ -1,7 +1,10 @@
 //! Evaluating bundles against a prepared input and folding their rule
 //! output into one deterministic [`PolicyOutcome`].
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use paver_crds::{CheckResult, Finding, PolicyMode};
@@ -374,6 +377,55 @@ fn waive(
     }
 }
 
+/// Longest text (bytes) a finding's message, an approval reason or a
+/// check's message keeps; ids, paths and severities keep a quarter of it.
+/// A rule's output goes into the request's status, Events and the
+/// Scorecard: etcd refuses an object over 1.5 MiB, and a person reads a
+/// line, not a megabyte. 100 findings at the limit stay near 100 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Most findings (or reasons, or checks) of one kind kept per request; the
+/// rest are counted in a last entry.
+pub const MAX_FINDINGS: usize = 100;
+
+fn bound(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = s.len() - cut;
+    s.truncate(cut);
+    s.push_str(&format!("... ({dropped} more bytes)"));
+}
+
+fn bound_finding(f: &mut Finding) {
+    bound(&mut f.message, MAX_MESSAGE_BYTES);
+    bound(&mut f.rule, MAX_MESSAGE_BYTES / 4);
+    for field in [&mut f.path, &mut f.severity].into_iter().flatten() {
+        bound(field, MAX_MESSAGE_BYTES / 4);
+    }
+}
+
+fn bound_list(list: &mut Vec<Finding>) {
+    list.iter_mut().for_each(bound_finding);
+    if list.len() > MAX_FINDINGS {
+        let more = list.len() - (MAX_FINDINGS - 1);
+        let bundles: BTreeSet<String> = list[MAX_FINDINGS - 1..]
+            .iter()
+            .map(|f| f.bundle.clone())
+            .collect();
+        list.truncate(MAX_FINDINGS - 1);
+        list.push(Finding {
+            bundle: bundles.into_iter().collect::<Vec<_>>().join(", "),
+            rule: "more-findings".into(),
+            message: format!("{more} more findings not shown (at most {MAX_FINDINGS} are kept)"),
+            ..Default::default()
+        });
+    }
+}
+
 fn normalize(out: &mut PolicyOutcome) {
     for list in [
         &mut out.violations,
@@ -399,4 +451,27 @@ fn normalize(out: &mut PolicyOutcome) {
     out.checks.dedup();
     out.bundle_versions.sort();
     out.bundle_versions.dedup();
+    for list in [
+        &mut out.violations,
+        &mut out.warnings,
+        &mut out.dryrun,
+        &mut out.waived,
+    ] {
+        bound_list(list);
+    }
+    out.approval_reasons
+        .iter_mut()
+        .for_each(|r| bound(r, MAX_MESSAGE_BYTES));
+    if out.approval_reasons.len() > MAX_FINDINGS {
+        let more = out.approval_reasons.len() - (MAX_FINDINGS - 1);
+        out.approval_reasons.truncate(MAX_FINDINGS - 1);
+        out.approval_reasons.push(format!(
+            "{more} more reasons not shown (at most {MAX_FINDINGS} are kept)"
+        ));
+    }
+    for c in &mut out.checks {
+        bound(&mut c.message, MAX_MESSAGE_BYTES);
+        bound(&mut c.id, MAX_MESSAGE_BYTES / 4);
+    }
+    out.checks.truncate(2 * MAX_FINDINGS);
 }

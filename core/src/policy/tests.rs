@@ -674,3 +674,28 @@ fn nondeterministic_builtins_are_refused_unless_allowed() {
     s.allow_nondeterministic_builtins = true;
     assert!(activate("demo", &s).compiled.is_some());
 }
+
+/// A rule's output is bounded before it reaches a status: a 100 KB message
+/// keeps its first KiB, 500 findings keep 100 (the last one counting the
+/// rest), and the request is still denied.
+#[test]
+fn huge_and_numerous_findings_are_bounded() {
+    let src = "package paver.loud\n\nimport rego.v1\n\ndeny contains sprintf(\"%d %s\", [i, input.parameters.big]) if {\n  some i in numbers.range(1, 500)\n}\n";
+    let b = compiled(&spec(vec![module("loud.rego", src)], vec![]));
+    let out = eval(&b, json!({"big": "x".repeat(100_000)}), &BTreeMap::new());
+    assert_eq!(out.violations.len(), MAX_FINDINGS);
+    let last = out.violations.last().expect("a last entry");
+    assert_eq!(last.rule, "more-findings");
+    assert!(last.message.starts_with("401 more findings"), "{}", last.message);
+    let first = &out.violations[0];
+    assert!(
+        first.message.len() < MAX_MESSAGE_BYTES + 64,
+        "{}",
+        first.message.len()
+    );
+    assert!(
+        first.message.ends_with("more bytes)"),
+        "{}",
+        &first.message[1000..]
+    );
+}
