@@ -337,3 +337,24 @@ fn symlinks_under_out_and_in_routes_are_refused() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("symbolic links are not allowed"), "{err}");
 }
+
+/// A folder of request files is validated file by file, as
+/// `kubectl apply -f examples/` would apply them.
+#[test]
+fn validate_reads_every_request_of_a_folder() {
+    let (code, out, err) = paver(&["validate", "-f", "examples/"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for request in [
+        "commerce/orders-api",
+        "data/clickstream-etl",
+        "finance/invoice-reconciler",
+        "payments/payment-gateway",
+        "web/storefront-web",
+    ] {
+        assert!(out.contains(&format!("{request}: ALLOWED")), "{request} in {out}");
+    }
+    let empty = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = paver(&["validate", "-f", &empty.path().display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("holds no .yaml or .yml file"), "{err}");
+}

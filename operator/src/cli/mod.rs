@@ -53,7 +53,8 @@ pub enum Command {
     /// Exit status: 0 allowed (possibly pending approval), 1 denied,
     /// 2 unusable input.
     Validate {
-        /// ServiceRequest YAML files (several documents per file allowed).
+        /// ServiceRequest YAML files (several documents per file allowed), or
+        /// folders: their *.yaml and *.yml files.
         #[arg(short = 'f', long = "file", value_name = "FILE", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
         #[command(flatten)]
