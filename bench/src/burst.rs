@@ -149,23 +149,11 @@ struct Quiet {
 // ------------------------------------------------------------- cluster --
 
 /// Paver installed on the shared test-bed's cluster (`testbed/`, as the
-/// e2e suite runs it): CRDs, `manifests/` with the Deployment scaled to 0
-/// (the operator runs as a local process), and the benchmark's namespace.
-fn install_paver(cluster: &Cluster) -> anyhow::Result<()> {
+/// e2e suite installs it), with the Deployment scaled to 0 (the operator
+/// runs as a local process), and the benchmark's namespace bound to `team`.
+fn install_paver(cluster: &Cluster, team: &str) -> anyhow::Result<()> {
     println!("installing Paver (CRDs, manifests/, Deployment scaled to 0)");
-    cluster.kubectl_retry(&["apply", "--server-side", "-f", "manifests/crds.yaml"], 5)?;
-    cluster.kubectl_retry(
-        &[
-            "wait",
-            "--for",
-            "condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ],
-        10,
-    )?;
-    cluster.kubectl_retry(&["apply", "--server-side", "-k", "manifests/"], 10)?;
+    cluster.install_paver()?;
     cluster.kubectl_retry(
         &[
             "-n",
@@ -177,8 +165,8 @@ fn install_paver(cluster: &Cluster) -> anyhow::Result<()> {
         ],
         5,
     )?;
-    cluster.kubectl_retry(&["create", "namespace", NAMESPACE], 5)?;
-    Ok(())
+    // Admission and the operator refuse a request claiming another team.
+    cluster.team_namespace(NAMESPACE, team)
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -739,20 +727,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
     let startup = std::fs::read_to_string(state.join("startup-seconds"))
         .ok()
         .and_then(|s| s.trim().parse::<f64>().ok());
-    install_paver(&cluster)?;
-    // The namespace is bound to the template's team (admission and the
-    // operator refuse a request claiming another).
-    let team = request_template(root)?.spec.team;
-    cluster.kubectl_retry(
-        &[
-            "label",
-            "--overwrite",
-            "namespace",
-            NAMESPACE,
-            &format!("paver.dev/team={team}"),
-        ],
-        5,
-    )?;
+    install_paver(&cluster, &request_template(root)?.spec.team)?;
     let mut operator = Operator::start(&cluster, &paver, &args.resync)?;
     operator.wait_ready(Duration::from_secs(120))?;
     println!("operator ready");

@@ -179,15 +179,7 @@ async fn run_all() -> ExitCode {
 /// the field descriptions.
 fn install(c: &Cluster) -> Result<()> {
     let root = repo_root();
-    let crds = root.join("manifests/crds.yaml");
-    c.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
-    wait_established(c)?;
-    let out = c.kubectl(&[
-        "apply",
-        "--server-side",
-        "-k",
-        &root.join("manifests").display().to_string(),
-    ])?;
+    let out = c.install_paver()?;
     ensure!(
         out.contains("paveroute.paver.dev/pci-payment-service"),
         "routes not applied:\n{out}"
@@ -214,7 +206,7 @@ fn install(c: &Cluster) -> Result<()> {
         std::path::PathBuf::from(dir).join("application-crd.yaml")
     };
     c.kubectl(&["apply", "--server-side", "-f", &argocd.display().to_string()])?;
-    wait_established(c)?;
+    c.wait_established()?;
     c.kubectl(&["create", "namespace", "argocd"])?;
     let explain = c.kubectl(&["explain", "servicerequest.spec"])?;
     for field in [
@@ -237,42 +229,10 @@ fn install(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// Every CRD Established (`kubectl wait` fails on a CRD the API server has
-/// not yet given a status, so retry).
-fn wait_established(c: &Cluster) -> Result<()> {
-    let mut last = None;
-    for _ in 0..60 {
-        match c.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=30s",
-        ]) {
-            Ok(_) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("CRDs not Established")))
-}
-
 /// A namespace for a scenario, bound to the team of the same name (the
 /// requests `example` makes claim it).
 fn namespace(c: &Cluster, ns: &str) -> Result<()> {
-    match c.kubectl(&["create", "namespace", ns]) {
-        Ok(_) => {}
-        Err(e) if format!("{e}").contains("AlreadyExists") => {}
-        Err(e) => return Err(e),
-    }
-    c.kubectl(&[
-        "label",
-        "--overwrite",
-        "namespace",
-        ns,
-        &format!("paver.dev/team={ns}"),
-    ])
-    .map(drop)
+    c.team_namespace(ns, ns)
 }
 
 /// The operator runs as the ServiceAccount bound by manifests/ (every other
@@ -587,11 +547,9 @@ async fn teams_are_bound_to_namespaces(env: &mut Env) -> Result<()> {
         .context("no Validated condition")?;
     ensure!(validated.message.contains("is bound to no team"), "{validated:?}");
     namespace(c, ns)?;
-    wait_for("claimant Rendered again", Duration::from_secs(60), || async {
-        let sr: ServiceRequest = Api::namespaced(client.clone(), ns).get("claimant").await?;
-        Ok((sr.status.unwrap_or_default().phase == Phase::Rendered).then_some(()))
-    })
-    .await
+    wait_phase(client, ns, "claimant", Phase::Rendered)
+        .await
+        .map(drop)
 }
 
 fn guard_bundle(version: &str, mode: &str, rego_body: &str) -> String {
@@ -934,6 +892,9 @@ async fn operator_killed_mid_flight_loses_and_duplicates_nothing(env: &mut Env) 
     // The killed leader never released its Lease: the new process takes over
     // when it expires.
     env.operator.restart()?;
+    // The new process waits out the old Lease before it reconciles; the
+    // statuses may already say Rendered (written before the kill).
+    env.operator.wait_ready().await?;
     for n in &names {
         wait_phase(&env.client, ns, n, Phase::Rendered).await?;
     }

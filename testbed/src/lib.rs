@@ -196,6 +196,56 @@ impl Cluster {
         )
     }
 
+    /// Installs Paver as its README says: the CRDs, wait until they are
+    /// Established, then `manifests/` (RBAC, admission policies, the
+    /// Deployment, the packed routes and bundles). Returns what the last
+    /// apply printed.
+    pub fn install_paver(&self) -> Result<String> {
+        let manifests = repo_root().join("manifests");
+        let crds = manifests.join("crds.yaml").display().to_string();
+        self.kubectl_retry(&["apply", "--server-side", "-f", &crds], 5)?;
+        self.wait_established()?;
+        self.kubectl_retry(
+            &["apply", "--server-side", "-k", &manifests.display().to_string()],
+            10,
+        )
+    }
+
+    /// Every CRD Established (`kubectl wait` fails on a CRD the API server
+    /// has not listed yet, hence the retries).
+    pub fn wait_established(&self) -> Result<()> {
+        self.kubectl_retry(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=30s",
+            ],
+            30,
+        )
+        .map(drop)
+    }
+
+    /// Namespace `ns`, created if absent and bound to `team` (the
+    /// `paver.dev/team` label admission and the operator check requests
+    /// against).
+    pub fn team_namespace(&self, ns: &str, team: &str) -> Result<()> {
+        match self.kubectl(&["create", "namespace", ns]) {
+            Ok(_) => {}
+            Err(e) if format!("{e:#}").contains("AlreadyExists") => {}
+            Err(e) => return Err(e),
+        }
+        self.kubectl(&[
+            "label",
+            "--overwrite",
+            "namespace",
+            ns,
+            &format!("paver.dev/team={team}"),
+        ])
+        .map(drop)
+    }
+
     /// A client as the admin (reads may wait up to 60 s: list calls at
     /// 10,000 requests).
     pub async fn admin_client(&self) -> Result<Client> {

@@ -108,6 +108,17 @@ impl Operator {
         self.spawn()
     }
 
+    /// Waits until /readyz answers 200: the process leads (or runs without
+    /// leader election) and has listed what it reconciles against.
+    pub async fn wait_ready(&self) -> Result<()> {
+        let url = self.metrics.replace("/metrics", "/readyz");
+        wait_for("the operator to be ready", Duration::from_secs(60), || {
+            let url = url.clone();
+            async move { Ok(http_get(&url).await.is_ok().then_some(())) }
+        })
+        .await
+    }
+
     /// A counter family from /metrics: each label set's line, for messages.
     pub async fn counter_lines(&self, name: &str) -> Result<Vec<String>> {
         let text = http_get(&self.metrics).await?;
