@@ -262,7 +262,6 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             ctx: ctx.clone(),
             trigger: trigger.clone(),
             ready: scorecards_ready_tx,
-            teams: Default::default(),
         },
     ));
 

@@ -10,17 +10,24 @@ use std::{
     sync::RwLock,
 };
 
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use paver_crds::{Scorecard, ScorecardStatus, ServiceRequest};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::index::{RequestKey, key_ref};
 
 /// Scorecards are named after their request: the request's reference →
-/// digest of its Scorecard's status without `evaluatedAt`.
+/// what its Scorecard reports (a digest of its status without
+/// `evaluatedAt`) and the team its score is labelled with on /metrics.
 #[derive(Debug, Default)]
 pub struct SeenScorecards {
-    digests: RwLock<HashMap<RequestKey, u64>>,
+    digests: RwLock<HashMap<RequestKey, Seen>>,
+}
+
+#[derive(Debug)]
+struct Seen {
+    digest: u64,
+    team: Box<str>,
 }
 
 /// A digest of what a Scorecard reports, leaving out when it was evaluated.
@@ -41,29 +48,39 @@ impl SeenScorecards {
     /// Whether the Scorecard `namespace/name` already reports `status`.
     pub fn reports(&self, namespace: &str, name: &str, status: &ScorecardStatus) -> bool {
         let digests = self.digests.read().unwrap_or_else(|e| e.into_inner());
-        digests.get(&RequestKey::new(namespace, name)) == Some(&digest(status))
+        digests
+            .get(&RequestKey::new(namespace, name))
+            .is_some_and(|seen| seen.digest == digest(status))
     }
 
-    fn saw(&self, sc: &Scorecard) {
-        let digest = sc.status.as_ref().map_or(0, digest);
+    /// Records what `sc` reports; returns the team it was seen with before
+    /// when that was another one.
+    fn saw(&self, sc: &Scorecard) -> Option<Box<str>> {
+        let seen = Seen {
+            digest: sc.status.as_ref().map_or(0, digest),
+            team: sc.spec.team.as_str().into(),
+        };
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests.insert(RequestKey::of(sc), digest);
+        digests
+            .insert(RequestKey::of(sc), seen)
+            .map(|before| before.team)
+            .filter(|team| **team != *sc.spec.team)
     }
 
-    fn forget(&self, key: &RequestKey) {
+    /// Forgets the Scorecard of `key`; returns its team, if it was known.
+    fn forget(&self, key: &RequestKey) -> Option<Box<str>> {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests.remove(key);
+        digests.remove(key).map(|seen| seen.team)
     }
 
     /// Keep only the requests in `listed` (after a relist); returns the
-    /// ones dropped.
-    fn retain(&self, listed: &HashSet<RequestKey>) -> Vec<ObjectRef<ServiceRequest>> {
+    /// ones dropped, with their teams.
+    fn retain(&self, listed: &HashSet<RequestKey>) -> Vec<(RequestKey, Box<str>)> {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<_> = digests.keys().filter(|k| !listed.contains(*k)).cloned().collect();
-        for k in &gone {
-            digests.remove(k);
-        }
-        gone.iter().map(key_ref).collect()
+        let gone: Vec<RequestKey> = digests.keys().filter(|k| !listed.contains(*k)).cloned().collect();
+        gone.into_iter()
+            .filter_map(|k| digests.remove(&k).map(|seen| (k, seen.team)))
+            .collect()
     }
 }
 
@@ -76,11 +93,10 @@ pub struct Scorecards {
     pub ctx: super::Ctx,
     pub trigger: UnboundedSender<ObjectRef<ServiceRequest>>,
     pub ready: tokio::sync::watch::Sender<bool>,
-    /// The team label of each Scorecard's score on /metrics (to remove it).
-    pub teams: std::sync::Mutex<HashMap<RequestKey, String>>,
 }
 
-fn score_labels(namespace: &str, name: &str, team: &str) -> super::metrics::ServiceLabels {
+fn score_labels(key: &RequestKey, team: &str) -> super::metrics::ServiceLabels {
+    let (namespace, name) = key.parts();
     super::metrics::ServiceLabels {
         namespace: namespace.to_string(),
         name: name.to_string(),
@@ -89,12 +105,13 @@ fn score_labels(namespace: &str, name: &str, team: &str) -> super::metrics::Serv
 }
 
 impl Scorecards {
-    fn forget_score(&self, key: &RequestKey) {
-        let mut teams = self.teams.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(team) = teams.remove(key) {
-            let (ns, name) = key.parts();
-            self.ctx.metrics.scores.remove(&score_labels(ns, name, &team));
+    /// The Scorecard of `key` is gone: so is its score, and its request
+    /// (if it still exists) writes it again.
+    fn gone(&self, key: &RequestKey, team: Option<Box<str>>) {
+        if let Some(team) = team {
+            self.ctx.metrics.scores.remove(&score_labels(key, &team));
         }
+        let _ = self.trigger.send(key_ref(key));
     }
 }
 
@@ -105,29 +122,21 @@ impl super::watch::Handler for Scorecards {
     /// Also `paver_scorecard_score`, from every Scorecard listed or
     /// changed: present after a restart for the ones nothing rewrites.
     async fn apply(&mut self, sc: Scorecard) {
-        self.ctx.scorecards.saw(&sc);
-        let (ns, name) = (sc.namespace().unwrap_or_default(), sc.name_any());
-        let team = sc.spec.team.clone();
-        let mut teams = self.teams.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = teams.insert(RequestKey::of(&sc), team.clone())
-            && old != team
-        {
-            self.ctx.metrics.scores.remove(&score_labels(&ns, &name, &old));
+        let key = RequestKey::of(&sc);
+        if let Some(old_team) = self.ctx.scorecards.saw(&sc) {
+            self.ctx.metrics.scores.remove(&score_labels(&key, &old_team));
         }
         let score = sc.status.as_ref().map_or(0, |s| i64::from(s.score));
         self.ctx
             .metrics
             .scores
-            .get_or_create(&score_labels(&ns, &name, &team))
+            .get_or_create(&score_labels(&key, &sc.spec.team))
             .set(score);
     }
 
-    /// A deleted Scorecard's score goes from /metrics; its request (if it
-    /// still exists) writes it again.
     async fn delete(&mut self, key: RequestKey) {
-        self.ctx.scorecards.forget(&key);
-        self.forget_score(&key);
-        let _ = self.trigger.send(key_ref(&key));
+        let team = self.ctx.scorecards.forget(&key);
+        self.gone(&key, team);
     }
 
     /// Paver's own object, unreadable (edited by hand): its request writes
@@ -138,12 +147,8 @@ impl super::watch::Handler for Scorecards {
 
     async fn listed(&mut self, listed: HashSet<RequestKey>) {
         // Deleted while the watch was down.
-        for gone in self.ctx.scorecards.retain(&listed) {
-            self.forget_score(&RequestKey::new(
-                gone.namespace.as_deref().unwrap_or_default(),
-                &gone.name,
-            ));
-            let _ = self.trigger.send(gone);
+        for (key, team) in self.ctx.scorecards.retain(&listed) {
+            self.gone(&key, Some(team));
         }
         self.ready.send_replace(true);
     }
@@ -182,8 +187,17 @@ mod tests {
         seen.saw(&sc);
         assert!(seen.reports("team", "svc", &later));
         assert!(!seen.reports("team", "svc", &changed));
-        seen.forget(&RequestKey::of(&sc));
+        assert_eq!(seen.forget(&RequestKey::of(&sc)).as_deref(), Some(""));
         assert!(!seen.reports("team", "svc", &status));
+
+        // The team its score is labelled with is kept beside the digest,
+        // and a new team hands back the old one (its label goes).
+        sc.spec.team = "a".into();
+        assert_eq!(seen.saw(&sc), None);
+        assert_eq!(seen.saw(&sc), None, "same team");
+        sc.spec.team = "b".into();
+        assert_eq!(seen.saw(&sc).as_deref(), Some("a"));
+        seen.forget(&RequestKey::of(&sc));
 
         // A relist that no longer lists a Scorecard hands back its request.
         let mut kept = Scorecard::new("kept", Default::default());
@@ -191,7 +205,8 @@ mod tests {
         seen.saw(&sc);
         seen.saw(&kept);
         let gone = seen.retain(&HashSet::from([RequestKey::of(&kept)]));
-        assert_eq!(gone, vec![ObjectRef::new("svc").within("team")]);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(key_ref(&gone[0].0), ObjectRef::new("svc").within("team"));
         assert!(!seen.reports("team", "svc", &status));
     }
 }
