@@ -73,11 +73,14 @@ impl TeamBindings {
         }
     }
 
-    /// Binds `namespace` to `team` (None: unbinds it). Whether it changed.
+    /// Binds `namespace` to `team` (None: unbinds it); from then on
+    /// bindings are checked. Whether it changed.
     pub fn bind(&mut self, namespace: &str, team: Option<&str>) -> bool {
-        let TeamBindings::Namespaces(bound) = self else {
+        if let TeamBindings::Unchecked = self {
             *self = TeamBindings::Namespaces(BTreeMap::new());
-            return self.bind(namespace, team);
+        }
+        let TeamBindings::Namespaces(bound) = self else {
+            return false;
         };
         match team {
             Some(t) if bound.get(namespace).map(String::as_str) != Some(t) => {
@@ -87,6 +90,15 @@ impl TeamBindings {
             None => bound.remove(namespace).is_some(),
             Some(_) => false,
         }
+    }
+
+    /// The namespaces bound to a team.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        let bound = match self {
+            TeamBindings::Namespaces(bound) => Some(bound),
+            TeamBindings::Unchecked => None,
+        };
+        bound.into_iter().flat_map(|b| b.keys().map(String::as_str))
     }
 }
 
@@ -606,7 +618,10 @@ mod tests {
                 .message
                 .contains("kubectl label namespace scratch paver.dev/team=commerce")
         );
+        assert!(teams.bind("web", Some("web")));
+        assert_eq!(teams.namespaces().collect::<Vec<_>>(), ["shop", "web"]);
         assert!(teams.bind("shop", None));
         assert!(teams.check("shop", "commerce").is_err());
+        assert_eq!(TeamBindings::Unchecked.namespaces().count(), 0);
     }
 }

@@ -233,7 +233,7 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         })
         .collect();
     let entry_points: Vec<String> = rules.iter().map(|r| r.path.clone()).collect();
-    // shape_errors refused a bundle without any of Paver's rules.
+    // A bundle without any of Paver's rules was refused above.
     let (program, interpreted_because) = match RuleProgram::compile(&engine, &entry_points) {
         Ok(p) => (Some(p), None),
         Err(e) => (None, Some(format!("the VM compiler refused the bundle: {e}"))),

@@ -408,22 +408,30 @@ fn bound_finding(f: &mut Finding) {
     }
 }
 
+/// Keeps at most [`MAX_FINDINGS`] entries of `list`: the first ones, and a
+/// last one `counted` makes of those left out.
+fn cap<T>(list: &mut Vec<T>, counted: impl FnOnce(&[T]) -> T) {
+    if list.len() > MAX_FINDINGS {
+        let last = counted(&list[MAX_FINDINGS - 1..]);
+        list.truncate(MAX_FINDINGS - 1);
+        list.push(last);
+    }
+}
+
 fn bound_list(list: &mut Vec<Finding>) {
     list.iter_mut().for_each(bound_finding);
-    if list.len() > MAX_FINDINGS {
-        let more = list.len() - (MAX_FINDINGS - 1);
-        let bundles: BTreeSet<String> = list[MAX_FINDINGS - 1..]
-            .iter()
-            .map(|f| f.bundle.clone())
-            .collect();
-        list.truncate(MAX_FINDINGS - 1);
-        list.push(Finding {
+    cap(list, |rest| {
+        let bundles: BTreeSet<&str> = rest.iter().map(|f| f.bundle.as_str()).collect();
+        Finding {
             bundle: bundles.into_iter().collect::<Vec<_>>().join(", "),
             rule: "more-findings".into(),
-            message: format!("{more} more findings not shown (at most {MAX_FINDINGS} are kept)"),
+            message: format!(
+                "{} more findings not shown (at most {MAX_FINDINGS} are kept)",
+                rest.len()
+            ),
             ..Default::default()
-        });
-    }
+        }
+    });
 }
 
 fn normalize(out: &mut PolicyOutcome) {
@@ -462,13 +470,12 @@ fn normalize(out: &mut PolicyOutcome) {
     out.approval_reasons
         .iter_mut()
         .for_each(|r| bound(r, MAX_MESSAGE_BYTES));
-    if out.approval_reasons.len() > MAX_FINDINGS {
-        let more = out.approval_reasons.len() - (MAX_FINDINGS - 1);
-        out.approval_reasons.truncate(MAX_FINDINGS - 1);
-        out.approval_reasons.push(format!(
-            "{more} more reasons not shown (at most {MAX_FINDINGS} are kept)"
-        ));
-    }
+    cap(&mut out.approval_reasons, |rest| {
+        format!(
+            "{} more reasons not shown (at most {MAX_FINDINGS} are kept)",
+            rest.len()
+        )
+    });
     for c in &mut out.checks {
         bound(&mut c.message, MAX_MESSAGE_BYTES);
         bound(&mut c.id, MAX_MESSAGE_BYTES / 4);

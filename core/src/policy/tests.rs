@@ -680,7 +680,7 @@ fn nondeterministic_builtins_are_refused_unless_allowed() {
 /// rest), and the request is still denied.
 #[test]
 fn huge_and_numerous_findings_are_bounded() {
-    let src = "package paver.loud\n\nimport rego.v1\n\ndeny contains sprintf(\"%d %s\", [i, input.parameters.big]) if {\n  some i in numbers.range(1, 500)\n}\n";
+    let src = "package paver.loud\n\nimport rego.v1\n\ndeny contains sprintf(\"%d %s\", [i, input.parameters.big]) if {\n  some i in numbers.range(1, 500)\n}\n\nneeds_approval contains sprintf(\"%d %s\", [i, input.parameters.big]) if {\n  some i in numbers.range(1, 500)\n}\n";
     let b = compiled(&spec(vec![module("loud.rego", src)], vec![]));
     let out = eval(&b, json!({"big": "x".repeat(100_000)}), &BTreeMap::new());
     assert_eq!(out.violations.len(), MAX_FINDINGS);

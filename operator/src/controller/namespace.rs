@@ -51,17 +51,16 @@ impl super::watch::Handler for Namespaces {
     async fn invalid(&mut self, _key: RequestKey, _error: String) {}
 
     async fn listed(&mut self, listed: HashSet<RequestKey>) {
-        let gone: Vec<String> = {
-            let catalog = self.ctx.catalog.read().await;
-            match &catalog.teams {
-                crate::core::verdict::TeamBindings::Namespaces(bound) => bound
-                    .keys()
-                    .filter(|ns| !listed.contains(&RequestKey::new("", ns)))
-                    .cloned()
-                    .collect(),
-                crate::core::verdict::TeamBindings::Unchecked => Vec::new(),
-            }
-        };
+        let gone: Vec<String> = self
+            .ctx
+            .catalog
+            .read()
+            .await
+            .teams
+            .namespaces()
+            .filter(|ns| !listed.contains(&RequestKey::new("", ns)))
+            .map(str::to_string)
+            .collect();
         for ns in gone {
             self.bind(&ns, None).await;
         }

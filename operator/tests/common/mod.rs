@@ -62,21 +62,26 @@ pub fn examples() -> Vec<(String, Value)> {
 /// variant no longer validates). The payment gateway's is over the 5000
 /// USD production budget.
 pub fn monthly_estimate(request: &Value) -> f64 {
-    use paver::core::{estimate::estimate, validate, verdict::Catalog};
+    use paver::core::{
+        estimate::estimate,
+        verdict::{Catalog, Unprepared, prepare_request},
+    };
     let sr: paver_crds::ServiceRequest = serde_json::from_value(request.clone()).expect("a ServiceRequest");
     let (catalog, problems) = Catalog::from_content(content::Content::embedded().expect("embedded content"));
     assert!(problems.is_empty(), "{problems:?}");
-    let route = validate::select_route(catalog.routes(), &sr.spec).expect("the route exists");
-    let parameters = validate::validate_request(&sr, route)
-        .map(|v| v.parameters)
-        .unwrap_or_else(|_| sr.spec.parameters.clone());
-    estimate(
-        route.route.spec.cost.as_ref(),
-        &parameters,
-        sr.spec.environment.as_str(),
-    )
-    .expect("the estimate computes")
-    .monthly
+    match prepare_request(&catalog, &sr) {
+        Ok(prepared) => prepared.estimate.monthly,
+        Err(Unprepared { route, errors }) => {
+            let route = route.unwrap_or_else(|| panic!("no route for the request: {errors:?}"));
+            estimate(
+                route.route.spec.cost.as_ref(),
+                &sr.spec.parameters,
+                sr.spec.environment.as_str(),
+            )
+            .expect("the estimate computes")
+            .monthly
+        }
+    }
 }
 
 /// The input Paver builds for a request (without route defaults: the
