@@ -1,10 +1,11 @@
 //! Policy: PolicyBundles compiled once with regorus, then evaluated against
 //! each request.
 //!
-//! - [`activate`] compiles a bundle (Rego v1), checks it for what regorus
-//!   would only notice at request time (unsafe variables, rule conflicts,
-//!   recursive functions), runs its `test_` rules and, when all of that
-//!   passes, yields a [`CompiledBundle`].
+//! - [`activate`] compiles a bundle (Rego v1), refuses what OPA's compiler
+//!   refuses (`opa check --strict`: unsafe variables, rule conflicts,
+//!   undefined functions, recursion and the rest, in `check`; held to real
+//!   OPA by operator/tests/opa_check.rs), runs its `test_` rules and, when
+//!   all of that passes, yields a [`CompiledBundle`].
 //! - [`BundleSet`] keeps the last good version of every bundle: a broken
 //!   update is reported and never replaces it.
 //! - [`PolicyInput`] is built once per request; [`evaluate`] reads the
@@ -39,6 +40,7 @@
 //! budget without its `allocator-memory-limits` feature. Recursive functions
 //! (which overflow regorus's stack) are refused at activation, as OPA does.
 
+mod check;
 mod compile;
 mod input;
 mod outcome;
@@ -49,7 +51,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use compile::{Activation, CompiledBundle, CompiledException, activate, run_tests};
+pub use compile::{Activation, CompiledBundle, CompiledException, activate, opa_check, run_tests};
 pub use input::{PolicyInput, PreparedInput, RouteDoc};
 pub use outcome::{
     INVALID_OUTPUT_RULE, MAX_FINDINGS, MAX_MESSAGE_BYTES, NEEDS_APPROVAL_RULE, PolicyOutcome, RuleKind,

@@ -119,8 +119,7 @@ impl Catalog {
             let name = bundle.name_any();
             let report = catalog.bundles.update(&name, &bundle.spec);
             for e in &report.errors {
-                let at = e.line.map(|l| format!(":{l}")).unwrap_or_default();
-                problems.push(format!("bundle {name}: {}{at}: {}", e.module, e.message));
+                problems.push(format!("bundle {name}: {}: {}", e.location(), e.message));
             }
             for t in report.tests.iter().filter(|t| !t.pass) {
                 problems.push(format!("bundle {name}: test {} failed {}", t.name, t.message));

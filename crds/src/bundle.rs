@@ -167,6 +167,20 @@ pub struct BundleError {
     /// 1-based line, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
+    /// 1-based column, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
     /// What is wrong.
     pub message: String,
+}
+
+impl BundleError {
+    /// `module:line:column`, as far as it is known.
+    pub fn location(&self) -> String {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => format!("{}:{l}:{c}", self.module),
+            (Some(l), None) => format!("{}:{l}", self.module),
+            _ => self.module.clone(),
+        }
+    }
 }

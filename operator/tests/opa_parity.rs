@@ -17,28 +17,6 @@ use chrono::Utc;
 use paver::core::policy::{RuleKind, evaluate};
 use serde_json::{Value, json};
 
-fn find_opa() -> Option<PathBuf> {
-    let works = |p: &Path| {
-        Command::new(p)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let mut candidates: Vec<PathBuf> = std::env::var_os("OPA").map(PathBuf::from).into_iter().collect();
-    candidates.push(PathBuf::from("opa"));
-    // The one `e2e/bin.sh build` caches (what CI builds), then `go install`'s.
-    let cache = std::env::var_os("PAVER_E2E_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/paver-e2e")));
-    if let Some(cache) = cache {
-        candidates.push(cache.join("opa-v1.22.2/opa"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(Path::new(&home).join("go/bin/opa"));
-    }
-    candidates.into_iter().find(|p| works(p))
-}
-
 fn run(opa: &Path, args: &[&str]) -> String {
     let out = Command::new(opa).args(args).output().expect("opa runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -201,7 +179,7 @@ fn opa_sets(opa: &Path, dir: &Path, package: &str, input_file: &Path) -> Sets {
 
 #[test]
 fn paver_and_opa_agree_on_the_shipped_bundles() {
-    let Some(opa) = find_opa() else {
+    let Some(opa) = common::find_opa() else {
         let msg = prereq::report(
             "opa_parity",
             "no opa binary ($OPA, PATH, ~/.cache/paver-e2e/opa-v1.22.2, ~/go/bin/opa)",

@@ -12,12 +12,12 @@ use paver_crds::{
     TestResult,
 };
 use regorus::{
-    Engine, Value,
+    Engine, Source, Value,
     unstable::{Lexer, Rule, RuleHead, TokenKind},
     utils::limits::ExecutionTimerConfig,
 };
 
-use super::{EVAL_TIME_LIMIT, outcome::RuleKind, program::RuleProgram};
+use super::{EVAL_TIME_LIMIT, check::check_modules, outcome::RuleKind, program::RuleProgram};
 
 /// A bundle that compiled, passed its tests and is ready to evaluate.
 /// Evaluation clones the prepared engine; nothing is parsed again.
@@ -180,8 +180,15 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
     let mut engine = engine;
     let mut test_engine = test_engine;
     let policy_rules = rule_heads(&mut engine);
-    if let Some(err) = recursive_function(&mut test_engine) {
-        errors.push(err);
+    // What OPA's compiler refuses (`opa check --strict`), over the modules
+    // and their tests: refused before anything is evaluated.
+    errors.extend(opa_errors(&mut test_engine));
+    if !errors.is_empty() {
+        return Activation {
+            compiled: None,
+            errors,
+            tests: Vec::new(),
+        };
     }
     errors.extend(shape_errors(&policy_rules, spec.data.as_ref()));
     if !spec.allow_nondeterministic_builtins {
@@ -272,6 +279,7 @@ fn shape_errors(rules: &[RuleHeadInfo], data: Option<&serde_json::Value>) -> Vec
     let at = |r: &RuleHeadInfo, message: String| BundleError {
         module: r.module.clone(),
         line: Some(r.line),
+        column: None,
         message,
     };
     for r in rules.iter().filter(|r| !r.is_func) {
@@ -318,18 +326,94 @@ pub fn run_tests(spec: &PolicyBundleSpec) -> (Vec<BundleError>, Vec<TestResult>)
     let Some((_, mut test_engine)) = load(spec, &mut errors) else {
         return (errors, Vec::new());
     };
-    if let Some(err) = recursive_function(&mut test_engine) {
-        errors.push(err);
+    errors.extend(opa_errors(&mut test_engine));
+    if !errors.is_empty() {
         return (errors, Vec::new());
     }
     let tests = run_test_rules(&mut test_engine, spec);
     (errors, tests)
 }
 
+/// Checks Rego modules as `opa check` does (`opa check --strict` with
+/// `strict`): parse errors, then OPA's compile errors (regorus's
+/// `check_modules`), each with its module, line, column and OPA's code.
+/// Activation refuses a bundle with any of them (strict).
+pub fn opa_check(modules: &[RegoModule], strict: bool) -> Vec<BundleError> {
+    let mut engine = new_engine();
+    let mut errors = Vec::new();
+    for m in modules {
+        if let Some(err) = nesting_error(m) {
+            errors.push(err);
+        } else if let Err(e) = engine.add_policy(m.name.clone(), m.source.clone()) {
+            let mut err = parse_regorus_error(&m.name, &e.to_string());
+            err.message = format!("rego_parse_error: {}", err.message);
+            errors.push(err);
+        }
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+    check_errors(&mut engine, strict)
+}
+
+/// Brackets (`[`, `{`, `(`) a module may nest. regorus's parser takes time
+/// exponential in the nesting of arrays and objects (20 levels: 2.6 s, 30:
+/// over a minute); the shipped bundles nest 8.
+pub const MAX_REGO_NESTING: usize = 16;
+
+/// A module nesting brackets deeper than [`MAX_REGO_NESTING`], refused
+/// before regorus parses it. Strings and comments are skipped (regorus's
+/// lexer reads them); a module the lexer refuses is left to the parser.
+fn nesting_error(module: &RegoModule) -> Option<BundleError> {
+    let source = Source::from_contents(module.name.clone(), module.source.clone()).ok()?;
+    let mut lexer = Lexer::new(&source);
+    let mut depth = 0usize;
+    while let Ok(token) = lexer.next_token() {
+        match (token.0, token.1.text()) {
+            (TokenKind::Eof, _) => break,
+            (TokenKind::Symbol, "[" | "{" | "(") => {
+                depth += 1;
+                if depth > MAX_REGO_NESTING {
+                    return Some(BundleError {
+                        module: module.name.clone(),
+                        line: Some(token.1.line),
+                        column: Some(token.1.col),
+                        message: format!(
+                            "brackets nest deeper than {MAX_REGO_NESTING} levels here; flatten the \
+                             expression (bind parts to variables or rules)"
+                        ),
+                    });
+                }
+            }
+            (TokenKind::Symbol, "]" | "}" | ")") => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// OPA's strict compile errors for the modules loaded into `engine`.
+fn opa_errors(engine: &mut Engine) -> Vec<BundleError> {
+    check_errors(engine, true)
+}
+
+fn check_errors(engine: &mut Engine, strict: bool) -> Vec<BundleError> {
+    check_modules(engine.get_modules(), strict)
+        .into_iter()
+        .map(|e| BundleError {
+            module: e.file,
+            line: Some(e.line),
+            column: Some(e.col),
+            message: format!("{}: {}", e.code, e.message),
+        })
+        .collect()
+}
+
 fn field_error(field: &str, message: String) -> BundleError {
     BundleError {
         module: field.to_string(),
         line: None,
+        column: None,
         message,
     }
 }
@@ -429,8 +513,11 @@ fn load(spec: &PolicyBundleSpec, errors: &mut Vec<BundleError>) -> Option<(Engin
             errors.push(BundleError {
                 module: module.name.clone(),
                 line: None,
+                column: None,
                 message: "duplicate module name".into(),
             });
+        } else if let Some(err) = nesting_error(module) {
+            errors.push(err);
         } else if let Err(e) = engine.add_policy(module.name.clone(), module.source.clone()) {
             errors.push(parse_regorus_error(&module.name, &e.to_string()));
         }
@@ -496,9 +583,6 @@ struct RuleHeadInfo {
     name: String,
     is_func: bool,
     line: u32,
-    /// Where the rule starts, after a function's own name, in bytes.
-    start: u32,
-    end: u32,
 }
 
 fn rule_heads(engine: &mut Engine) -> Vec<RuleHeadInfo> {
@@ -508,16 +592,16 @@ fn rule_heads(engine: &mut Engine) -> Vec<RuleHeadInfo> {
         let package = format!("data.{}", module.package.refr.span().text());
         for rule in &module.policy {
             let span = rule.span();
-            let (refr, is_func, body_start) = match rule.as_ref() {
+            let (refr, is_func) = match rule.as_ref() {
                 Rule::Spec {
                     head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. },
                     ..
-                } => (refr, false, span.start),
+                } => (refr, false),
                 Rule::Spec {
                     head: RuleHead::Func { refr, .. },
                     ..
-                } => (refr, true, refr.span().end),
-                Rule::Default { refr, args, .. } => (refr, !args.is_empty(), span.start),
+                } => (refr, true),
+                Rule::Default { refr, args, .. } => (refr, !args.is_empty()),
             };
             let text = refr.span().text();
             let name = text.split('[').next().unwrap_or(text).trim().to_string();
@@ -527,8 +611,6 @@ fn rule_heads(engine: &mut Engine) -> Vec<RuleHeadInfo> {
                 name,
                 is_func,
                 line: span.line,
-                start: body_start,
-                end: span.end,
             });
         }
     }
@@ -576,6 +658,7 @@ fn nondeterministic_calls(engine: &mut Engine) -> Vec<BundleError> {
                         errors.push(BundleError {
                             module: path.clone(),
                             line: Some(line),
+                            column: None,
                             message: format!(
                                 "{called} is not a function of the input, so a verdict using it cannot be \
                                  reproduced; take the time or identity from input (or set \
@@ -595,88 +678,19 @@ fn nondeterministic_calls(engine: &mut Engine) -> Vec<BundleError> {
     errors
 }
 
-/// Finds a cycle of function calls. regorus detects recursive rules when
-/// evaluating them but recurses into recursive functions until the stack
-/// overflows, which would abort the operator; OPA refuses both at compile
-/// time. Calls are matched by the function's last name segment, which may
-/// over-approximate across packages (never under-approximate).
-fn recursive_function(engine: &mut Engine) -> Option<BundleError> {
-    let heads = rule_heads(engine);
-    let funcs: Vec<&RuleHeadInfo> = heads.iter().filter(|r| r.is_func).collect();
-    let short = |name: &str| name.rsplit('.').next().unwrap_or(name).to_string();
-    let names: BTreeSet<String> = funcs.iter().map(|f| short(&f.name)).collect();
-    let mut calls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for module in engine.get_modules() {
-        let source = module.package.span.source.clone();
-        let path = source.get_path().clone();
-        let mut lexer = Lexer::new(&source);
-        let mut prev_ident: Option<(String, u32)> = None;
-        while let Ok(token) = lexer.next_token() {
-            let text = token.1.text();
-            match token.0 {
-                TokenKind::Eof => break,
-                TokenKind::Ident => prev_ident = Some((text.to_string(), token.1.start)),
-                TokenKind::Symbol if text == "(" => {
-                    if let Some((callee, at)) = prev_ident.take()
-                        && names.contains(&callee)
-                        && let Some(caller) = funcs
-                            .iter()
-                            .find(|f| f.module == path && f.start <= at && at < f.end)
-                    {
-                        calls.entry(short(&caller.name)).or_default().insert(callee);
-                    }
-                }
-                TokenKind::Symbol if text == "." => {}
-                _ => prev_ident = None,
-            }
-        }
-    }
-    for start in &names {
-        if let Some(cycle) = find_cycle(start, &calls) {
-            let at = funcs.iter().find(|f| short(&f.name) == *start);
-            return Some(BundleError {
-                module: at.map(|f| f.module.clone()).unwrap_or_default(),
-                line: at.map(|f| f.line),
-                message: format!("recursive function calls are not allowed: {}", cycle.join(" -> ")),
-            });
-        }
-    }
-    None
-}
-
-fn find_cycle(start: &str, calls: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
-    // Depth-first search for a path from `start` back to itself.
-    let mut stack = vec![(start.to_string(), vec![start.to_string()])];
-    let mut visited = BTreeSet::new();
-    while let Some((node, path)) = stack.pop() {
-        for next in calls.get(&node).into_iter().flatten() {
-            if next == start {
-                let mut cycle = path.clone();
-                cycle.push(next.clone());
-                return Some(cycle);
-            }
-            if visited.insert(next.clone()) {
-                let mut p = path.clone();
-                p.push(next.clone());
-                stack.push((next.clone(), p));
-            }
-        }
-    }
-    None
-}
-
 /// Turns regorus's error text (`--> file:line:col` … `error: message`)
 /// into a [`BundleError`]; `module` is used when the text names none.
 pub(super) fn parse_regorus_error(module: &str, text: &str) -> BundleError {
     let mut found_module = module.to_string();
-    let mut line = None;
+    let (mut line, mut column) = (None, None);
     if let Some(loc) = text.lines().find_map(|l| l.trim_start().strip_prefix("--> ")) {
         let mut parts = loc.rsplitn(3, ':');
-        let (_col, l, file) = (parts.next(), parts.next(), parts.next());
+        let (col, l, file) = (parts.next(), parts.next(), parts.next());
         if let (Some(l), Some(file)) = (l, file)
             && let Ok(n) = l.parse::<u32>()
         {
             line = Some(n);
+            column = col.and_then(|c| c.trim().parse::<u32>().ok());
             found_module = file.to_string();
         }
     }
@@ -699,6 +713,7 @@ pub(super) fn parse_regorus_error(module: &str, text: &str) -> BundleError {
     BundleError {
         module: found_module,
         line,
+        column,
         message,
     }
 }

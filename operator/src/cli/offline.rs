@@ -355,10 +355,7 @@ pub fn test(paths: &[PathBuf], verbose: bool) -> ExitCode {
         println!("{name}@{}:", bundle.spec.version);
         for e in &activation.errors {
             failed += 1;
-            match e.line {
-                Some(line) => println!("  ERROR {}:{line}: {}", e.module, e.message),
-                None => println!("  ERROR {}: {}", e.module, e.message),
-            }
+            println!("  ERROR {}: {}", e.location(), e.message);
         }
         for t in &activation.tests {
             if t.pass {

@@ -48,10 +48,7 @@ pub fn bundle_status(
         let msg = report
             .errors
             .iter()
-            .map(|e| match e.line {
-                Some(line) => format!("{}:{}: {}", e.module, line, e.message),
-                None => format!("{}: {}", e.module, e.message),
-            })
+            .map(|e| format!("{}: {}", e.location(), e.message))
             .collect::<Vec<_>>()
             .join("; ");
         set(Condition::new("Compiled", false, "CompileError", msg));
@@ -128,8 +125,8 @@ pub async fn apply(ctx: &Ctx, bundle: &PolicyBundle) -> Result<bool> {
             .unwrap_or_else(|e| crate::core::policy::Activation {
                 errors: vec![paver_crds::BundleError {
                     module: "activation".into(),
-                    line: None,
                     message: format!("activation did not finish: {e}"),
+                    ..Default::default()
                 }],
                 ..Default::default()
             })

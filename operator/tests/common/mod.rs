@@ -2,7 +2,10 @@
 //! example requests, and the input Paver builds for them.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use paver::{
     content,
@@ -129,4 +132,28 @@ pub fn activated() -> (BundleSet, Vec<std::sync::Arc<CompiledBundle>>) {
         all.push(set.get(&name).expect("activated"));
     }
     (set, all)
+}
+
+/// A working `opa` binary: $OPA, `opa` on PATH, the one `e2e/bin.sh build`
+/// caches (what CI builds), then `go install`'s.
+pub fn find_opa() -> Option<PathBuf> {
+    let works = |p: &Path| {
+        Command::new(p)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut candidates: Vec<PathBuf> = std::env::var_os("OPA").map(PathBuf::from).into_iter().collect();
+    candidates.push(PathBuf::from("opa"));
+    // The one `e2e/bin.sh build` caches (what CI builds), then `go install`'s.
+    let cache = std::env::var_os("PAVER_E2E_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/paver-e2e")));
+    if let Some(cache) = cache {
+        candidates.push(cache.join("opa-v1.22.2/opa"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(Path::new(&home).join("go/bin/opa"));
+    }
+    candidates.into_iter().find(|p| works(p))
 }

@@ -1285,17 +1285,8 @@ impl<'source> Parser<'source> {
         span.start = start;
         let op = match self.token_text() {
             "=" => AssignOp::Eq,
-            ":=" if self.rego_v1 => {
-                if let Expr::Var { span: v, .. } = &expr {
-                    if v.text() == "input" {
-                        bail!(span.error("input cannot be shadowed"));
-                    }
-                    if v.text() == "data" {
-                        bail!(span.error("data cannot be shadowed"));
-                    }
-                }
-                AssignOp::ColEq
-            }
+            // Paver: `input := ...` is refused by `check::check_modules`, in
+            // OPA's words and at OPA's location, not here.
             ":=" => AssignOp::ColEq,
             _ => {
                 *self = state;
@@ -1702,15 +1693,9 @@ impl<'source> Parser<'source> {
         let span = self.tok.1.clone();
 
         let mut term = if self.tok.0 == TokenKind::Ident {
+            // Paver: a rule named `input` or `data` is refused by
+            // `check::check_modules`, in OPA's words, not here.
             let v = self.parse_var()?;
-            if self.rego_v1 {
-                if v.text() == "input" {
-                    bail!(span.error("input cannot be shadowed"));
-                }
-                if v.text() == "data" {
-                    bail!(span.error("data cannot be shadowed"));
-                }
-            }
             let (span, value) = Self::span_and_value(v);
             Expr::Var {
                 span,
@@ -2213,34 +2198,9 @@ impl<'source> Parser<'source> {
             return Ok(());
         }
 
-        for imp in imports.iter() {
-            let imp_comps = Self::get_path_ref_components(&imp.refr)?;
-            let imp_comps: Vec<&str> = imp_comps.iter().map(|s| s.text()).collect();
-
-            let shadow = match (&imp.r#as, &import.r#as) {
-                (Some(i1), Some(i2)) if i1.text() == i2.text() => true,
-                (None, None) if imp_comps == comps => true,
-                _ => false,
-            };
-
-            if shadow {
-                return Err(self.source.error(
-                    import.span.line,
-                    import.span.col,
-                    format!(
-                        "import shadows following import defined earlier:{}",
-                        self.source.message(
-                            imp.span.line,
-                            imp.span.col,
-                            "",
-                            "this import is shadowed"
-                        )
-                    )
-                    .as_str(),
-                ));
-            }
-        }
-
+        // Paver: an import that shadows another is refused by Paver's OPA
+        // compile checks (`import must not shadow ...`, OPA's rule and words),
+        // not here.
         imports.push(import);
         // Guard import accumulation against allocator limits.
         check_memory_limit()?;

@@ -1,0 +1,6 @@
+package corpus
+
+f(x) := y if {
+	x := 2
+	y := x
+}

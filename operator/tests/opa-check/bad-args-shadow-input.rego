@@ -1,0 +1,5 @@
+package corpus
+
+f(input) := 1
+
+v := f(2)

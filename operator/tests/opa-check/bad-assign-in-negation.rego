@@ -1,0 +1,5 @@
+package corpus
+
+ok if {
+	not x := input.x
+}

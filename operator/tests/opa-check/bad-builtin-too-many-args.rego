@@ -1,0 +1,6 @@
+package corpus
+
+ok if {
+	lower(input.a, input.b, x)
+	x == "a"
+}

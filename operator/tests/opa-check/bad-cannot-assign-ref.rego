@@ -1,0 +1,5 @@
+package corpus
+
+ok if {
+	input.x := 1
+}

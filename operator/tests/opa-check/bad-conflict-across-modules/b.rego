@@ -1,0 +1,3 @@
+package corpus
+
+deny contains "x" if input.x

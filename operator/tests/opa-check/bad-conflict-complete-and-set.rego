@@ -1,0 +1,5 @@
+package corpus
+
+deny := []
+
+deny contains "x" if input.x

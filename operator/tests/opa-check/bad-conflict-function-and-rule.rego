@@ -1,0 +1,5 @@
+package corpus
+
+g := 1
+
+g(x) := x

@@ -1,0 +1,7 @@
+package corpus
+
+f(x) := x
+
+f(x, y) := x + y
+
+v := f(1)

@@ -1,0 +1,5 @@
+package corpus
+
+limits := {"cpu": "1"}
+
+limits.memory := "1Gi"

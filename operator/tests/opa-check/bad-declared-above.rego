@@ -1,0 +1,7 @@
+package corpus
+
+ok if {
+	some i
+	some i
+	input.items[i]
+}

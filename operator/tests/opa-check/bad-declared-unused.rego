@@ -1,0 +1,6 @@
+package corpus
+
+ok if {
+	some i
+	input.items[_].ok
+}

@@ -1,0 +1,3 @@
+package corpus
+
+ok if any([input.a, input.b])

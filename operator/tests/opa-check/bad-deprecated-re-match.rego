@@ -1,0 +1,3 @@
+package corpus
+
+ok if re_match("^a", input.name)

@@ -1,0 +1,7 @@
+package corpus
+
+default allow := false
+
+default allow := true
+
+allow if input.admin

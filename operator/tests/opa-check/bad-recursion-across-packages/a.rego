@@ -1,0 +1,3 @@
+package a
+
+x if data.b.y

@@ -1,0 +1,3 @@
+package b
+
+y if data.a.x

@@ -1,0 +1,7 @@
+package corpus
+
+f(x) := g(x)
+
+g(x) := f(x)
+
+v := f(1)

@@ -1,0 +1,5 @@
+package corpus
+
+a if b
+
+b if a

@@ -1,0 +1,3 @@
+package corpus
+
+data := 1

@@ -1,0 +1,8 @@
+package corpus
+
+deny contains msg if {
+	some repo
+	team := input.request.spec.team
+	input.request.spec.parameters.tags[_] == key
+	msg := sprintf("%s: tag %s", [team, key])
+}

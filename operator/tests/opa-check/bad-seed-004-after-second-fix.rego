@@ -1,0 +1,7 @@
+package corpus
+
+deny contains msg if {
+	team := input.request.spec.team
+	input.request.spec.parameters.tags[_] == key
+	msg := sprintf("%s: tag %s", [team, key])
+}

@@ -1,0 +1,6 @@
+package corpus
+
+reach contains x if {
+	some y in reach
+	x := y
+}

@@ -1,0 +1,5 @@
+package corpus
+
+ok if {
+	some x in x
+}

@@ -1,0 +1,6 @@
+package corpus
+
+ok if {
+	a > 1
+	b < 2
+}

@@ -1,0 +1,3 @@
+package corpus
+
+up := strings.to_upper_case(input.name)

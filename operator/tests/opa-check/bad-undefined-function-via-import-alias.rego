@@ -1,0 +1,5 @@
+package corpus
+
+import data.lib.naming as n
+
+ok if n.valid(input.name)

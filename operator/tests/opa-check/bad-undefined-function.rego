@@ -1,0 +1,3 @@
+package corpus
+
+deny contains "bad" if not valid_name(input.name)

@@ -1,0 +1,5 @@
+package corpus
+
+bigger := y if {
+	y := x + 1
+}

@@ -1,0 +1,3 @@
+package corpus
+
+big := [x | x > 10]

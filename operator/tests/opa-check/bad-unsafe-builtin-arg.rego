@@ -1,0 +1,3 @@
+package corpus
+
+many if count(xs) > 1

@@ -1,0 +1,5 @@
+package corpus
+
+deny contains "x" if {
+	x == 1
+}

@@ -1,0 +1,3 @@
+package corpus
+
+names := [n | some item in input.items]

@@ -1,0 +1,6 @@
+package corpus
+
+f(x) := y if {
+	z > x
+	y := 1
+}

@@ -1,0 +1,7 @@
+package corpus
+
+ok if {
+	every x in input.values {
+		x > threshold
+	}
+}

@@ -1,0 +1,3 @@
+package corpus
+
+tags := {key | input.request.spec.parameters.tags[_] == key}

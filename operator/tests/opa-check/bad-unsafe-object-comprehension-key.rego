@@ -1,0 +1,3 @@
+package corpus
+
+index := {k: v | v := input.items[_]}

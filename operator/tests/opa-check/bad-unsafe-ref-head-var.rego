@@ -1,0 +1,3 @@
+package corpus
+
+ok if obj.field == 1

@@ -1,0 +1,6 @@
+package corpus
+
+deny contains msg if {
+	input.bad
+	msg := sprintf("%s", [reason])
+}

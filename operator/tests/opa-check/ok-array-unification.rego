@@ -1,0 +1,6 @@
+package corpus
+
+pair if {
+	[a, b] = input.pair
+	a == b
+}

@@ -1,0 +1,6 @@
+package corpus
+
+many if {
+	count(input.tags, n)
+	n > 3
+}

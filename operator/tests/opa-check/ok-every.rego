@@ -1,0 +1,7 @@
+package corpus
+
+all_positive if {
+	every x in input.values {
+		x > 0
+	}
+}

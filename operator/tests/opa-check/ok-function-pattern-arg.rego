@@ -1,0 +1,5 @@
+package corpus
+
+first([a, _]) := a
+
+one := first([1, 2])

@@ -1,0 +1,5 @@
+package corpus
+
+import input.request.spec as spec
+
+big if spec.parameters.replicas > 5

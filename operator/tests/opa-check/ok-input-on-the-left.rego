@@ -1,0 +1,6 @@
+package corpus
+
+same if {
+	input.a = x
+	x == input.b
+}

@@ -1,0 +1,6 @@
+package corpus
+
+by_name := {name: item |
+	some item in input.items
+	name := item.name
+}

@@ -1,0 +1,3 @@
+package corpus
+
+tier := object.get(input.request.spec.parameters, "tier", "standard")

@@ -1,0 +1,5 @@
+package corpus
+
+owner := o if {
+	{"owner": o} = input.request.metadata.labels
+}

@@ -1,0 +1,6 @@
+package corpus
+
+allow if {
+	print("checking", input.user)
+	input.user != ""
+}

@@ -1,0 +1,5 @@
+package corpus
+
+limits.cpu := "500m"
+
+limits.memory := "1Gi" if input.large

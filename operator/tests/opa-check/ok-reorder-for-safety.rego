@@ -1,0 +1,6 @@
+package corpus
+
+ok if {
+	x > 1
+	x = input.count
+}

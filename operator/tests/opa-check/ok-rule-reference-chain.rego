@@ -1,0 +1,7 @@
+package corpus
+
+spec := input.request.spec
+
+params := spec.parameters
+
+replicas := params.replicas

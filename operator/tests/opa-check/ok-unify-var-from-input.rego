@@ -1,0 +1,5 @@
+package corpus
+
+region := r if {
+	r = input.request.spec.parameters.region
+}

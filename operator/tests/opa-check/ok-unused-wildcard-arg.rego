@@ -1,0 +1,5 @@
+package corpus
+
+always(_) := true
+
+yes := always(1)

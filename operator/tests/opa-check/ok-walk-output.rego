@@ -1,0 +1,6 @@
+package corpus
+
+paths contains path if {
+	walk(input, [path, value])
+	value == "secret"
+}

@@ -1,0 +1,5 @@
+package corpus
+
+f(x) := 1
+
+v := f(2)

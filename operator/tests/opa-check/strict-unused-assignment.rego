@@ -1,0 +1,6 @@
+package corpus
+
+ok if {
+	x := input.x
+	input.y
+}

@@ -1,0 +1,5 @@
+package corpus
+
+first := a if {
+	[a, b] := input.pair
+}

@@ -1,0 +1,5 @@
+package corpus
+
+import data.lib
+
+ok if input.x
