@@ -789,3 +789,32 @@ fn hostile_rego_is_refused_or_checked_in_bounded_time() {
         assert!(errors.is_empty(), "{name}: {errors:?}");
     }
 }
+
+/// Two complete definitions of one rule that both hold give OPA an
+/// `eval_conflict_error`; the evaluation must fail (the request is held
+/// PolicyUnavailable), never pick one value and allow the request.
+#[test]
+fn conflicting_complete_definitions_fail_closed() {
+    let src = "package paver.conflict\n\nallowed := true if input.parameters.a\n\nallowed := false if input.parameters.b\n\ndeny contains \"not allowed\" if not allowed\n";
+    let b = compiled(&spec(vec![module("c.rego", src)], vec![]));
+    assert_eq!(b.evaluator(), "vm", "{:?}", b.interpreted_because);
+    for bundle in [b.clone(), Arc::new(b.interpreted())] {
+        // One definition holds: its value decides.
+        assert_eq!(
+            eval(&bundle, json!({"b": true}), &BTreeMap::new())
+                .violations
+                .len(),
+            1
+        );
+        assert!(eval(&bundle, json!({"a": true}), &BTreeMap::new()).allowed());
+        // Both hold with different values: an error, on the VM as in the interpreter.
+        let err = try_eval(
+            &bundle,
+            &input(json!({"a": true, "b": true}), 1.0),
+            &BTreeMap::new(),
+        )
+        .expect_err("conflicting values are an error");
+        let err = err.to_string();
+        assert!(err.contains("conflict"), "{err}");
+    }
+}

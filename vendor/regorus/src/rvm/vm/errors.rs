@@ -217,6 +217,17 @@ pub enum VmError {
     #[error("Rule-data conflict: {message} (pc={pc})")]
     RuleDataConflict { message: String, pc: usize },
 
+    /// Paver patch: two definitions of a complete rule (or a function, for
+    /// the same arguments) that both hold with different values: OPA's
+    /// `eval_conflict_error`. Raised in strict mode instead of making the
+    /// rule undefined, which let a `deny` built on it pass.
+    #[error("eval_conflict_error: {what} must not produce multiple outputs (rule {rule}, pc={pc})")]
+    ConflictingRuleValues {
+        what: &'static str,
+        rule: String,
+        pc: usize,
+    },
+
     #[error("Arithmetic error: {message} (pc={pc})")]
     ArithmeticError { message: String, pc: usize },
 

@@ -140,6 +140,13 @@ impl RegoVM {
                             if current_result != Value::Undefined {
                                 if let Some(ref expected) = first_successful_result {
                                     if *expected != current_result {
+                                        if self.strict_builtin_errors {
+                                            self.restore_rule_state(
+                                                &mut previous_loop_stack,
+                                                &mut previous_comprehension_stack,
+                                            );
+                                            return Err(self.conflicting_values(rule_info, is_function_call));
+                                        }
                                         rule_failed_due_to_inconsistency = true;
                                         self.set_register(result_reg, Value::Undefined)?;
                                         break;
@@ -212,6 +219,15 @@ impl RegoVM {
         self.comprehension_stack = previous_comprehension_stack;
 
         Ok((final_result, rule_failed_due_to_inconsistency))
+    }
+
+    /// Paver patch: OPA's `eval_conflict_error` for `rule_info`.
+    fn conflicting_values(&self, rule_info: &RuleInfo, function: bool) -> VmError {
+        VmError::ConflictingRuleValues {
+            what: if function { "functions" } else { "complete rules" },
+            rule: rule_info.name.clone(),
+            pc: self.pc,
+        }
     }
 
     pub(super) fn execute_call_rule_common(
@@ -700,6 +716,9 @@ impl RegoVM {
             if current_result != Value::Undefined {
                 if let Some(ref expected) = frame_data.accumulated_result {
                     if *expected != current_result {
+                        if self.strict_builtin_errors {
+                            return Err(self.conflicting_values(rule_info, frame_data.is_function_rule));
+                        }
                         frame_data.rule_failed_due_to_inconsistency = true;
                         if let Some(result_slot) =
                             self.registers.get_mut(usize::from(frame_data.result_reg))
