@@ -1,5 +1,7 @@
 //! `PolicyBundle`: a versioned set of Rego modules.
 
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,8 @@ use crate::{
     printcolumn = r#"{"name":"MODE","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"ACTIVE","type":"string","jsonPath":".status.activeVersion"}"#,
     printcolumn = r#"{"name":"TESTS","type":"string","jsonPath":".status.conditions[?(@.type==\"TestsPassed\")].status"}"#,
+    printcolumn = r#"{"name":"ENFORCES","type":"string","jsonPath":".spec.enforceAfter"}"#,
+    printcolumn = r#"{"name":"WOULD-DENY","type":"integer","jsonPath":".status.wouldDeny"}"#,
     printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -143,6 +147,15 @@ pub struct PolicyBundleStatus {
     /// The metadata.generation last processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// How many requests the bundle would deny once `spec.enforceAfter`
+    /// passes (until then their deny findings are warnings), as their last
+    /// reconcile judged them. Absent when the bundle has no `enforceAfter`
+    /// ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_deny: Option<u32>,
+    /// `wouldDeny` by team (`spec.team` of the requests).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub would_deny_by_team: BTreeMap<String, u32>,
 }
 
 /// The result of one `test_` rule.

@@ -616,6 +616,44 @@ async fn bundle_rollout_warn_enforce_and_broken_update(env: &mut Env) -> Result<
         "warn mode gave no warning: {warnings:?}"
     );
 
+    // Enforce from a date ahead: until then the finding warns, saying from
+    // when it blocks, and the bundle counts the requests it would deny.
+    let enforce_later = guard_bundle("1.0.0", "enforce", GUARD_RULE).replace(
+        "  mode: enforce\n",
+        "  mode: enforce\n  enforceAfter: \"2099-01-01T00:00:00Z\"\n",
+    );
+    c.apply(&enforce_later)?;
+    let counted = wait_for(
+        "e2e-guard counts the request it would deny",
+        Duration::from_secs(60),
+        || {
+            let bundles = bundles.clone();
+            async move {
+                let status = bundles.get("e2e-guard").await?.status.unwrap_or_default();
+                Ok((status.would_deny == Some(1)).then_some(status))
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        counted.would_deny_by_team == [(ns.to_string(), 1)].into(),
+        "by team: {:?}",
+        counted.would_deny_by_team
+    );
+    let sr = wait_phase(client, ns, "flagged", Phase::Rendered).await?;
+    let warnings = sr.status.unwrap_or_default().warnings;
+    ensure!(
+        warnings.iter().any(|w| w.bundle == "e2e-guard"
+            && w.message
+                .ends_with("(becomes a violation on 2099-01-01T00:00:00Z)")),
+        "no dated warning: {warnings:?}"
+    );
+    let table = c.kubectl(&["get", "policybundle", "e2e-guard"])?;
+    ensure!(
+        table.contains("ENFORCES") && table.contains("WOULD-DENY") && table.contains("2099-01-01T00:00:00Z"),
+        "kubectl get policybundle:\n{table}"
+    );
+
     c.apply(&guard_bundle("1.0.0", "enforce", GUARD_RULE))?;
     let sr = wait_phase(client, ns, "flagged", Phase::Rejected).await?;
     let violations = sr.status.unwrap_or_default().violations;
@@ -625,6 +663,19 @@ async fn bundle_rollout_warn_enforce_and_broken_update(env: &mut Env) -> Result<
             .any(|v| v.bundle == "e2e-guard" && v.rule == "flagged"),
         "{violations:?}"
     );
+    // Enforcing now, nothing is pending: the count goes.
+    wait_for(
+        "e2e-guard drops its would-deny count",
+        Duration::from_secs(60),
+        || {
+            let bundles = bundles.clone();
+            async move {
+                let status = bundles.get("e2e-guard").await?.status.unwrap_or_default();
+                Ok(status.would_deny.is_none().then_some(()))
+            }
+        },
+    )
+    .await?;
 
     // Version 2.0.0 does not compile (line 4 of guard.rego).
     c.apply(&guard_bundle(

@@ -76,6 +76,9 @@ pub struct PolicyOutcome {
     pub checks: Vec<CheckResult>,
     /// `name@version` of every bundle evaluated.
     pub bundle_versions: Vec<String>,
+    /// Bundles that would deny the request once their `enforceAfter`
+    /// passes (their deny results warn until then), sorted.
+    pub pending_enforcement: Vec<String>,
 }
 
 impl PolicyOutcome {
@@ -136,6 +139,7 @@ pub fn evaluate(
                     (RuleKind::Deny, Routing::Enforce) => out.violations.push(finding(&item)),
                     // The warn-first rollout, visible: what will block, and from when.
                     (RuleKind::Deny, Routing::Warn) if let Some(at) = becomes_violation => {
+                        out.pending_enforcement.push(bundle.name.clone());
                         let mut f = finding(&item);
                         f.message = format!(
                             "{} (becomes a violation on {})",
@@ -459,6 +463,8 @@ fn normalize(out: &mut PolicyOutcome) {
     out.checks.dedup();
     out.bundle_versions.sort();
     out.bundle_versions.dedup();
+    out.pending_enforcement.sort();
+    out.pending_enforcement.dedup();
     for list in [
         &mut out.violations,
         &mut out.warnings,

@@ -107,6 +107,9 @@ pub fn bundle_status(
         test_results: report.tests.clone(),
         errors: report.errors.clone(),
         observed_generation: generation,
+        // Counted from the requests' verdicts (`would_deny`), not here.
+        would_deny: prev.would_deny,
+        would_deny_by_team: prev.would_deny_by_team.clone(),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod run;
 pub mod scorecards;
 pub mod status;
 pub mod watch;
+pub mod would_deny;
 
 use std::sync::Arc;
 
@@ -152,6 +153,8 @@ pub struct Context {
     /// Consecutive failed reconciles of each request that is failing now
     /// (the backoff of its next retry); a reconcile that succeeds clears it.
     pub failures: std::sync::Mutex<std::collections::HashMap<paver_crds::RequestKey, u32>>,
+    /// Which requests each bundle with an `enforceAfter` ahead would deny.
+    pub would_deny: would_deny::WouldDeny,
 }
 
 pub use paver_crds::vocab::labels::{

@@ -128,6 +128,11 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
     ensure_finalizer(sr, ctx, api).await?;
     let prev = sr.status.clone().unwrap_or_default();
     let mut verdict = decide(sr, ctx, &prev).await;
+    ctx.would_deny.record(
+        &paver_crds::RequestKey::of(sr),
+        &sr.spec.team,
+        &verdict.policy.pending_enforcement,
+    );
     let (commit, authors) = commit(sr, ctx, &prev, &mut verdict).await;
     let (sync, workloads) = observe(sr, ctx, &prev, &commit).await;
     let generation = sr.metadata.generation.unwrap_or(0);
@@ -451,6 +456,7 @@ fn summary(status: &ServiceRequestStatus) -> String {
 
 /// Deletion: remove the request's directory in a commit, then let go.
 async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> Result<Action> {
+    ctx.would_deny.forget(&paver_crds::RequestKey::of(sr));
     if !sr.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }

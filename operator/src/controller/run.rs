@@ -198,6 +198,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         resync: super::resync::Resync::new(config.resync),
         applications: applications.clone(),
         failures: Default::default(),
+        would_deny: Default::default(),
     });
 
     let (trigger, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<ServiceRequest>>();
@@ -320,6 +321,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         let (ctx, trigger) = (ctx.clone(), trigger.clone());
         tokio::spawn(async move { ctx.resync.run(trigger).await });
     }
+    tokio::spawn(super::would_deny::run(ctx.clone()));
     // Triggers name requests; the controller's cache holds their metadata.
     let trigger_stream = tokio_stream_from(trigger_rx)
         .map(|r| ObjectRef::<RequestMeta>::new(&r.name).within(r.namespace.as_deref().unwrap_or_default()));
