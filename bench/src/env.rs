@@ -133,7 +133,7 @@ pub fn print_header(h: &Header) {
 /// The routes and bundles the operator ships (embedded in the binary).
 pub fn catalog() -> anyhow::Result<(Content, Catalog)> {
     let content = Content::embedded().context("failed to load the embedded content")?;
-    let (catalog, problems) = Catalog::from_content(content.clone());
+    let (catalog, problems) = Catalog::from_content(content.clone(), chrono::Utc::now());
     if !problems.is_empty() {
         bail!("the shipped content has problems: {}", problems.join("; "));
     }

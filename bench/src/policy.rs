@@ -575,7 +575,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
     for b in &content.bundles {
         let name = b.name_any();
         let t = Instant::now();
-        let first = activate(&name, &b.spec);
+        let first = activate(&name, &b.spec, chrono::Utc::now());
         let activate_first_us = t.elapsed().as_secs_f64() * 1e6;
         if first.compiled.is_none() {
             bail!("bundle {name} does not activate: {:?}", first.errors);
@@ -584,7 +584,9 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
             bundle: name.clone(),
             modules: b.spec.modules.len(),
             tests: first.tests.len(),
-            activate: stats::time(1, args.activations, || activate(&name, &b.spec)),
+            activate: stats::time(1, args.activations, || {
+                activate(&name, &b.spec, chrono::Utc::now())
+            }),
             activate_first_us,
             tests_only: stats::time(1, args.activations, || run_tests(&b.spec)),
         };

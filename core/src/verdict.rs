@@ -106,7 +106,7 @@ impl Catalog {
     /// A catalog of every route and bundle in `content`, and the problems
     /// found loading them (a route that does not compile, a bundle whose
     /// tests fail), one line each.
-    pub fn from_content(content: Content) -> (Catalog, Vec<String>) {
+    pub fn from_content(content: Content, now: DateTime<Utc>) -> (Catalog, Vec<String>) {
         let mut catalog = Catalog::default();
         let mut problems = Vec::new();
         for route in content.routes {
@@ -117,7 +117,7 @@ impl Catalog {
         }
         for bundle in content.bundles {
             let name = bundle.name_any();
-            let report = catalog.bundles.update(&name, &bundle.spec);
+            let report = catalog.bundles.update(&name, &bundle.spec, now);
             for e in &report.errors {
                 problems.push(format!("bundle {name}: {}: {}", e.location(), e.message));
             }

@@ -6,6 +6,9 @@
 //! error's line, column, code and message (OPA's first line of it: for a
 //! built-in's arity OPA goes on to list the argument types, Paver the counts).
 //!
+//! The shipped bundles (modules and tests together) are checked the same
+//! way, as real-world bundles OPA accepts.
+//!
 //! The corpus names say what OPA does with each case: `ok-` passes both,
 //! `bad-` fails `opa check`, `strict-` passes `opa check` and fails
 //! `opa check --strict`; the test checks OPA agrees with the name too.
@@ -153,6 +156,19 @@ fn paver_refuses_what_opa_check_refuses() {
     };
     let cases = corpus();
     let mut disagreements = Vec::new();
+    // The shipped bundles (modules and tests) are real-world cases OPA accepts.
+    let shipped: Vec<PathBuf> = common::bundle_dirs().into_iter().map(|(_, dir)| dir).collect();
+    for dir in &shipped {
+        for strict in [false, true] {
+            let (theirs, ours) = (opa_errors(&opa, dir, strict), paver_errors(dir, strict));
+            if !theirs.is_empty() || theirs != ours {
+                disagreements.push(format!(
+                    "shipped bundle {} (strict: {strict}):\n  opa:   {theirs:?}\n  paver: {ours:?}",
+                    dir.display()
+                ));
+            }
+        }
+    }
     let (mut refused, mut refused_strict, mut errors) = (0, 0, 0);
     for case in &cases {
         let name = file_name(case);
@@ -183,10 +199,11 @@ fn paver_refuses_what_opa_check_refuses() {
         }
     }
     eprintln!(
-        "opa_check: {} cases ({} files of modules), {refused} refused by `opa check`, {refused_strict} by \
-         `opa check --strict`, {errors} errors compared, {} disagreements, against {}",
+        "opa_check: {} cases ({} files of modules) and {} shipped bundles, {refused} refused by `opa check`, \
+         {refused_strict} by `opa check --strict`, {errors} errors compared, {} disagreements, against {}",
         cases.len(),
         cases.iter().map(|c| modules(c).len()).sum::<usize>(),
+        shipped.len(),
         disagreements.len(),
         opa.display()
     );

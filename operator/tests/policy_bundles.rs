@@ -20,7 +20,7 @@ fn every_shipped_bundle_activates_with_all_tests_passing() {
         let (name, spec) = common::load_bundle(dir);
         assert_eq!(&name, dir_name);
         assert!(spec.match_.is_some(), "{name} is global (match: {{}})");
-        let a = activate(&name, &spec);
+        let a = activate(&name, &spec, chrono::Utc::now());
         assert!(a.errors.is_empty(), "{name}: {:?}", a.errors);
         assert!(!a.tests.is_empty(), "{name} has tests");
         let failed: Vec<_> = a.tests.iter().filter(|t| !t.pass).collect();

@@ -142,11 +142,15 @@ pub struct Activation {
     pub tests: Vec<TestResult>,
 }
 
-/// Compiles `spec`, evaluates every rule once against an empty input (so
-/// unsafe variables and rule conflicts surface now, not at request time),
-/// and runs its tests. The bundle is activated only when there is no error
-/// and every test passes.
-pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
+/// The longest an exception may run, from activation to its `expires`:
+/// a waiver is looked at again at least once a year.
+pub const MAX_EXCEPTION_DAYS: i64 = 365;
+
+/// Compiles `spec`, refuses what OPA's compiler refuses, evaluates every
+/// rule once against an empty input (the time limit), and runs its tests.
+/// The bundle is activated only when there is no error and every test
+/// passes. `now` bounds its exceptions' lifetime ([`MAX_EXCEPTION_DAYS`]).
+pub fn activate(name: &str, spec: &PolicyBundleSpec, now: DateTime<Utc>) -> Activation {
     let mut errors = Vec::new();
     let enforce_after = spec.enforce_after.as_deref().and_then(|t| {
         parse_time(t)
@@ -162,7 +166,7 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
         .exceptions
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| compile_exception(i, e).map_err(|err| errors.push(err)).ok())
+        .filter_map(|(i, e)| compile_exception(i, e, now).map_err(|err| errors.push(err)).ok())
         .collect();
     if spec.modules.is_empty() {
         errors.push(field_error(
@@ -422,7 +426,11 @@ pub(super) fn parse_time(text: &str) -> Result<DateTime<Utc>, chrono::ParseError
     DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc))
 }
 
-fn compile_exception(i: usize, e: &PolicyException) -> Result<CompiledException, BundleError> {
+fn compile_exception(
+    i: usize,
+    e: &PolicyException,
+    now: DateTime<Utc>,
+) -> Result<CompiledException, BundleError> {
     let field = format!("spec.exceptions[{i}]");
     let expires = parse_time(&e.expires).map_err(|err| {
         field_error(
@@ -462,6 +470,18 @@ fn compile_exception(i: usize, e: &PolicyException) -> Result<CompiledException,
             format!(
                 "exception {:?}: an empty selector matches every request; name the labels it waives for",
                 e.name
+            ),
+        ));
+    }
+    if expires - now > chrono::Duration::days(MAX_EXCEPTION_DAYS) {
+        return Err(field_error(
+            &field,
+            format!(
+                "exception {:?} expires {}, more than {MAX_EXCEPTION_DAYS} days from now ({}): an exception \
+                 is reviewed at least once a year; set expires within a year and renew it then",
+                e.name,
+                e.expires,
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
         ));
     }

@@ -1,6 +1,7 @@
 //! The bundles in force: the last good version of each, and the latest
 //! failure. A broken update never replaces a good version.
 
+use chrono::{DateTime, Utc};
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -51,8 +52,8 @@ impl BundleSet {
     /// Activates `spec` as bundle `name`. On success it replaces the good
     /// version; on failure the previous good version stays in force and the
     /// failure is recorded.
-    pub fn update(&mut self, name: &str, spec: &PolicyBundleSpec) -> BundleReport {
-        self.install(name, spec, activate(name, spec))
+    pub fn update(&mut self, name: &str, spec: &PolicyBundleSpec, now: DateTime<Utc>) -> BundleReport {
+        self.install(name, spec, activate(name, spec, now))
     }
 
     /// Puts in force what [`activate`] made of `spec` (run it first, away

@@ -53,7 +53,7 @@ fn demo() -> PolicyBundleSpec {
 }
 
 fn compiled(spec: &PolicyBundleSpec) -> Arc<CompiledBundle> {
-    let a = activate("demo", spec);
+    let a = activate("demo", spec, now());
     assert!(a.errors.is_empty(), "{:?}", a.errors);
     Arc::new(a.compiled.expect("bundle activates"))
 }
@@ -108,7 +108,7 @@ fn compiled_bundle_is_shareable() {
 
 #[test]
 fn activates_and_reports_tests() {
-    let a = activate("demo", &demo());
+    let a = activate("demo", &demo(), now());
     assert!(a.errors.is_empty());
     assert_eq!(a.tests.len(), 2);
     assert!(a.tests.iter().all(|t| t.pass), "{:?}", a.tests);
@@ -127,7 +127,7 @@ fn compile_error_names_module_and_line() {
         ],
         vec![],
     );
-    let a = activate("demo", &s);
+    let a = activate("demo", &s, now());
     assert!(a.compiled.is_none());
     assert_eq!(a.errors.len(), 1);
     assert_eq!(a.errors[0].module, "bad.rego");
@@ -143,6 +143,7 @@ fn rego_v0_syntax_is_refused() {
             vec![module("v0.rego", "package v0\n\ndeny[msg] { msg := \"x\" }\n")],
             vec![],
         ),
+        now(),
     );
     assert!(a.compiled.is_none());
     assert!(a.errors[0].message.contains("`if` keyword"), "{:?}", a.errors);
@@ -151,7 +152,7 @@ fn rego_v0_syntax_is_refused() {
 #[test]
 fn unsafe_variable_is_caught_at_activation() {
     let src = "package u\n\nallow if input.x == 1\n\ndeny contains x if {\n  input.a == 1\n  y == 1\n  x := \"a\"\n}\n";
-    let a = activate("demo", &spec(vec![module("u.rego", src)], vec![]));
+    let a = activate("demo", &spec(vec![module("u.rego", src)], vec![]), now());
     assert!(a.compiled.is_none());
     assert_eq!(a.errors[0].module, "u.rego");
     assert_eq!(a.errors[0].line, Some(7));
@@ -163,6 +164,7 @@ fn rule_conflict_is_caught_at_activation() {
     let a = activate(
         "demo",
         &spec(vec![module("c.rego", "package c\n\nx := 1\nx := 2\n")], vec![]),
+        now(),
     );
     assert!(a.compiled.is_none());
     assert!(a.errors[0].message.contains("conflict"), "{:?}", a.errors);
@@ -172,7 +174,7 @@ fn rule_conflict_is_caught_at_activation() {
 fn recursive_functions_are_refused_not_run() {
     // regorus would overflow the stack on this; OPA refuses it at compile time.
     let src = "package r\n\nf(x) := g(x)\ng(x) := f(x + 1)\n\ndeny contains y if y := f(1)\n";
-    let a = activate("demo", &spec(vec![module("r.rego", src)], vec![]));
+    let a = activate("demo", &spec(vec![module("r.rego", src)], vec![]), now());
     assert!(a.compiled.is_none());
     assert_eq!(a.errors[0].module, "r.rego");
     assert_eq!(
@@ -184,6 +186,7 @@ fn recursive_functions_are_refused_not_run() {
     let a = activate(
         "demo",
         &spec(vec![module("r.rego", "package r\n\na if b\nb if a\n")], vec![]),
+        now(),
     );
     assert!(a.errors[0].message.contains("is recursive"), "{:?}", a.errors);
 }
@@ -192,7 +195,7 @@ fn recursive_functions_are_refused_not_run() {
 fn huge_comprehension_hits_the_time_limit() {
     let src = "package h\n\ndeny contains n if {\n  some i in numbers.range(1, 3000)\n  some j in numbers.range(1, 3000)\n  n := i * j\n  n < 0\n}\n";
     let start = std::time::Instant::now();
-    let a = activate("demo", &spec(vec![module("h.rego", src)], vec![]));
+    let a = activate("demo", &spec(vec![module("h.rego", src)], vec![]), now());
     assert!(a.compiled.is_none());
     assert!(a.errors[0].message.contains("time limit"), "{:?}", a.errors);
     assert!(start.elapsed() < EVAL_TIME_LIMIT * 3);
@@ -230,7 +233,7 @@ fn bundles_are_evaluated_on_the_vm() {
 #[test]
 fn failing_test_refuses_activation_and_keeps_last_good() {
     let mut set = BundleSet::new();
-    let report = set.update("demo", &demo());
+    let report = set.update("demo", &demo(), now());
     assert!(report.activated && report.tests_passed && report.compiled);
     assert_eq!(report.active_version.as_deref(), Some("1.0.0"));
 
@@ -240,7 +243,7 @@ fn failing_test_refuses_activation_and_keeps_last_good() {
         "fail_test.rego",
         "package paver.fail_test\n\ntest_fails if {\n  print(\"seen\")\n  1 == 2\n}\n",
     ));
-    let report = set.update("demo", &broken);
+    let report = set.update("demo", &broken, now());
     assert!(report.compiled && !report.tests_passed && !report.activated);
     assert_eq!(report.active_version.as_deref(), Some("1.0.0"));
     let failed = report.tests.iter().find(|t| !t.pass).expect("a failed test");
@@ -251,13 +254,13 @@ fn failing_test_refuses_activation_and_keeps_last_good() {
 
     let mut uncompilable = demo();
     uncompilable.modules[0].source.push_str("\ndeny contains if {\n");
-    let report = set.update("demo", &uncompilable);
+    let report = set.update("demo", &uncompilable, now());
     assert!(!report.compiled && !report.activated);
     assert_eq!(set.get("demo").expect("still good").version, "1.0.0");
 
     let mut fixed = demo();
     fixed.version = "2.0.1".into();
-    assert!(set.update("demo", &fixed).activated);
+    assert!(set.update("demo", &fixed, now()).activated);
     assert!(set.failure("demo").is_none());
     set.remove("demo");
     assert!(set.get("demo").is_none());
@@ -352,7 +355,7 @@ fn modes_and_enforce_after() {
     assert_eq!(later.violations.len(), 1, "after enforceAfter deny blocks");
 
     s.enforce_after = Some("next tuesday".into());
-    let a = activate("demo", &s);
+    let a = activate("demo", &s, now());
     assert!(a.compiled.is_none());
     assert_eq!(a.errors[0].module, "spec.enforceAfter");
 }
@@ -452,14 +455,32 @@ fn exceptions_waive_until_they_expire() {
 
     s.exceptions = vec![exception(None, None, &["*"], now())];
     assert!(
-        activate("demo", &s).compiled.is_none(),
+        activate("demo", &s, now()).compiled.is_none(),
         "an exception must name a request or selector"
     );
     s.exceptions = vec![PolicyException {
         expires: "soon".into(),
         ..exception(Some("a/b"), None, &["*"], now())
     }];
-    assert_eq!(activate("demo", &s).errors[0].module, "spec.exceptions[0]");
+    assert_eq!(activate("demo", &s, now()).errors[0].module, "spec.exceptions[0]");
+
+    // An exception lives a year at most: 2999 is refused, 364 days is not.
+    s.exceptions = vec![PolicyException {
+        expires: "2999-01-01T00:00:00Z".into(),
+        ..exception(Some("a/b"), None, &["*"], now())
+    }];
+    let a = activate("demo", &s, now());
+    assert!(a.compiled.is_none());
+    assert_eq!(a.errors[0].module, "spec.exceptions[0]");
+    assert!(
+        a.errors[0]
+            .message
+            .contains("more than 365 days from now (2030-01-01T00:00:00Z)"),
+        "{:?}",
+        a.errors
+    );
+    s.exceptions = vec![exception(Some("a/b"), None, &["*"], now() + Duration::days(364))];
+    assert!(activate("demo", &s, now()).compiled.is_some());
 }
 
 #[test]
@@ -467,10 +488,10 @@ fn match_semantics() {
     let mut set = BundleSet::new();
     let mut routed = demo();
     routed.match_ = None;
-    set.update("routed", &routed);
+    set.update("routed", &routed, now());
     let mut global = demo();
     global.match_ = Some(BundleMatch::default());
-    set.update("global", &global);
+    set.update("global", &global, now());
     let mut narrow = demo();
     narrow.match_ = Some(BundleMatch {
         routes: vec!["microservice".into()],
@@ -480,7 +501,7 @@ fn match_semantics() {
             ..Default::default()
         }),
     });
-    set.update("narrow", &narrow);
+    set.update("narrow", &narrow, now());
     let pci: BTreeMap<String, String> = [("pci".to_string(), "true".to_string())].into();
     let names = |(found, _): &(Vec<Arc<CompiledBundle>>, Vec<String>)| {
         found.iter().map(|b| b.name.clone()).collect::<Vec<_>>()
@@ -500,7 +521,7 @@ fn match_semantics() {
     let mut broken = demo();
     broken.match_ = Some(BundleMatch::default());
     broken.modules[0].source = "package x\n\ndeny contains".into();
-    set.update("broken", &broken);
+    set.update("broken", &broken, now());
     assert_eq!(
         set.applicable("microservice", &[], "web", &pci).1,
         vec!["broken".to_string()]
@@ -588,7 +609,7 @@ fn runtime_errors_are_errors_not_panics() {
 fn data_must_be_an_object() {
     let mut s = demo();
     s.data = Some(json!([1, 2]));
-    let a = activate("demo", &s);
+    let a = activate("demo", &s, now());
     assert!(a.compiled.is_none());
     assert_eq!(a.errors[0].module, "spec.data");
 }
@@ -612,7 +633,7 @@ fn input_carries_check_facts_only_when_known() {
 #[test]
 fn bundles_that_would_fail_open_by_their_shape_are_refused() {
     let refused = |spec: &PolicyBundleSpec, want: &str| {
-        let a = activate("demo", spec);
+        let a = activate("demo", spec, now());
         assert!(a.compiled.is_none(), "{want}: activated");
         assert!(
             a.errors.iter().any(|e| e.message.contains(want)),
@@ -663,7 +684,7 @@ fn bundles_that_would_fail_open_by_their_shape_are_refused() {
 fn nondeterministic_builtins_are_refused_unless_allowed() {
     let src = "package paver.clock\n\nimport rego.v1\n\n# time.now_ns() in a comment is fine\ndeny contains \"late\" if {\n  time.now_ns() > 0\n}\n\nwarn contains sprintf(\"%d\", [rand.intn(\"x\", 10)]) if input.x\n";
     let mut s = spec(vec![module("clock.rego", src)], vec![]);
-    let a = activate("demo", &s);
+    let a = activate("demo", &s, now());
     assert!(a.compiled.is_none());
     let lines: Vec<(Option<u32>, bool)> = a
         .errors
@@ -672,7 +693,7 @@ fn nondeterministic_builtins_are_refused_unless_allowed() {
         .collect();
     assert_eq!(lines, [(Some(7), true), (Some(10), true)], "{:?}", a.errors);
     s.allow_nondeterministic_builtins = true;
-    assert!(activate("demo", &s).compiled.is_some());
+    assert!(activate("demo", &s, now()).compiled.is_some());
 }
 
 /// A rule's output is bounded before it reaches a status: a 100 KB message
@@ -707,7 +728,7 @@ fn huge_and_numerous_findings_are_bounded() {
 fn seed_004_is_refused_with_opas_errors() {
     let src = "package paver.seed\n\ndeny contains msg if {\n\tsome repo\n\tteam := input.request.spec.team\n\tteam := input.request.metadata.labels.team\n\tinput.request.spec.parameters.tags[_] == key\n\tmsg := sprintf(\"%s: tag %s\", [team, key])\n}\n";
     let found = |src: &str| -> Vec<(Option<u32>, Option<u32>, String)> {
-        let a = activate("seed", &spec(vec![module("seed.rego", src)], vec![]));
+        let a = activate("seed", &spec(vec![module("seed.rego", src)], vec![]), now());
         assert!(a.compiled.is_none());
         a.errors
             .into_iter()
@@ -761,7 +782,7 @@ fn hostile_rego_is_refused_or_checked_in_bounded_time() {
         "[".repeat(2000),
         "]".repeat(2000)
     );
-    let a = activate("d", &spec(vec![module("d.rego", &deep)], vec![]));
+    let a = activate("d", &spec(vec![module("d.rego", &deep)], vec![]), now());
     assert!(a.compiled.is_none());
     assert_eq!(a.errors.len(), 1, "{:?}", a.errors);
     assert_eq!((a.errors[0].line, a.errors[0].column), (Some(4), Some(23)));

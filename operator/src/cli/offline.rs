@@ -49,7 +49,7 @@ fn load_sources(sources: &Sources) -> Result<Content, ContentError> {
 /// as warnings (the requests that need them will say so).
 fn catalog(sources: &Sources) -> Result<Catalog, ContentError> {
     let content = load_sources(sources)?;
-    let (catalog, problems) = Catalog::from_content(content);
+    let (catalog, problems) = Catalog::from_content(content, chrono::Utc::now());
     for p in problems {
         eprintln!("warning: {p}");
     }
@@ -351,7 +351,7 @@ pub fn test(paths: &[PathBuf], verbose: bool) -> ExitCode {
     let (mut passed, mut failed) = (0usize, 0usize);
     for bundle in &content.bundles {
         let name = bundle.metadata.name.clone().unwrap_or_default();
-        let activation = policy::activate(&name, &bundle.spec);
+        let activation = policy::activate(&name, &bundle.spec, chrono::Utc::now());
         println!("{name}@{}:", bundle.spec.version);
         for e in &activation.errors {
             failed += 1;

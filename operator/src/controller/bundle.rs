@@ -123,7 +123,7 @@ pub async fn apply(ctx: &Ctx, bundle: &PolicyBundle) -> Result<bool> {
     // (every reconcile reads the catalog). Only the install takes the lock.
     let activation = {
         let (name, spec) = (name.clone(), bundle.spec.clone());
-        tokio::task::spawn_blocking(move || crate::core::policy::activate(&name, &spec))
+        tokio::task::spawn_blocking(move || crate::core::policy::activate(&name, &spec, chrono::Utc::now()))
             .await
             .unwrap_or_else(|e| crate::core::policy::Activation {
                 errors: vec![paver_crds::BundleError {

@@ -389,7 +389,8 @@ mod tests {
     };
 
     fn catalog() -> Catalog {
-        let (catalog, problems) = Catalog::from_content(Content::embedded().expect("embedded content"));
+        let (catalog, problems) =
+            Catalog::from_content(Content::embedded().expect("embedded content"), chrono::Utc::now());
         assert!(problems.is_empty(), "{problems:?}");
         catalog
     }
@@ -454,7 +455,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let report = cat.bundles.update("fragile", &fragile);
+        let report = cat.bundles.update("fragile", &fragile, chrono::Utc::now());
         assert!(report.activated, "{report:?}");
         let opts = RenderOptions::default();
         // orders-api has 2 replicas: 100 / 0.

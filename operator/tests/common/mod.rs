@@ -70,7 +70,10 @@ pub fn monthly_estimate(request: &Value) -> f64 {
         verdict::{Catalog, Unprepared, prepare_request},
     };
     let sr: paver_crds::ServiceRequest = serde_json::from_value(request.clone()).expect("a ServiceRequest");
-    let (catalog, problems) = Catalog::from_content(content::Content::embedded().expect("embedded content"));
+    let (catalog, problems) = Catalog::from_content(
+        content::Content::embedded().expect("embedded content"),
+        chrono::Utc::now(),
+    );
     assert!(problems.is_empty(), "{problems:?}");
     match prepare_request(&catalog, &sr) {
         Ok(prepared) => prepared.estimate.monthly,
@@ -123,7 +126,7 @@ pub fn activated() -> (BundleSet, Vec<std::sync::Arc<CompiledBundle>>) {
     let mut all = Vec::new();
     for (_, dir) in bundle_dirs() {
         let (name, spec) = load_bundle(&dir);
-        let report = set.update(&name, &spec);
+        let report = set.update(&name, &spec, chrono::Utc::now());
         assert!(
             report.activated,
             "bundle {name} did not activate: {:?} {:?}",
