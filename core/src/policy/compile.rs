@@ -206,8 +206,15 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec, now: DateTime<Utc>) -> Acti
         };
     }
     engine.set_input(Value::new_object());
+    // Each rule once, however many definitions it has (2,000 definitions of
+    // `deny` evaluated 2,000 times took 22 s).
+    let mut evaluated = BTreeSet::new();
     for rule in policy_rules.iter().filter(|r| !r.is_func) {
-        if let Err(e) = engine.eval_rule(format!("{}.{}", rule.package, rule.name)) {
+        let path = format!("{}.{}", rule.package, rule.name);
+        if !evaluated.insert(path.clone()) {
+            continue;
+        }
+        if let Err(e) = engine.eval_rule(path) {
             errors.push(parse_regorus_error(&rule.module, &e.to_string()));
         }
     }
