@@ -663,6 +663,46 @@ async fn bundle_rollout_warn_enforce_and_broken_update(env: &mut Env) -> Result<
             .any(|v| v.bundle == "e2e-guard" && v.rule == "flagged"),
         "{violations:?}"
     );
+    // The CLI judges the same request file against the cluster's bundles
+    // (`--cluster`) as the operator did, and against the built-in ones
+    // (which have no e2e-guard) without it.
+    let file = std::env::temp_dir().join(format!("paver-e2e-flagged-{}.yaml", std::process::id()));
+    std::fs::write(
+        &file,
+        example("orders-api.yaml", ns, "flagged", |v| {
+            v["metadata"]["labels"]["e2e/flagged"] = "true".into();
+        })?,
+    )?;
+    let validate = |cluster: bool| -> Result<(Option<i32>, String)> {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paver"));
+        cmd.arg("validate").arg("-f").arg(&file);
+        if cluster {
+            cmd.arg("--cluster");
+        }
+        let out = cmd
+            .env("KUBECONFIG", c.var("PAVER_E2E_ADMIN_KUBECONFIG"))
+            .output()?;
+        Ok((
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let (code, text) = validate(true)?;
+    ensure!(
+        code == Some(1) && text.contains("e2e-guard") && text.contains("flagged"),
+        "paver validate --cluster (exit {code:?}):\n{text}"
+    );
+    let (code, text) = validate(false)?;
+    ensure!(
+        code == Some(0) && !text.contains("e2e-guard"),
+        "paver validate (exit {code:?}):\n{text}"
+    );
+    std::fs::remove_file(&file).ok();
+
     // Enforcing now, nothing is pending: the count goes.
     wait_for(
         "e2e-guard drops its would-deny count",

@@ -33,6 +33,12 @@ pub struct Sources {
     /// `policy-bundles/` folder, one bundle folder, or packed YAML. Repeatable.
     #[arg(long = "bundles", value_name = "PATH")]
     pub bundles: Vec<PathBuf>,
+    /// Judge against the cluster of the current kubeconfig context: its
+    /// PaveRoutes and PolicyBundles (instead of the built-in ones) and the
+    /// teams its namespaces are bound to (`paver.dev/team`), as the
+    /// operator there would. Not with --routes or --bundles.
+    #[arg(long, conflicts_with_all = ["routes", "bundles"])]
+    pub cluster: bool,
 }
 
 /// Output format.

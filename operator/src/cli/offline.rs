@@ -48,12 +48,63 @@ fn load_sources(sources: &Sources) -> Result<Content, ContentError> {
 /// A catalog from the sources; problems with routes or bundles are printed
 /// as warnings (the requests that need them will say so).
 fn catalog(sources: &Sources) -> Result<Catalog, ContentError> {
-    let content = load_sources(sources)?;
-    let (catalog, problems) = Catalog::from_content(content, chrono::Utc::now());
+    let (content, teams) = if sources.cluster {
+        let (content, teams) = from_cluster().map_err(|message| ContentError::Invalid {
+            source_name: "--cluster".into(),
+            message,
+        })?;
+        (content, Some(teams))
+    } else {
+        (load_sources(sources)?, None)
+    };
+    let (mut catalog, problems) = Catalog::from_content(content, chrono::Utc::now());
+    if let Some(teams) = teams {
+        catalog.teams = crate::core::verdict::TeamBindings::Namespaces(teams);
+    }
     for p in problems {
         eprintln!("warning: {p}");
     }
     Ok(catalog)
+}
+
+/// The routes, bundles and namespace teams of the current kubeconfig
+/// context's cluster.
+fn from_cluster() -> Result<(Content, std::collections::BTreeMap<String, String>), String> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::{Api, Client, ResourceExt, api::ListParams};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("failed to start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| format!("no cluster to read (kubeconfig): {e}"))?;
+        let list = |what: &str, e: kube::Error| format!("failed to list {what}: {e}");
+        let routes = Api::<paver_crds::PaveRoute>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| list("PaveRoutes", e))?
+            .items;
+        let bundles = Api::<paver_crds::PolicyBundle>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| list("PolicyBundles", e))?
+            .items;
+        let team_label = paver_crds::vocab::labels::TEAM;
+        let teams = Api::<Namespace>::all(client)
+            .list(&ListParams::default().labels(team_label))
+            .await
+            .map_err(|e| list("namespaces", e))?
+            .items
+            .into_iter()
+            .filter_map(|ns| {
+                let team = ns.labels().get(team_label)?.clone();
+                Some((ns.name_any(), team))
+            })
+            .collect();
+        Ok((Content { routes, bundles }, teams))
+    })
 }
 
 /// `path` itself, or for a folder its `*.yaml` and `*.yml` files (not
