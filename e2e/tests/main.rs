@@ -128,6 +128,9 @@ async fn run_all() -> ExitCode {
         argocd_and_paver_recover_from_a_git_outage,
         operator_killed_mid_flight_loses_and_duplicates_nothing,
         nothing_changed_means_nothing_written,
+        // Last: its 30 requests (16 rendered) would add to the Argo CD and
+        // nothing-written scenarios' load.
+        cli_and_operator_agree_on_30_requests,
     ];
     let (mut passed, mut failed, mut skipped) = (0, Vec::new(), 0);
     for (name, scenario) in list {
@@ -763,6 +766,154 @@ async fn bundle_rollout_warn_enforce_and_broken_update(env: &mut Env) -> Result<
     ])?;
     wait_phase(client, ns, "flagged", Phase::Rejected).await?;
     c.kubectl(&["delete", "policybundle", "e2e-guard"])?;
+    Ok(())
+}
+
+/// One verdict everywhere: `paver validate --cluster -o json` on 30 request
+/// files (5 examples, staging and production, as given / relabelled / on a
+/// route that does not exist) says what the operator wrote on each
+/// request's status, field by field: outcome and phase, violations,
+/// warnings, dryrun and waived findings, approval reasons, the estimate.
+async fn cli_and_operator_agree_on_30_requests(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-agree";
+    namespace(c, ns)?;
+    let dir = std::env::temp_dir().join(format!("paver-e2e-agree-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let examples = [
+        "orders-api.yaml",
+        "storefront-web.yaml",
+        "payment-gateway.yaml",
+        "clickstream-etl.yaml",
+        "invoice-reconciler.yaml",
+    ];
+    let mut names = Vec::new();
+    let mut docs = Vec::new();
+    for (i, file) in examples.iter().enumerate() {
+        for environment in ["staging", "production"] {
+            for variant in 0..3 {
+                let name = format!("r{i}-{environment}-{variant}");
+                let doc = example(file, ns, &name, |v| {
+                    v["spec"]["environment"] = environment.into();
+                    match variant {
+                        1 => v["metadata"]["labels"]["e2e/variant"] = "relabelled".into(),
+                        2 => v["spec"]["route"] = "no-such-route".into(),
+                        _ => {}
+                    }
+                })?;
+                std::fs::write(dir.join(format!("{name}.yaml")), &doc)?;
+                docs.push(doc);
+                names.push(name);
+            }
+        }
+    }
+    c.apply(&docs.join("---\n"))?;
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+    // Every request judged for its generation.
+    let statuses = wait_for("30 requests judged", Duration::from_secs(120), || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&Default::default()).await?.items;
+            let judged: Vec<ServiceRequest> = list
+                .into_iter()
+                .filter(|sr| {
+                    let s = sr.status.clone().unwrap_or_default();
+                    s.observed_generation == sr.metadata.generation && s.phase != Phase::Pending
+                })
+                .collect();
+            Ok((judged.len() == 30).then_some(judged))
+        }
+    })
+    .await?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paver"))
+        .args(["validate", "--cluster", "-o", "json", "-f"])
+        .arg(&dir)
+        .env("KUBECONFIG", c.var("PAVER_E2E_ADMIN_KUBECONFIG"))
+        .output()?;
+    std::fs::remove_dir_all(&dir).ok();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("validate output: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let verdicts = doc["verdicts"].as_array().context("verdicts")?;
+    ensure!(verdicts.len() == 30, "{} verdicts", verdicts.len());
+    let findings = |v: &serde_json::Value| -> Vec<(String, String, String)> {
+        let mut f: Vec<(String, String, String)> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                (
+                    x["bundle"].as_str().unwrap_or_default().to_string(),
+                    x["rule"].as_str().unwrap_or_default().to_string(),
+                    x["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        f.sort();
+        f
+    };
+    let mut outcomes = std::collections::BTreeMap::new();
+    for sr in &statuses {
+        let name = sr.name_any();
+        let request = format!("{ns}/{name}");
+        let cli = verdicts
+            .iter()
+            .find(|v| v["request"] == request.as_str())
+            .with_context(|| format!("no CLI verdict for {request}"))?;
+        let status = serde_json::to_value(sr.status.clone().unwrap_or_default())?;
+        let outcome = cli["outcome"].as_str().unwrap_or_default();
+        let phase = status["phase"].as_str().unwrap_or_default();
+        let phase_ok = match outcome {
+            "allowed" => matches!(phase, "Rendered" | "Synced"),
+            "needsApproval" => phase == "AwaitingApproval",
+            "denied" | "invalid" => phase == "Rejected",
+            other => bail!("{request}: CLI outcome {other} (phase {phase})"),
+        };
+        ensure!(phase_ok, "{request}: CLI says {outcome}, the operator {phase}");
+        *outcomes.entry(outcome.to_string()).or_insert(0) += 1;
+        let policy = &cli["policy"];
+        for (cli_field, status_field) in [
+            ("violations", "violations"),
+            ("warnings", "warnings"),
+            ("dryrun", "dryrun"),
+            ("waived", "waived"),
+        ] {
+            ensure!(
+                findings(&policy[cli_field]) == findings(&status[status_field]),
+                "{request} {cli_field}: CLI {:?}, operator {:?}",
+                findings(&policy[cli_field]),
+                findings(&status[status_field])
+            );
+        }
+        let reasons = |v: &serde_json::Value| -> Vec<String> {
+            let mut r: Vec<String> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect();
+            r.sort();
+            r
+        };
+        ensure!(
+            reasons(&policy["approvalReasons"]) == reasons(&status["approvalReasons"]),
+            "{request} approval reasons: CLI {:?}, operator {:?}",
+            policy["approvalReasons"],
+            status["approvalReasons"]
+        );
+        if outcome != "invalid" {
+            let (a, b) = (
+                cli["estimate"]["monthly"].as_f64(),
+                status["estimate"]["monthly"].as_f64(),
+            );
+            ensure!(
+                a.zip(b).is_some_and(|(a, b)| (a - b).abs() < 0.005),
+                "{request} estimate: CLI {a:?}, operator {b:?}"
+            );
+        }
+    }
+    // The 30 cover more than one kind of verdict.
+    ensure!(outcomes.len() >= 3, "outcomes: {outcomes:?}");
+    eprintln!("     outcomes: {outcomes:?}");
     Ok(())
 }
 
