@@ -27,7 +27,7 @@ use argocd::{
     argocd_syncs_requests_to_available_deployments,
 };
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
-use paver_crds::{Phase, PolicyBundle, Scorecard, ServiceRequest};
+use paver_crds::{Phase, PolicyBundle, PolicyBundleStatus, Scorecard, ServiceRequest};
 use support::{Cluster, ClusterExt as _, Operator, example, repo_root, wait_for, wait_phase};
 
 /// Resync period the operator runs with here (drift is restored within it).
@@ -586,6 +586,22 @@ spec:
     )
 }
 
+/// The e2e-guard bundle once `pick` finds in it what it waits for.
+async fn wait_guard<T>(
+    bundles: &Api<PolicyBundle>,
+    what: &str,
+    timeout: Duration,
+    pick: impl Fn(&PolicyBundle, PolicyBundleStatus) -> Option<T>,
+) -> Result<T> {
+    let pick = &pick;
+    wait_for(what, timeout, || async move {
+        let b = bundles.get("e2e-guard").await?;
+        let status = b.status.clone().unwrap_or_default();
+        Ok(pick(&b, status))
+    })
+    .await
+}
+
 const GUARD_RULE: &str = r#"        deny contains {"id": "flagged", "msg": "requests labelled e2e/flagged are not allowed"} if {
           input.request.metadata.labels["e2e/flagged"] == "true"
         }"#;
@@ -599,13 +615,12 @@ async fn bundle_rollout_warn_enforce_and_broken_update(env: &mut Env) -> Result<
     namespace(c, ns)?;
     c.apply(&guard_bundle("1.0.0", "warn", GUARD_RULE))?;
     let bundles: Api<PolicyBundle> = Api::all(client.clone());
-    wait_for("e2e-guard 1.0.0 active", Duration::from_secs(30), || {
-        let bundles = bundles.clone();
-        async move {
-            let b = bundles.get("e2e-guard").await?;
-            Ok((b.status.and_then(|s| s.active_version).as_deref() == Some("1.0.0")).then_some(()))
-        }
-    })
+    wait_guard(
+        &bundles,
+        "e2e-guard 1.0.0 active",
+        Duration::from_secs(30),
+        |_, s| (s.active_version.as_deref() == Some("1.0.0")).then_some(()),
+    )
     .await?;
     c.apply(&example("orders-api.yaml", ns, "flagged", |v| {
         v["metadata"]["labels"]["e2e/flagged"] = "true".into();
@@ -626,16 +641,11 @@ async fn bundle_rollout_warn_enforce_and_broken_update(env: &mut Env) -> Result<
         "  mode: enforce\n  enforceAfter: \"2099-01-01T00:00:00Z\"\n",
     );
     c.apply(&enforce_later)?;
-    let counted = wait_for(
+    let counted = wait_guard(
+        &bundles,
         "e2e-guard counts the request it would deny",
         Duration::from_secs(60),
-        || {
-            let bundles = bundles.clone();
-            async move {
-                let status = bundles.get("e2e-guard").await?.status.unwrap_or_default();
-                Ok((status.would_deny == Some(1)).then_some(status))
-            }
-        },
+        |_, s| (s.would_deny == Some(1)).then_some(s),
     )
     .await?;
     ensure!(
@@ -707,16 +717,11 @@ async fn bundle_rollout_warn_enforce_and_broken_update(env: &mut Env) -> Result<
     std::fs::remove_file(&file).ok();
 
     // Enforcing now, nothing is pending: the count goes.
-    wait_for(
+    wait_guard(
+        &bundles,
         "e2e-guard drops its would-deny count",
         Duration::from_secs(60),
-        || {
-            let bundles = bundles.clone();
-            async move {
-                let status = bundles.get("e2e-guard").await?.status.unwrap_or_default();
-                Ok(status.would_deny.is_none().then_some(()))
-            }
-        },
+        |_, s| s.would_deny.is_none().then_some(()),
     )
     .await?;
 
@@ -726,17 +731,12 @@ async fn bundle_rollout_warn_enforce_and_broken_update(env: &mut Env) -> Result<
         "enforce",
         "        deny contains msg if {\n          msg :=\n        }",
     ))?;
-    let status = wait_for("e2e-guard 2.0.0 reported broken", Duration::from_secs(30), || {
-        let bundles = bundles.clone();
-        async move {
-            let b = bundles.get("e2e-guard").await?;
-            let status = b.status.clone().unwrap_or_default();
-            Ok(
-                (status.observed_generation == b.metadata.generation && !status.errors.is_empty())
-                    .then_some(status),
-            )
-        }
-    })
+    let status = wait_guard(
+        &bundles,
+        "e2e-guard 2.0.0 reported broken",
+        Duration::from_secs(30),
+        |b, s| (s.observed_generation == b.metadata.generation && !s.errors.is_empty()).then_some(s),
+    )
     .await?;
     let err = &status.errors[0];
     ensure!(

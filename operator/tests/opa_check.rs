@@ -17,9 +17,6 @@
 //! under CI (`CI` set) and elsewhere prints why it skipped.
 
 mod common;
-#[allow(dead_code)] // missing_packages is the e2e suite's
-#[path = "../../e2e/tests/support/prereq.rs"]
-mod prereq;
 
 use std::{
     collections::BTreeSet,
@@ -144,14 +141,7 @@ fn paver_errors(case: &Path, strict: bool) -> Found {
 
 #[test]
 fn paver_refuses_what_opa_check_refuses() {
-    let Some(opa) = common::find_opa() else {
-        let msg = prereq::report(
-            "opa_check",
-            "no opa binary ($OPA, PATH, ~/.cache/paver-e2e/opa-v1.22.2, ~/go/bin/opa)",
-            "e2e/bin.sh build",
-        );
-        assert!(!prereq::required(), "{msg}");
-        eprintln!("{msg}");
+    let Some(opa) = common::opa_or_skip("opa_check") else {
         return;
     };
     let cases = corpus();

@@ -3,9 +3,6 @@
 //! one it fails under CI (`CI` set) and elsewhere prints why it skipped.
 
 mod common;
-#[allow(dead_code)] // missing_packages is the e2e suite's
-#[path = "../../e2e/tests/support/prereq.rs"]
-mod prereq;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -179,14 +176,7 @@ fn opa_sets(opa: &Path, dir: &Path, package: &str, input_file: &Path) -> Sets {
 
 #[test]
 fn paver_and_opa_agree_on_the_shipped_bundles() {
-    let Some(opa) = common::find_opa() else {
-        let msg = prereq::report(
-            "opa_parity",
-            "no opa binary ($OPA, PATH, ~/.cache/paver-e2e/opa-v1.22.2, ~/go/bin/opa)",
-            "e2e/bin.sh build",
-        );
-        assert!(!prereq::required(), "{msg}");
-        eprintln!("{msg}");
+    let Some(opa) = common::opa_or_skip("opa_parity") else {
         return;
     };
     let (_, bundles) = common::activated();

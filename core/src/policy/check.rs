@@ -544,64 +544,88 @@ struct LRule {
 }
 
 impl LRule {
+    /// Walks the rule's head terms, arguments and body, closures included.
+    fn walk(&self, v: &mut dyn Visit) {
+        for t in self.head.iter().chain(&self.args) {
+            walk_term(t, v);
+        }
+        walk_body(&self.body, v);
+    }
+
     /// Every call, with whether it is nested in a term (its result used as a
     /// value) rather than a literal of its own.
     fn visit_calls(&self, f: &mut dyn FnMut(&Call, bool)) {
-        for t in self.head.iter().chain(&self.args) {
-            visit_term_calls(t, f);
+        struct Calls<'f>(&'f mut dyn FnMut(&Call, bool));
+        impl Visit for Calls<'_> {
+            fn call(&mut self, c: &Call, nested: bool) {
+                (self.0)(c, nested);
+            }
         }
-        visit_body_calls(&self.body, f);
+        self.walk(&mut Calls(f));
     }
 }
 
-fn visit_body_calls(body: &[Lit], f: &mut dyn FnMut(&Call, bool)) {
+impl T {
+    /// The terms directly inside this one: a reference's head and indices,
+    /// items, object keys and values, a call's arguments. A comprehension has
+    /// none here: its terms and body are its closure's.
+    fn each_child<'t>(&'t self, f: &mut dyn FnMut(&'t T)) {
+        match self {
+            T::V(..) | T::G(_) | T::S | T::Compr(_) => {}
+            T::Ref(h, ix) => {
+                f(h);
+                ix.iter().for_each(&mut *f);
+            }
+            T::Arr(v) | T::Set(v) => v.iter().for_each(&mut *f),
+            T::Obj(v) => v.iter().for_each(|(_, k, x)| {
+                f(k);
+                f(x);
+            }),
+            T::Call(c) => c.args.iter().for_each(&mut *f),
+        }
+    }
+}
+
+/// What a walk over lowered terms and literals ([`walk_body`]) sees.
+trait Visit {
+    /// Each term, closures' included.
+    fn term(&mut self, _t: &T) {}
+    /// Each call, with whether it is nested in a term.
+    fn call(&mut self, _c: &Call, _nested: bool) {}
+}
+
+fn walk_body(body: &[Lit], v: &mut dyn Visit) {
     for l in body {
         match &l.kind {
             LK::Eq { lhs, rhs, .. } => {
-                visit_term_calls(lhs, f);
-                visit_term_calls(rhs, f);
+                walk_term(lhs, v);
+                walk_term(rhs, v);
             }
             LK::Call(c) => {
-                f(c, false);
-                for a in &c.args {
-                    visit_term_calls(a, f);
-                }
+                v.call(c, false);
+                c.args.iter().for_each(|a| walk_term(a, v));
             }
-            LK::Term(t) => visit_term_calls(t, f),
+            LK::Term(t) => walk_term(t, v),
             LK::Every { domain, body, .. } => {
-                visit_term_calls(domain, f);
-                visit_body_calls(body, f);
+                walk_term(domain, v);
+                walk_body(body, v);
             }
         }
-        for w in &l.withs {
-            visit_term_calls(w, f);
-        }
+        l.withs.iter().for_each(|w| walk_term(w, v));
     }
 }
 
-fn visit_term_calls(t: &T, f: &mut dyn FnMut(&Call, bool)) {
+fn walk_term(t: &T, v: &mut dyn Visit) {
+    v.term(t);
     match t {
-        T::V(..) | T::G(_) | T::S => {}
-        T::Ref(h, ix) => {
-            visit_term_calls(h, f);
-            for i in ix {
-                visit_term_calls(i, f);
-            }
-        }
-        T::Arr(v) | T::Set(v) => v.iter().for_each(|x| visit_term_calls(x, f)),
-        T::Obj(v) => v.iter().for_each(|(_, k, x)| {
-            visit_term_calls(k, f);
-            visit_term_calls(x, f);
-        }),
         T::Compr(c) => {
-            c.terms.iter().for_each(|x| visit_term_calls(x, f));
-            visit_body_calls(&c.body, f);
+            c.terms.iter().for_each(|x| walk_term(x, v));
+            walk_body(&c.body, v);
         }
-        T::Call(c) => {
-            f(c, true);
-            c.args.iter().for_each(|x| visit_term_calls(x, f));
-        }
+        T::Call(c) => v.call(c, true),
+        _ => {}
     }
+    t.each_child(&mut |x| walk_term(x, v));
 }
 
 /// A module lowered.
@@ -1773,20 +1797,10 @@ fn lit_has_var(l: &Lit, v: Vid) -> bool {
 /// Variables inside the closures of a literal (OPA's `unsafeVarsInClosures`).
 fn closure_vars(l: &Lit, out: &mut BTreeSet<Vid>) {
     fn in_term(t: &T, out: &mut BTreeSet<Vid>) {
-        match t {
-            T::V(..) | T::G(_) | T::S => {}
-            T::Ref(h, ix) => {
-                in_term(h, out);
-                ix.iter().for_each(|i| in_term(i, out));
-            }
-            T::Arr(v) | T::Set(v) => v.iter().for_each(|i| in_term(i, out)),
-            T::Obj(v) => v.iter().for_each(|(_, k, x)| {
-                in_term(k, out);
-                in_term(x, out);
-            }),
-            T::Compr(_) => term_vars(t, &P::ALL, out),
-            T::Call(c) => c.args.iter().for_each(|a| in_term(a, out)),
+        if let T::Compr(_) = t {
+            term_vars(t, &P::ALL, out);
         }
+        t.each_child(&mut |x| in_term(x, out));
     }
     match &l.kind {
         LK::Eq { lhs, rhs, .. } => {
@@ -1905,59 +1919,23 @@ fn undefined(c: &Call, nested: bool, file: &str, out: &mut Report) {
 
 /// The rule paths a lowered rule refers to (references and calls).
 fn dependencies(r: &LRule) -> BTreeSet<String> {
-    fn term(t: &T, out: &mut BTreeSet<String>) {
-        match t {
-            T::V(..) | T::S => {}
-            T::G(p) => {
-                out.insert(p.clone());
+    #[derive(Default)]
+    struct Deps(BTreeSet<String>);
+    impl Visit for Deps {
+        fn term(&mut self, t: &T) {
+            if let T::G(p) = t {
+                self.0.insert(p.clone());
             }
-            T::Ref(h, ix) => {
-                term(h, out);
-                ix.iter().for_each(|i| term(i, out));
-            }
-            T::Arr(v) | T::Set(v) => v.iter().for_each(|i| term(i, out)),
-            T::Obj(v) => v.iter().for_each(|(_, k, x)| {
-                term(k, out);
-                term(x, out);
-            }),
-            T::Compr(c) => {
-                c.terms.iter().for_each(|i| term(i, out));
-                body(&c.body, out);
-            }
-            T::Call(c) => {
-                if c.user {
-                    out.insert(c.name.clone());
-                }
-                c.args.iter().for_each(|a| term(a, out));
+        }
+        fn call(&mut self, c: &Call, _nested: bool) {
+            if c.user {
+                self.0.insert(c.name.clone());
             }
         }
     }
-    fn body(b: &[Lit], out: &mut BTreeSet<String>) {
-        for l in b {
-            match &l.kind {
-                LK::Eq { lhs, rhs, .. } => {
-                    term(lhs, out);
-                    term(rhs, out);
-                }
-                LK::Call(c) => {
-                    if c.user {
-                        out.insert(c.name.clone());
-                    }
-                    c.args.iter().for_each(|a| term(a, out));
-                }
-                LK::Term(t) => term(t, out),
-                LK::Every { domain, body: b, .. } => {
-                    term(domain, out);
-                    body(b, out);
-                }
-            }
-            l.withs.iter().for_each(|w| term(w, out));
-        }
-    }
-    let mut out = BTreeSet::new();
-    r.head.iter().chain(&r.args).for_each(|t| term(t, &mut out));
-    body(&r.body, &mut out);
-    out
+    let mut deps = Deps::default();
+    r.walk(&mut deps);
+    deps.0
 }
 
 fn recursion(table: &RuleTable, lowered: &[Lowered], out: &mut Report) {
@@ -2049,20 +2027,10 @@ fn head_safety(r: &LRule, file: &str, vars: &[VarInfo], out: &mut Report) {
 }
 
 fn head_var_locs(t: &T, out: &mut Vec<(Vid, Span)>) {
-    match t {
-        T::V(v, s) => out.push((*v, s.clone())),
-        T::G(_) | T::S | T::Compr(_) => {}
-        T::Ref(h, ix) => {
-            head_var_locs(h, out);
-            ix.iter().for_each(|i| head_var_locs(i, out));
-        }
-        T::Arr(v) | T::Set(v) => v.iter().for_each(|i| head_var_locs(i, out)),
-        T::Obj(v) => v.iter().for_each(|(_, k, x)| {
-            head_var_locs(k, out);
-            head_var_locs(x, out);
-        }),
-        T::Call(c) => c.args.iter().for_each(|a| head_var_locs(a, out)),
+    if let T::V(v, s) = t {
+        out.push((*v, s.clone()));
     }
+    t.each_child(&mut |x| head_var_locs(x, out));
 }
 
 /// Unsafe variables, by the literal where they are unsafe: its location,
@@ -2146,20 +2114,10 @@ fn body_safety(r: &LRule, file: &str, vars: &[VarInfo], out: &mut Report) {
 
 /// The comprehensions of a term, not those inside them.
 fn top_closures<'t>(t: &'t T, out: &mut Vec<&'t Closure>) {
-    match t {
-        T::V(..) | T::G(_) | T::S => {}
-        T::Ref(h, ix) => {
-            top_closures(h, out);
-            ix.iter().for_each(|i| top_closures(i, out));
-        }
-        T::Arr(v) | T::Set(v) => v.iter().for_each(|i| top_closures(i, out)),
-        T::Obj(v) => v.iter().for_each(|(_, k, x)| {
-            top_closures(k, out);
-            top_closures(x, out);
-        }),
-        T::Compr(c) => out.push(c),
-        T::Call(c) => c.args.iter().for_each(|a| top_closures(a, out)),
+    if let T::Compr(c) = t {
+        out.push(c);
     }
+    t.each_child(&mut |x| top_closures(x, out));
 }
 
 /// OPA's `rewriteExprTerms` and its rewrite of `every`: a call nested in a
@@ -2403,30 +2361,18 @@ fn reorder(globals: &BTreeSet<Vid>, body: &[Lit], unsafe_: &mut Unsafe) {
 
 fn closures_safety(l: &Lit, globals: &mut BTreeSet<Vid>, unsafe_: &mut Unsafe) {
     fn term(t: &T, l: &Lit, globals: &BTreeSet<Vid>, unsafe_: &mut Unsafe) {
-        match t {
-            T::V(..) | T::G(_) | T::S => {}
-            T::Ref(h, ix) => {
-                term(h, l, globals, unsafe_);
-                ix.iter().for_each(|i| term(i, l, globals, unsafe_));
+        if let T::Compr(c) = t {
+            let mut tv = BTreeSet::new();
+            c.terms.iter().for_each(|t| term_vars(t, &P::ALL, &mut tv));
+            let mut bv = globals.clone();
+            c.body.iter().for_each(|b| lit_vars(b, &P::SAFETY, &mut bv));
+            let missing: BTreeSet<Vid> = tv.difference(&bv).copied().collect();
+            if !missing.is_empty() {
+                unsafe_.push((l.span.clone(), assigned_vars(l), missing));
             }
-            T::Arr(v) | T::Set(v) => v.iter().for_each(|i| term(i, l, globals, unsafe_)),
-            T::Obj(v) => v.iter().for_each(|(_, k, x)| {
-                term(k, l, globals, unsafe_);
-                term(x, l, globals, unsafe_);
-            }),
-            T::Call(c) => c.args.iter().for_each(|a| term(a, l, globals, unsafe_)),
-            T::Compr(c) => {
-                let mut tv = BTreeSet::new();
-                c.terms.iter().for_each(|t| term_vars(t, &P::ALL, &mut tv));
-                let mut bv = globals.clone();
-                c.body.iter().for_each(|b| lit_vars(b, &P::SAFETY, &mut bv));
-                let missing: BTreeSet<Vid> = tv.difference(&bv).copied().collect();
-                if !missing.is_empty() {
-                    unsafe_.push((l.span.clone(), assigned_vars(l), missing));
-                }
-                reorder(globals, &c.body, unsafe_);
-            }
+            reorder(globals, &c.body, unsafe_);
         }
+        t.each_child(&mut |x| term(x, l, globals, unsafe_));
     }
     match &l.kind {
         LK::Eq { lhs, rhs, .. } => {
@@ -2521,24 +2467,12 @@ fn outputs(l: &Lit, safe: &BTreeSet<Vid>) -> BTreeSet<Vid> {
 /// OPA's `outputVarsForTerms`: the index variables of references whose head
 /// is safe (closures not entered).
 fn ref_outputs(t: &T, safe: &BTreeSet<Vid>, out: &mut BTreeSet<Vid>) {
-    match t {
-        T::V(..) | T::G(_) | T::S | T::Compr(_) => {}
-        T::Ref(h, ix) => {
-            if ref_head_safe(h, safe) {
-                let mut s = BTreeSet::new();
-                ix.iter().for_each(|i| term_vars(i, &P::OUTPUT, &mut s));
-                out.extend(s);
-            }
-            ref_outputs(h, safe, out);
-            ix.iter().for_each(|i| ref_outputs(i, safe, out));
-        }
-        T::Arr(v) | T::Set(v) => v.iter().for_each(|i| ref_outputs(i, safe, out)),
-        T::Obj(v) => v.iter().for_each(|(_, k, x)| {
-            ref_outputs(k, safe, out);
-            ref_outputs(x, safe, out);
-        }),
-        T::Call(c) => c.args.iter().for_each(|a| ref_outputs(a, safe, out)),
+    if let T::Ref(h, ix) = t
+        && ref_head_safe(h, safe)
+    {
+        ix.iter().for_each(|i| term_vars(i, &P::OUTPUT, out));
     }
+    t.each_child(&mut |x| ref_outputs(x, safe, out));
 }
 
 fn ref_head_safe(h: &T, safe: &BTreeSet<Vid>) -> bool {

@@ -185,18 +185,14 @@ pub fn activate(name: &str, spec: &PolicyBundleSpec, now: DateTime<Utc>) -> Acti
     let mut test_engine = test_engine;
     let policy_rules = rule_heads(&mut engine);
     // What OPA's compiler refuses (`opa check --strict`), over the modules
-    // and their tests: refused before anything is evaluated.
-    errors.extend(opa_errors(&mut test_engine));
-    if !errors.is_empty() {
-        return Activation {
-            compiled: None,
-            errors,
-            tests: Vec::new(),
-        };
-    }
-    errors.extend(shape_errors(&policy_rules, spec.data.as_ref()));
-    if !spec.allow_nondeterministic_builtins {
-        errors.extend(nondeterministic_calls(&mut engine));
+    // and their tests: refused before anything is evaluated. Paver's own
+    // refusals of a bundle's shape follow only for a bundle OPA accepts.
+    errors.extend(check_errors(&mut test_engine, true));
+    if errors.is_empty() {
+        errors.extend(shape_errors(&policy_rules, spec.data.as_ref()));
+        if !spec.allow_nondeterministic_builtins {
+            errors.extend(nondeterministic_calls(&mut engine));
+        }
     }
     if !errors.is_empty() {
         return Activation {
@@ -337,7 +333,7 @@ pub fn run_tests(spec: &PolicyBundleSpec) -> (Vec<BundleError>, Vec<TestResult>)
     let Some((_, mut test_engine)) = load(spec, &mut errors) else {
         return (errors, Vec::new());
     };
-    errors.extend(opa_errors(&mut test_engine));
+    errors.extend(check_errors(&mut test_engine, true));
     if !errors.is_empty() {
         return (errors, Vec::new());
     }
@@ -403,11 +399,7 @@ fn nesting_error(module: &RegoModule) -> Option<BundleError> {
     None
 }
 
-/// OPA's strict compile errors for the modules loaded into `engine`.
-fn opa_errors(engine: &mut Engine) -> Vec<BundleError> {
-    check_errors(engine, true)
-}
-
+/// OPA's compile errors for the modules loaded into `engine`.
 fn check_errors(engine: &mut Engine, strict: bool) -> Vec<BundleError> {
     check_modules(engine.get_modules(), strict)
         .into_iter()

@@ -2,6 +2,9 @@
 //! example requests, and the input Paver builds for them.
 #![allow(dead_code)]
 
+#[path = "../../../e2e/tests/support/prereq.rs"]
+mod prereq;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -159,4 +162,21 @@ pub fn find_opa() -> Option<PathBuf> {
         candidates.push(Path::new(&home).join("go/bin/opa"));
     }
     candidates.into_iter().find(|p| works(p))
+}
+
+/// The `opa` binary for test `test`; without one, under CI (`CI` set) the
+/// test fails saying how to get it, elsewhere this prints why it skips and
+/// returns `None`.
+pub fn opa_or_skip(test: &str) -> Option<PathBuf> {
+    let opa = find_opa();
+    if opa.is_none() {
+        let msg = prereq::report(
+            test,
+            "no opa binary ($OPA, PATH, ~/.cache/paver-e2e/opa-v1.22.2, ~/go/bin/opa)",
+            "e2e/bin.sh build",
+        );
+        assert!(!prereq::required(), "{msg}");
+        eprintln!("{msg}");
+    }
+    opa
 }
