@@ -16,6 +16,7 @@ pub mod observed;
 pub mod paths;
 pub mod policy;
 pub mod render;
+pub mod revision;
 pub mod score;
 pub mod validate;
 pub mod verdict;

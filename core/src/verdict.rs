@@ -129,8 +129,9 @@ impl Catalog {
     }
 
     /// Compiles `route` and puts it in force, replacing the route of the
-    /// same name. A route that does not compile is taken out of force (its
-    /// requests are told why) and its errors are returned.
+    /// same name. A route that does not compile leaves the version in force
+    /// before it (its requests are told why when there is none) and its
+    /// errors are returned.
     pub fn upsert_route(&mut self, route: PaveRoute) -> Vec<FieldError> {
         let name = route.name_any();
         self.install_route(&name, compile_route(route))
@@ -144,18 +145,27 @@ impl Catalog {
         compiled: Result<CompiledRouteDoc, Vec<FieldError>>,
     ) -> Vec<FieldError> {
         let name = name.to_string();
-        self.remove_route(&name);
         match compiled {
             Ok(CompiledRouteDoc(doc, compiled)) => {
+                self.remove_route(&name);
                 self.route_docs.insert(name, doc);
                 self.routes.push(compiled);
                 Vec::new()
             }
+            // The version in force before (if any) stays in force.
             Err(errors) => {
                 self.route_errors.insert(name, errors.clone());
                 errors
             }
         }
+    }
+
+    /// The version of route `name` in force, if any.
+    pub fn route_version(&self, name: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.route.spec.version.as_str())
     }
 
     /// Takes a route out of force.
@@ -400,7 +410,12 @@ pub fn prepare_request<'c>(
     req: &ServiceRequest,
 ) -> Result<Prepared<'c>, Unprepared<'c>> {
     let unprepared = |route, errors| Unprepared { route, errors };
-    if let Some(errors) = catalog.route_errors.get(&req.spec.route) {
+    // A route whose latest version is broken is judged with the version
+    // in force before; with none, its requests are told why.
+    let in_force = catalog.routes.iter().any(|r| r.name == req.spec.route);
+    if let Some(errors) = catalog.route_errors.get(&req.spec.route)
+        && !in_force
+    {
         let detail = errors
             .iter()
             .map(ToString::to_string)
@@ -598,7 +613,39 @@ pub fn scorecard_for(
 
 #[cfg(test)]
 mod tests {
-    use super::TeamBindings;
+    use paver_crds::Lifecycle;
+    use serde_json::json;
+
+    use super::{Catalog, TeamBindings, prepare_request};
+    use crate::validate::tests::{request, route};
+
+    #[test]
+    fn a_broken_route_update_leaves_the_version_before_in_force() {
+        let mut catalog = Catalog::default();
+        let mut r = route("svc", "1.0.0", Lifecycle::Active, None);
+        assert!(catalog.upsert_route(r.clone()).is_empty());
+        r.spec.version = "2.0.0".into();
+        r.spec.templates.inline = vec![paver_crds::TemplateFile {
+            path: "x.yaml".into(),
+            content: "{{ unclosed".into(),
+            when: None,
+        }];
+        let errors = catalog.upsert_route(r.clone());
+        assert!(!errors.is_empty());
+        assert_eq!(catalog.route_version("svc"), Some("1.0.0"));
+        let mut req = request(json!({"replicas": 2}));
+        req.spec.route = "svc".into();
+        let prepared = prepare_request(&catalog, &req)
+            .map_err(|u| u.errors)
+            .expect("judged with 1.0.0");
+        assert_eq!(prepared.route.route.spec.version, "1.0.0");
+        // With nothing in force before, its requests are told why.
+        let mut fresh = Catalog::default();
+        assert!(!fresh.upsert_route(r).is_empty());
+        let errors = prepare_request(&fresh, &req).err().expect("unusable").errors;
+        assert!(errors[0].message.contains("is not usable"), "{errors:?}");
+        assert_eq!(fresh.route_version("svc"), None);
+    }
 
     #[test]
     fn a_request_claims_only_its_namespaces_team() {

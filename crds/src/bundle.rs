@@ -138,6 +138,9 @@ pub struct PolicyBundleStatus {
     /// The version in force: the last one that compiled and passed its tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_version: Option<String>,
+    /// The PolicyBundleRevision holding the version in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_revision: Option<String>,
     /// Results of the bundle's tests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_results: Vec<TestResult>,

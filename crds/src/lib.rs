@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod common;
 pub mod condition;
 pub mod request;
+pub mod revision;
 pub mod route;
 pub mod scorecard;
 pub mod vocab;
@@ -24,6 +25,9 @@ pub use condition::{Condition, find_condition, now_rfc3339, set_condition};
 pub use request::{
     Environment, EstimateStatus, Finding, Phase, RenderStatus, ServiceRequest, ServiceRequestSpec,
     ServiceRequestStatus, SyncStatus,
+};
+pub use revision::{
+    PaveRouteRevision, PaveRouteRevisionSpec, PolicyBundleRevision, PolicyBundleRevisionSpec,
 };
 pub use route::{
     ApplicationDestination, ApplicationTemplate, CostItem, CostModel, LevelDefinition, Lifecycle, PaveRoute,
@@ -43,6 +47,8 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("servicerequests.yaml", ServiceRequest::crd()),
         ("approvals.yaml", Approval::crd()),
         ("scorecards.yaml", scorecard_crd()),
+        ("paverouterevisions.yaml", PaveRouteRevision::crd()),
+        ("policybundlerevisions.yaml", PolicyBundleRevision::crd()),
     ]
     .into_iter()
     .map(|(file, crd)| (file, kubernetes_formats(crd)))

@@ -19,6 +19,8 @@ use crate::{
     category = "paver",
     status = "PaveRouteStatus",
     printcolumn = r#"{"name":"VERSION","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"ACTIVE","type":"string","jsonPath":".status.activeVersion"}"#,
+    printcolumn = r#"{"name":"READY","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"LIFECYCLE","type":"string","jsonPath":".spec.lifecycle"}"#,
     printcolumn = r#"{"name":"OWNER","type":"string","jsonPath":".spec.owner"}"#,
     printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -215,4 +217,11 @@ pub struct PaveRouteStatus {
     /// The metadata.generation last processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The version in force: the latest that compiled (an update that does
+    /// not compile leaves the one before in force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_version: Option<String>,
+    /// The PaveRouteRevision holding the version in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_revision: Option<String>,
 }

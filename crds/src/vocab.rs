@@ -27,8 +27,10 @@ pub mod labels {
     pub const COST_CENTER: &str = "paver.dev/cost-center";
     /// The request's uid.
     pub const REQUEST_ID: &str = "paver.dev/request-id";
-    /// The route a request is on.
+    /// The route a request is on; on a PaveRouteRevision, its route.
     pub const ROUTE: &str = "paver.dev/route";
+    /// On a PolicyBundleRevision, its bundle.
+    pub const BUNDLE: &str = "paver.dev/bundle";
     /// On a rendered Application: the namespace of its request.
     pub const REQUEST_NAMESPACE: &str = "paver.dev/request-namespace";
     /// On a rendered Application: the name of its request.

@@ -81,7 +81,9 @@ fn every_field_is_described_and_structural() {
         open,
         vec![
             "PaveRoute.spec.parameters",
+            "PaveRouteRevision.spec.spec.parameters",
             "PolicyBundle.spec.data",
+            "PolicyBundleRevision.spec.spec.data",
             "ServiceRequest.spec.parameters",
         ],
         "only free-form objects may preserve unknown fields"
@@ -114,8 +116,12 @@ fn stream_is_well_formed_crds() {
         assert_eq!(versions[0]["storage"], true);
         assert_eq!(versions[0]["schema"]["openAPIV3Schema"]["type"], "object");
         let kind = v["spec"]["names"]["kind"].as_str().expect("kind").to_string();
-        // Approvals have no status; Scorecards are written whole by the operator in one apply.
-        if kind != "Approval" && kind != "Scorecard" {
+        // Approvals have no status; Scorecards are written whole by the
+        // operator in one apply; revisions are immutable records.
+        if !matches!(
+            kind.as_str(),
+            "Approval" | "Scorecard" | "PaveRouteRevision" | "PolicyBundleRevision"
+        ) {
             assert!(
                 versions[0]["subresources"]["status"].is_object(),
                 "{kind} has a status subresource"
@@ -132,7 +138,9 @@ fn stream_is_well_formed_crds() {
         [
             "Approval",
             "PaveRoute",
+            "PaveRouteRevision",
             "PolicyBundle",
+            "PolicyBundleRevision",
             "Scorecard",
             "ServiceRequest"
         ]

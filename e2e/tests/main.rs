@@ -27,7 +27,7 @@ use argocd::{
     argocd_syncs_requests_to_available_deployments,
 };
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
-use paver_crds::{Phase, PolicyBundle, PolicyBundleStatus, Scorecard, ServiceRequest};
+use paver_crds::{PaveRoute, Phase, PolicyBundle, PolicyBundleStatus, Scorecard, ServiceRequest};
 use support::{Cluster, ClusterExt as _, Operator, example, repo_root, wait_for, wait_phase};
 
 /// Resync period the operator runs with here (drift is restored within it).
@@ -118,6 +118,7 @@ async fn run_all() -> ExitCode {
         denied_request_is_rejected_and_not_committed,
         bundle_rollout_warn_enforce_and_broken_update,
         route_version_bump_rerenders,
+        last_good_route_and_bundle_survive_a_restart,
         hand_edit_is_restored_on_resync,
         deleting_a_request_removes_its_directory_and_scorecard,
         git_server_outage_ends_in_a_pushed_commit,
@@ -256,6 +257,8 @@ async fn operator_rbac_is_least_privilege(env: &mut Env) -> Result<()> {
         ["patch", "scorecards.paver.dev"],
         ["create", "events.events.k8s.io"],
         ["watch", "applications.argoproj.io"],
+        ["create", "paverouterevisions.paver.dev"],
+        ["delete", "policybundlerevisions.paver.dev"],
     ] {
         ensure!(
             can(&[allowed[0], allowed[1], "-A"])?,
@@ -979,6 +982,256 @@ async fn route_version_bump_rerenders(env: &mut Env) -> Result<()> {
             .is_some_and(|(sha, msg)| *sha == second.revision && msg.contains("Paver-Route: e2e-svc@1.1.0")),
         "{commits:?}"
     );
+    Ok(())
+}
+
+/// A route and a bundle, each a PaveRoute/PolicyBundle copy of a shipped
+/// one under a new name, for the last-good scenario: `marker` changes the
+/// first YAML template, `broken` appends a template syntax error.
+fn lastgood_route(c: &Cluster, version: &str, broken: bool) -> Result<String> {
+    let route_yaml = c.kubectl(&["get", "paveroute", "microservice", "-o", "yaml"])?;
+    let mut r: serde_yaml::Value = serde_yaml::from_str(&route_yaml)?;
+    r["metadata"] = serde_yaml::from_str("name: e2e-lastgood")?;
+    r.as_mapping_mut().context("route")?.remove("status");
+    r["spec"]["version"] = version.into();
+    if broken {
+        let files = r["spec"]["templates"]["inline"]
+            .as_sequence_mut()
+            .context("templates.inline")?;
+        let first = files.first_mut().context("no template")?;
+        let content = first["content"].as_str().unwrap_or_default().to_string();
+        first["content"] = format!("{content}\n{{{{ unclosed\n").into();
+    }
+    Ok(serde_yaml::to_string(&r)?)
+}
+
+/// Break a route and a bundle, SIGKILL the operator and start it again: it
+/// puts their last good revisions in force, so the requests keep their
+/// verdicts and renders (no commit), new requests are judged and rendered
+/// with the good versions, and each status says which version is in force
+/// and why the latest is refused.
+async fn last_good_route_and_bundle_survive_a_restart(env: &mut Env) -> Result<()> {
+    let ns = "e2e-lastgood";
+    namespace(&env.cluster, ns)?;
+    let bundle = |version: &str, body: &str| {
+        guard_bundle(version, "enforce", body)
+            .replace("name: e2e-guard", "name: e2e-lastgood-guard")
+            .replace("[e2e-rollout]", "[e2e-lastgood]")
+    };
+    let (routes, bundles): (Api<PaveRoute>, Api<PolicyBundle>) =
+        (Api::all(env.client.clone()), Api::all(env.client.clone()));
+    env.cluster
+        .apply(&lastgood_route(&env.cluster, "1.0.0", false)?)?;
+    env.cluster.apply(&bundle("1.0.0", GUARD_RULE))?;
+    let route_rev = wait_for("e2e-lastgood kept as a revision", Duration::from_secs(30), || {
+        let routes = routes.clone();
+        async move {
+            let s = routes.get("e2e-lastgood").await?.status.unwrap_or_default();
+            Ok(s.active_revision
+                .filter(|_| s.active_version.as_deref() == Some("1.0.0")))
+        }
+    })
+    .await?;
+    let bundle_rev = wait_for(
+        "e2e-lastgood-guard kept as a revision",
+        Duration::from_secs(30),
+        || {
+            let bundles = bundles.clone();
+            async move {
+                let s = bundles
+                    .get("e2e-lastgood-guard")
+                    .await?
+                    .status
+                    .unwrap_or_default();
+                Ok(s.active_revision
+                    .filter(|_| s.active_version.as_deref() == Some("1.0.0")))
+            }
+        },
+    )
+    .await?;
+    let listed = env
+        .cluster
+        .kubectl(&["get", "paverouterevisions,policybundlerevisions"])?;
+    ensure!(
+        listed.contains(&route_rev) && listed.contains(&bundle_rev),
+        "revisions {route_rev} and {bundle_rev} not listed:\n{listed}"
+    );
+    let on_route = |name: &str, flagged: bool| {
+        example("orders-api.yaml", ns, name, |v| {
+            v["spec"]["route"] = "e2e-lastgood".into();
+            if flagged {
+                v["metadata"]["labels"]["e2e/flagged"] = "true".into();
+            }
+        })
+    };
+    env.cluster.apply(&on_route("kept", false)?)?;
+    env.cluster.apply(&on_route("kept-flagged", true)?)?;
+    let kept = wait_phase(&env.client, ns, "kept", Phase::Rendered).await?;
+    let render = kept
+        .status
+        .clone()
+        .unwrap_or_default()
+        .render
+        .context("no render")?;
+    ensure!(render.route_version == "1.0.0", "{render:?}");
+    wait_phase(&env.client, ns, "kept-flagged", Phase::Rejected).await?;
+
+    // Version 2.0.0 of each is broken.
+    env.cluster.apply(&lastgood_route(&env.cluster, "2.0.0", true)?)?;
+    env.cluster.apply(&bundle(
+        "2.0.0",
+        "        deny contains msg if {\n          msg :=\n        }",
+    ))?;
+    for (kind, name) in [
+        ("paveroute", "e2e-lastgood"),
+        ("policybundle", "e2e-lastgood-guard"),
+    ] {
+        let c = &env.cluster;
+        wait_for(
+            &format!("{kind} {name} 2.0.0 refused"),
+            Duration::from_secs(30),
+            || async move {
+                let out = c.kubectl(&[
+                    "get",
+                    kind,
+                    name,
+                    "-o",
+                    "jsonpath={.metadata.generation} {.status.observedGeneration}",
+                ])?;
+                let parts: Vec<&str> = out.split_whitespace().collect();
+                Ok((parts.len() == 2 && parts[0] == parts[1]).then_some(()))
+            },
+        )
+        .await?;
+    }
+    let head = env.cluster.remote().head()?;
+
+    env.operator.kill()?;
+    env.operator.restart()?;
+    env.operator.wait_ready().await?;
+
+    // New requests after the restart: rendered with route 1.0.0, judged by bundle 1.0.0.
+    env.cluster.apply(&on_route("after", false)?)?;
+    env.cluster.apply(&on_route("after-flagged", true)?)?;
+    let after = wait_phase(&env.client, ns, "after", Phase::Rendered).await?;
+    let after_render = after.status.unwrap_or_default().render.context("no render")?;
+    ensure!(
+        after_render.route_version == "1.0.0",
+        "rendered after the restart with {after_render:?}, want the last good 1.0.0"
+    );
+    let rejected = wait_phase(&env.client, ns, "after-flagged", Phase::Rejected).await?;
+    let violations = rejected.status.unwrap_or_default().violations;
+    ensure!(
+        violations
+            .iter()
+            .any(|v| v.bundle == "e2e-lastgood-guard" && v.rule == "flagged"),
+        "the last good bundle did not judge after-flagged: {violations:?}"
+    );
+    // The requests from before keep their verdicts and renders: no new commit for them.
+    let kept_now = wait_phase(&env.client, ns, "kept", Phase::Rendered).await?;
+    let kept_render = kept_now.status.unwrap_or_default().render.context("no render")?;
+    ensure!(
+        kept_render.revision == render.revision && kept_render.route_version == "1.0.0",
+        "kept was re-rendered: {render:?} -> {kept_render:?}"
+    );
+    wait_phase(&env.client, ns, "kept-flagged", Phase::Rejected).await?;
+    let clone = env.cluster.remote().clone_repo()?;
+    ensure!(
+        clone.commits_for(&format!("{ns}/kept"))?.len() == 1,
+        "kept has more than one commit"
+    );
+    let since = clone.commits_since(&head)?;
+    ensure!(
+        since.iter().all(|(_, msg)| msg.contains(&format!("{ns}/after"))),
+        "commits after the restart other than the new request's: {since:?}"
+    );
+
+    // Each status says which version is in force and why the latest is refused.
+    let route = routes.get("e2e-lastgood").await?.status.unwrap_or_default();
+    let ready = route
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .context("no Ready")?;
+    ensure!(
+        ready.status == "False"
+            && ready.message.contains("version 2.0.0 is refused")
+            && ready
+                .message
+                .contains(&format!("version 1.0.0 (revision {route_rev}) stays in force")),
+        "route Ready: {ready:?}"
+    );
+    ensure!(
+        route.active_version.as_deref() == Some("1.0.0")
+            && route.active_revision.as_deref() == Some(&route_rev),
+        "route in force: {:?} {:?}",
+        route.active_version,
+        route.active_revision
+    );
+    let b = bundles
+        .get("e2e-lastgood-guard")
+        .await?
+        .status
+        .unwrap_or_default();
+    let active = b
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Active")
+        .context("no Active")?;
+    ensure!(
+        active.status == "False"
+            && active.message.contains(&format!(
+                "last good version 1.0.0 (revision {bundle_rev}) stays in force"
+            ))
+            && b.errors
+                .iter()
+                .any(|e| e.module == "guard.rego" && e.line.is_some()),
+        "bundle status: {active:?} {:?}",
+        b.errors
+    );
+    let table = env.cluster.kubectl(&["get", "paveroute", "e2e-lastgood"])?;
+    ensure!(
+        table.contains("ACTIVE")
+            && table
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("2.0.0") && l.contains("1.0.0")),
+        "kubectl get paveroute:\n{table}"
+    );
+
+    // The CLI judges against the versions in force, as the operator does:
+    // route 1.0.0 (2.0.0 is broken) and the bundle's 1.0.0.
+    let file = std::env::temp_dir().join(format!("paver-e2e-lastgood-{}.yaml", std::process::id()));
+    std::fs::write(&file, on_route("cli-flagged", true)?)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paver"))
+        .args(["validate", "--cluster", "-f"])
+        .arg(&file)
+        .env("KUBECONFIG", env.cluster.var("PAVER_E2E_ADMIN_KUBECONFIG"))
+        .output()?;
+    std::fs::remove_file(&file).ok();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.code() == Some(1) && text.contains("e2e-lastgood-guard") && !text.contains("not usable"),
+        "paver validate --cluster (exit {:?}):\n{text}",
+        out.status.code()
+    );
+
+    // Deleting the bundle deletes its revisions (owner references).
+    let c = &env.cluster;
+    c.kubectl(&["delete", "policybundle", "e2e-lastgood-guard"])?;
+    wait_for(
+        "e2e-lastgood-guard's revisions collected",
+        Duration::from_secs(60),
+        || async move {
+            let out = c.kubectl(&["get", "policybundlerevisions", "-o", "name"])?;
+            Ok((!out.contains("e2e-lastgood-guard")).then_some(()))
+        },
+    )
+    .await?;
     Ok(())
 }
 

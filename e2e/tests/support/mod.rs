@@ -208,6 +208,21 @@ impl Clone {
         self.dir.path().join(rel)
     }
 
+    /// Commits after `base`, oldest first, as (sha, full message).
+    pub fn commits_since(&self, base: &str) -> Result<Vec<(String, String)>> {
+        let log = self.git(&[
+            "log",
+            "--reverse",
+            "--format=%H%x00%B%x01",
+            &format!("{base}..HEAD"),
+        ])?;
+        Ok(log
+            .split('\u{1}')
+            .filter_map(|entry| entry.trim_start().split_once('\0'))
+            .map(|(sha, body)| (sha.to_string(), body.to_string()))
+            .collect())
+    }
+
     /// Commits whose message carries `Paver-Request: <key>`, oldest first,
     /// as (sha, full message).
     pub fn commits_for(&self, key: &str) -> Result<Vec<(String, String)>> {

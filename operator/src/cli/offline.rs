@@ -91,6 +91,16 @@ fn from_cluster() -> Result<(Content, std::collections::BTreeMap<String, String>
             .await
             .map_err(|e| list("PolicyBundles", e))?
             .items;
+        let mut routes = routes;
+        let mut bundles = bundles;
+        in_force(&client, &mut routes, |r| {
+            r.status.as_ref()?.active_revision.clone()
+        })
+        .await;
+        in_force(&client, &mut bundles, |b| {
+            b.status.as_ref()?.active_revision.clone()
+        })
+        .await;
         let team_label = paver_crds::vocab::labels::TEAM;
         let teams = Api::<Namespace>::all(client)
             .list(&ListParams::default().labels(team_label))
@@ -105,6 +115,48 @@ fn from_cluster() -> Result<(Content, std::collections::BTreeMap<String, String>
             .collect();
         Ok((Content { routes, bundles }, teams))
     })
+}
+
+/// Each route or bundle as the operator enforces it: where its latest spec
+/// was refused and its status names the revision in force, that
+/// revision's spec (checked against its hash). Without read access to
+/// revisions, the latest specs, with a warning.
+async fn in_force<K: crate::controller::revision::Revisioned>(
+    client: &kube::Client,
+    owners: &mut [K],
+    active: impl Fn(&K) -> Option<String>,
+) where
+    K::Rev: Send + Sync,
+{
+    use crate::core::revision::{refused, revision_name, spec_hash};
+    use kube::{Api, ResourceExt, api::ListParams};
+    let revisions: Vec<_> = match Api::<K::Rev>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items.into_iter().map(K::stored).collect(),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read {} ({e}): judging with the latest specs, which may not be the versions in force",
+                <K::Rev as kube::Resource>::plural(&())
+            );
+            return;
+        }
+    };
+    for owner in owners.iter_mut() {
+        let Some(active) = active(owner) else { continue };
+        let name = owner.name_any();
+        if revision_name(&name, &spec_hash(owner.spec_of())) == active {
+            continue;
+        }
+        match revisions.iter().find(|r| r.name == active) {
+            Some(rev) => match refused(rev, &name, owner.uid().as_deref()) {
+                None => K::set_spec(owner, rev.spec.clone()),
+                Some(why) => eprintln!("warning: revision {active} of {name} refused: {why}"),
+            },
+            None => eprintln!("warning: {name} names revision {active}, which is not there"),
+        }
+    }
 }
 
 /// `path` itself, or for a folder its `*.yaml` and `*.yml` files (not

@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 
 use kube::{Api, ResourceExt, core::DeserializeGuard, runtime::reflector::Store};
-use paver_crds::{Condition, PolicyBundle, PolicyBundleStatus, RequestKey, now_rfc3339, set_condition};
+use paver_crds::{
+    Condition, PolicyBundle, PolicyBundleSpec, PolicyBundleStatus, RequestKey, now_rfc3339, set_condition,
+};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -13,15 +15,17 @@ use super::{
     Ctx, Result, apply_status,
     index::{Trigger, trigger_requests},
     request::RequestMeta,
+    revision,
     watch::Generations,
 };
-use crate::core::policy::BundleReport;
+use crate::core::policy::{Activation, BundleReport};
 
 /// The status a bundle should have after an activation attempt.
 pub fn bundle_status(
     prev: &PolicyBundleStatus,
     bundle: &PolicyBundle,
     report: &BundleReport,
+    active_revision: Option<&str>,
     now: &str,
 ) -> PolicyBundleStatus {
     let generation = bundle.metadata.generation;
@@ -86,10 +90,13 @@ pub fn bundle_status(
     }
     let active = report.activated;
     let active_version = report.active_version.clone();
+    let revision = active_revision
+        .map(|r| format!(" (revision {r})"))
+        .unwrap_or_default();
     let active_msg = match (&active_version, active) {
-        (Some(v), true) => format!("version {v} is enforced"),
+        (Some(v), true) => format!("version {v}{revision} is enforced"),
         (Some(v), false) => {
-            format!("version {version} was not activated; the last good version {v} stays in force")
+            format!("version {version} was not activated; the last good version {v}{revision} stays in force")
         }
         (None, _) => format!(
             "version {version} was not activated and no earlier version is good; matching requests wait"
@@ -103,6 +110,7 @@ pub fn bundle_status(
     ));
     PolicyBundleStatus {
         conditions,
+        active_revision: active_version.as_ref().and(active_revision.map(str::to_string)),
         active_version,
         test_results: report.tests.clone(),
         errors: report.errors.clone(),
@@ -113,27 +121,66 @@ pub fn bundle_status(
     }
 }
 
-/// Activates `bundle` in the catalog and writes its status if it changed.
-/// Returns whether the update was put in force.
-pub async fn apply(ctx: &Ctx, bundle: &PolicyBundle) -> Result<bool> {
-    let name = bundle.name_any();
-    // Compiling, testing and building a bundle's VM program takes seconds
-    // for a large one: on a blocking thread, not on the async workers (the
-    // lease renewal and probes run there), and without the catalog's lock
-    // (every reconcile reads the catalog). Only the install takes the lock.
-    let activation = {
-        let (name, spec) = (name.clone(), bundle.spec.clone());
-        tokio::task::spawn_blocking(move || crate::core::policy::activate(&name, &spec, chrono::Utc::now()))
-            .await
-            .unwrap_or_else(|e| crate::core::policy::Activation {
-                errors: vec![paver_crds::BundleError {
-                    module: "activation".into(),
-                    message: format!("activation did not finish: {e}"),
-                    ..Default::default()
-                }],
+/// Compiles, tests and builds `spec` as bundle `name`: on a blocking
+/// thread, not on the async workers (the lease renewal and probes run
+/// there), and without the catalog's lock (every reconcile reads the
+/// catalog): a large bundle takes seconds.
+async fn activate(name: &str, spec: &PolicyBundleSpec) -> Activation {
+    let (name, spec) = (name.to_string(), spec.clone());
+    tokio::task::spawn_blocking(move || crate::core::policy::activate(&name, &spec, chrono::Utc::now()))
+        .await
+        .unwrap_or_else(|e| Activation {
+            errors: vec![paver_crds::BundleError {
+                module: "activation".into(),
+                message: format!("activation did not finish: {e}"),
                 ..Default::default()
-            })
-    };
+            }],
+            ..Default::default()
+        })
+}
+
+/// Puts bundle `name`'s last good revision in force when nothing of it is
+/// (a restarted operator whose bundle's latest version is broken). The
+/// revision's name, if one was put in force.
+async fn fall_back(ctx: &Ctx, name: &str, uid: Option<&str>, active: Option<&str>) -> Option<String> {
+    if ctx.catalog.read().await.bundles.get(name).is_some() {
+        return None;
+    }
+    let rev = revision::last_good::<PolicyBundle>(ctx, name, uid, active).await?;
+    let activation = activate(name, &rev.spec).await;
+    let report = ctx
+        .catalog
+        .write()
+        .await
+        .bundles
+        .install(name, &rev.spec, activation);
+    if report.activated {
+        info!(bundle = %name, revision = %rev.name, version = %rev.spec.version, "the latest version is broken: its last good revision is in force");
+        Some(rev.name)
+    } else {
+        warn!(bundle = %name, revision = %rev.name, errors = ?report.errors, "the last good revision no longer activates");
+        None
+    }
+}
+
+/// Activates `bundle` in the catalog (a version that fails leaves the one
+/// before in force, from the last good revision after a restart), keeps a
+/// good version as a revision, and writes its status if it changed.
+/// Returns whether the update was put in force, and the revision in force.
+pub async fn apply(
+    ctx: &Ctx,
+    bundle: &PolicyBundle,
+    in_force: Option<String>,
+) -> Result<(bool, Option<String>)> {
+    let name = bundle.name_any();
+    let prev = bundle.status.clone().unwrap_or_default();
+    let activation = activate(&name, &bundle.spec).await;
+    let mut revision = in_force.or_else(|| prev.active_revision.clone());
+    if activation.compiled.is_none()
+        && let Some(r) = fall_back(ctx, &name, bundle.uid().as_deref(), revision.as_deref()).await
+    {
+        revision = Some(r);
+    }
     let (report, active) = {
         let mut catalog = ctx.catalog.write().await;
         let report = catalog.bundles.install(&name, &bundle.spec, activation);
@@ -143,16 +190,22 @@ pub async fn apply(ctx: &Ctx, bundle: &PolicyBundle) -> Result<bool> {
         let evaluator = active.as_ref().map(|b| b.evaluator()).unwrap_or_default();
         let interpreted_because = active.as_ref().and_then(|b| b.interpreted_because.clone());
         info!(bundle = %name, version = %bundle.spec.version, evaluator, interpreted_because, "bundle activated");
+        revision = match revision::record(ctx, bundle, prev.active_revision.as_deref()).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(bundle = %name, error = %e, "failed to keep the bundle's version as a revision");
+                None
+            }
+        };
     } else {
         warn!(bundle = %name, version = %bundle.spec.version, errors = report.errors.len(), "bundle not activated; keeping last good version");
     }
-    let prev = bundle.status.clone().unwrap_or_default();
-    let status = bundle_status(&prev, bundle, &report, &now_rfc3339());
+    let status = bundle_status(&prev, bundle, &report, revision.as_deref(), &now_rfc3339());
     if status != prev {
         let api: Api<PolicyBundle> = Api::all(ctx.client.clone());
         apply_status(&api, &name, &status, &ctx.metrics).await?;
     }
-    Ok(report.activated)
+    Ok((report.activated, status.active_revision))
 }
 
 /// Keeps the catalog's bundles in step with the cluster (through
@@ -165,6 +218,8 @@ pub struct Bundles {
     pub ready: watch::Sender<bool>,
     /// The generation last activated (or refused), by bundle name.
     pub seen: Generations,
+    /// The revision in force, by bundle name.
+    pub revisions: std::collections::BTreeMap<String, String>,
 }
 
 impl Bundles {
@@ -176,6 +231,7 @@ impl Bundles {
         });
         catalog.bundles.remove(name);
         self.seen.forget(name);
+        self.revisions.remove(name);
     }
 }
 
@@ -188,8 +244,15 @@ impl super::watch::Handler for Bundles {
         if !self.seen.changed(&name, bundle.metadata.generation) {
             return;
         }
-        let changed = match apply(&self.ctx, &bundle).await {
-            Ok(changed) => changed,
+        let in_force = self.revisions.get(&name).cloned();
+        let changed = match apply(&self.ctx, &bundle, in_force).await {
+            Ok((changed, revision)) => {
+                match revision {
+                    Some(r) => self.revisions.insert(name.clone(), r),
+                    None => self.revisions.remove(&name),
+                };
+                changed
+            }
             Err(e) => {
                 warn!(bundle = %name, error = %e, "failed to report bundle status");
                 true
@@ -211,6 +274,24 @@ impl super::watch::Handler for Bundles {
     async fn invalid(&mut self, key: RequestKey, error: String) {
         let name = key.parts().1;
         self.seen.forget(name);
+        // After a restart nothing of it is in force yet: its last good revision.
+        if !self.revisions.contains_key(name) {
+            let uid = Api::<PolicyBundle>::all(self.ctx.client.clone())
+                .get_metadata_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|m| m.metadata.uid);
+            if let Some(r) = fall_back(&self.ctx, name, uid.as_deref(), None).await {
+                self.revisions.insert(name.to_string(), r);
+                if *self.ready.borrow() {
+                    let catalog = self.ctx.catalog.read().await;
+                    trigger_requests(&self.ctx, &self.requests, &self.trigger, |route, ns, labels| {
+                        catalog.bundle_touches(name, route, ns, labels)
+                    });
+                }
+            }
+        }
         let mut conditions = Vec::new();
         set_condition(
             &mut conditions,
@@ -232,6 +313,7 @@ impl super::watch::Handler for Bundles {
                 .bundles
                 .get(name)
                 .map(|b| b.version.clone()),
+            active_revision: self.revisions.get(name).cloned(),
             ..Default::default()
         };
         let api: Api<DeserializeGuard<PolicyBundle>> = Api::all(self.ctx.client.clone());

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod request;
 pub mod resync;
+pub mod revision;
 pub mod route;
 pub mod run;
 pub mod scorecards;

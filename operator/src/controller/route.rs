@@ -6,21 +6,30 @@ use std::collections::HashSet;
 use kube::{Api, ResourceExt, core::DeserializeGuard, runtime::reflector::Store};
 use paver_crds::{Condition, PaveRoute, PaveRouteStatus, RequestKey, now_rfc3339, set_condition};
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{
     Ctx, Result, apply_status,
     index::{Trigger, trigger_requests},
     request::RequestMeta,
+    revision,
     watch::Generations,
 };
 use crate::core::FieldError;
+
+/// Which version of a route is in force, and the revision holding it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InForce {
+    pub version: Option<String>,
+    pub revision: Option<String>,
+}
 
 /// The status a route should have after compiling it.
 pub fn route_status(
     prev: &PaveRouteStatus,
     route: &PaveRoute,
     errors: &[FieldError],
+    in_force: &InForce,
     now: &str,
 ) -> PaveRouteStatus {
     let mut conditions = prev.conditions.clone();
@@ -37,7 +46,17 @@ pub fn route_status(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        Condition::new("Ready", false, "InvalidRoute", msg)
+        let kept = match (&in_force.version, &in_force.revision) {
+            (Some(v), Some(r)) => format!("version {v} (revision {r}) stays in force"),
+            (Some(v), None) => format!("version {v} stays in force"),
+            (None, _) => "no earlier version is good: its requests wait".to_string(),
+        };
+        Condition::new(
+            "Ready",
+            false,
+            "InvalidRoute",
+            format!("version {} is refused: {msg}; {kept}", route.spec.version),
+        )
     };
     set_condition(
         &mut conditions,
@@ -50,44 +69,95 @@ pub fn route_status(
     PaveRouteStatus {
         conditions,
         observed_generation: route.metadata.generation,
+        active_version: in_force.version.clone(),
+        active_revision: in_force.revision.clone(),
     }
 }
 
-/// Compiles `route` into the catalog and writes its status if it changed.
-pub async fn apply(ctx: &Ctx, route: &PaveRoute) -> Result<()> {
+/// Puts route `name`'s last good revision in force when nothing of it is
+/// (a restarted operator whose route's latest version is broken). The
+/// revision's name, if one was put in force.
+async fn fall_back(ctx: &Ctx, name: &str, uid: Option<&str>, active: Option<&str>) -> Option<String> {
+    if ctx.catalog.read().await.route_version(name).is_some() {
+        return None;
+    }
+    let rev = revision::last_good::<PaveRoute>(ctx, name, uid, active).await?;
+    let mut good = PaveRoute::new(name, rev.spec);
+    good.metadata.uid = uid.map(str::to_string);
+    match crate::core::verdict::compile_route(good) {
+        Ok(compiled) => {
+            ctx.catalog.write().await.install_route(name, Ok(compiled));
+            info!(route = %name, revision = %rev.name, "the latest version is broken: its last good revision is in force");
+            Some(rev.name)
+        }
+        Err(errors) => {
+            warn!(route = %name, revision = %rev.name, errors = ?errors, "the last good revision no longer compiles");
+            None
+        }
+    }
+}
+
+/// Compiles `route` into the catalog (a version that does not compile
+/// leaves the one before in force, from the last good revision after a
+/// restart), keeps a good version as a revision, and writes the route's
+/// status if it changed. Returns the revision in force.
+pub async fn apply(ctx: &Ctx, route: &PaveRoute, in_force: Option<String>) -> Result<Option<String>> {
+    let name = route.name_any();
+    let prev = route.status.clone().unwrap_or_default();
     // Compiled before the catalog's lock is taken: reconciles read the catalog.
     let compiled = crate::core::verdict::compile_route(route.clone());
-    let errors = ctx
-        .catalog
-        .write()
-        .await
-        .install_route(&route.name_any(), compiled);
-    let prev = route.status.clone().unwrap_or_default();
-    let status = route_status(&prev, route, &errors, &now_rfc3339());
+    let mut revision = in_force.or_else(|| prev.active_revision.clone());
+    if compiled.is_err()
+        && let Some(r) = fall_back(ctx, &name, route.uid().as_deref(), revision.as_deref()).await
+    {
+        revision = Some(r);
+    }
+    let errors = ctx.catalog.write().await.install_route(&name, compiled);
+    if errors.is_empty() {
+        revision = match revision::record(ctx, route, prev.active_revision.as_deref()).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(route = %name, error = %e, "failed to keep the route's version as a revision");
+                None
+            }
+        };
+    }
+    let version = ctx.catalog.read().await.route_version(&name).map(str::to_string);
+    let in_force = InForce {
+        revision: version.as_ref().and(revision),
+        version,
+    };
+    let status = route_status(&prev, route, &errors, &in_force, &now_rfc3339());
     if status != prev {
         let api: Api<PaveRoute> = Api::all(ctx.client.clone());
-        apply_status(&api, &route.name_any(), &status, &ctx.metrics).await?;
+        apply_status(&api, &name, &status, &ctx.metrics).await?;
     }
-    Ok(())
+    Ok(in_force.revision)
 }
 
 /// The status of a route Paver cannot read: not Ready, saying why; the
 /// catalog keeps the version it had.
-pub fn unreadable_status(error: &str, now: &str) -> PaveRouteStatus {
+pub fn unreadable_status(error: &str, in_force: &InForce, now: &str) -> PaveRouteStatus {
     let mut conditions = Vec::new();
+    let kept = match &in_force.version {
+        Some(v) => format!("version {v} stays in force"),
+        None => "no earlier version is good: its requests wait".to_string(),
+    };
     set_condition(
         &mut conditions,
         Condition::new(
             "Ready",
             false,
             "Unreadable",
-            format!("the route cannot be read ({error}); the version in force before stays"),
+            format!("the route cannot be read ({error}); {kept}"),
         ),
         now,
     );
     PaveRouteStatus {
         conditions,
         observed_generation: None,
+        active_version: in_force.version.clone(),
+        active_revision: in_force.revision.clone(),
     }
 }
 
@@ -101,12 +171,15 @@ pub struct Routes {
     pub ready: watch::Sender<bool>,
     /// The generation last compiled, by route name.
     pub seen: Generations,
+    /// The revision in force, by route name.
+    pub revisions: std::collections::BTreeMap<String, String>,
 }
 
 impl Routes {
     async fn forget(&mut self, name: &str) {
         self.ctx.catalog.write().await.remove_route(name);
         self.seen.forget(name);
+        self.revisions.remove(name);
         trigger_requests(&self.ctx, &self.requests, &self.trigger, |route, _, _| {
             route == name
         });
@@ -122,8 +195,15 @@ impl super::watch::Handler for Routes {
         if !self.seen.changed(&name, route.metadata.generation) {
             return;
         }
-        if let Err(e) = apply(&self.ctx, &route).await {
-            warn!(route = %name, error = %e, "failed to report route status");
+        let in_force = self.revisions.get(&name).cloned();
+        match apply(&self.ctx, &route, in_force).await {
+            Ok(Some(r)) => {
+                self.revisions.insert(name.clone(), r);
+            }
+            Ok(None) => {
+                self.revisions.remove(&name);
+            }
+            Err(e) => warn!(route = %name, error = %e, "failed to report route status"),
         }
         self.seen.record(&name, route.metadata.generation);
         if *self.ready.borrow() {
@@ -140,7 +220,30 @@ impl super::watch::Handler for Routes {
         // Compiled again once it can be read.
         self.seen.forget(name);
         let api: Api<DeserializeGuard<PaveRoute>> = Api::all(self.ctx.client.clone());
-        let status = unreadable_status(&error, &now_rfc3339());
+        // After a restart nothing of it is in force yet: its last good revision.
+        if !self.revisions.contains_key(name) {
+            let uid = Api::<PaveRoute>::all(self.ctx.client.clone())
+                .get_metadata_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|m| m.metadata.uid);
+            if let Some(r) = fall_back(&self.ctx, name, uid.as_deref(), None).await {
+                self.revisions.insert(name.to_string(), r);
+                trigger_requests(&self.ctx, &self.requests, &self.trigger, |r, _, _| r == name);
+            }
+        }
+        let in_force = InForce {
+            version: self
+                .ctx
+                .catalog
+                .read()
+                .await
+                .route_version(name)
+                .map(str::to_string),
+            revision: self.revisions.get(name).cloned(),
+        };
+        let status = unreadable_status(&error, &in_force, &now_rfc3339());
         if let Err(e) = apply_status(&api, name, &status, &self.ctx.metrics).await {
             warn!(route = %name, error = %e, "failed to report route status");
         }

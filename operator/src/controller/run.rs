@@ -222,6 +222,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             trigger: trigger.clone(),
             ready: routes_ready_tx,
             seen: Default::default(),
+            revisions: Default::default(),
         },
     ));
     tokio::spawn(watch::guarded_watch(
@@ -232,6 +233,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             trigger: trigger.clone(),
             ready: bundles_ready_tx,
             seen: Default::default(),
+            revisions: Default::default(),
         },
     ));
 
