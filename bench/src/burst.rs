@@ -54,6 +54,11 @@ pub struct Args {
     trickle: Option<usize>,
     #[arg(long, default_value_t = 200)]
     trickle_interval_ms: u64,
+    /// While the requests are created, keep a bundle of this many rules
+    /// activating (a new version as soon as the last is in force; it
+    /// matches no request): reconcile latency under heavy activations.
+    #[arg(long)]
+    activate_rules: Option<usize>,
     /// The operator binary (a release build).
     #[arg(long)]
     paver: Option<PathBuf>,
@@ -108,6 +113,63 @@ struct Report {
     /// summed and count, by `family{labels}`.
     operator_time: BTreeMap<String, (f64, f64)>,
     quiet: Option<Quiet>,
+    activations: Option<Activations>,
+}
+
+/// The bundle kept activating during the run (`--activate-rules`).
+#[derive(Serialize)]
+struct Activations {
+    rules: usize,
+    /// Versions put in force while requests were created.
+    count: usize,
+    /// Apply of a version → its status reports it (observedGeneration).
+    apply_to_active: Summary,
+}
+
+/// Applies versions 1.0.k of the synthetic bundle one after another, each
+/// once the last is in force, until `stop`; each apply→in-force time.
+async fn keep_activating(
+    client: Client,
+    rules: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Vec<Duration>> {
+    use kube::api::{Patch, PatchParams};
+    use paver_crds::PolicyBundle;
+    let api: Api<PolicyBundle> = Api::all(client);
+    let mut times = Vec::new();
+    let mut k = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        k += 1;
+        let mut b = crate::policy::synthetic_bundle(rules, &format!("1.0.{k}"), "paver-bench-none");
+        b.metadata.managed_fields = None;
+        let mut doc = serde_json::to_value(&b)?;
+        doc["apiVersion"] = "paver.dev/v1alpha1".into();
+        doc["kind"] = "PolicyBundle".into();
+        let t = Instant::now();
+        let applied = api
+            .patch(
+                "synthetic",
+                &PatchParams::apply("paver-bench").force(),
+                &Patch::Apply(&doc),
+            )
+            .await?;
+        let generation = applied.metadata.generation;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let b = api.get_status("synthetic").await?;
+            if b.status.as_ref().and_then(|s| s.observed_generation) == generation {
+                if b.status.as_ref().and_then(|s| s.active_version.as_deref()) != Some(&format!("1.0.{k}")) {
+                    bail!("synthetic 1.0.{k} was not activated: {:?}", b.status);
+                }
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                bail!("synthetic 1.0.{k} not reported within 120 s");
+            }
+        }
+        times.push(t.elapsed());
+    }
+    Ok(times)
 }
 
 #[derive(Serialize, Default)]
@@ -781,6 +843,10 @@ async fn measure(
         }
     );
 
+    let stop_activating = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let activating = args
+        .activate_rules
+        .map(|rules| tokio::spawn(keep_activating(client.clone(), rules, stop_activating.clone())));
     // The creates run in a task; this task samples the timeline.
     let creator = {
         let api = api.clone();
@@ -864,6 +930,25 @@ async fn measure(
         }
     }
     let cpu_wall = t0.elapsed().as_secs_f64();
+    stop_activating.store(true, std::sync::atomic::Ordering::Relaxed);
+    let activations = match (activating, args.activate_rules) {
+        (Some(task), Some(rules)) => {
+            let times = task.await??;
+            let a = Activations {
+                rules,
+                count: times.len(),
+                apply_to_active: Summary::of(&times),
+            };
+            println!(
+                "  {} activations of a {rules}-rule bundle meanwhile: apply→in force p50 {}  max {}",
+                a.count,
+                fmt_us(a.apply_to_active.median_us),
+                fmt_us(a.apply_to_active.max_us)
+            );
+            Some(a)
+        }
+        _ => None,
+    };
     let cpu_after = cpu_snapshot(cluster, operator);
     let cpu: BTreeMap<String, f64> = cpu_after
         .iter()
@@ -1052,5 +1137,6 @@ async fn measure(
         cpu_wall_s: cpu_wall,
         operator_time,
         quiet,
+        activations,
     })
 }

@@ -57,6 +57,10 @@ pub struct Args {
     /// The OPA binary (default: $OPA, the e2e cache's opa-v1.22.2, `opa` on PATH).
     #[arg(long, env = "OPA")]
     opa: Option<PathBuf>,
+    /// Deny rules of the synthetic bundle whose activation is also timed
+    /// (a large third-party bundle).
+    #[arg(long, default_value_t = 2000)]
+    synthetic_rules: usize,
     /// Skip OPA entirely.
     #[arg(long)]
     no_opa: bool,
@@ -572,7 +576,8 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
 
     println!("\nbundle activation (compile + activation-time evaluation + tests):");
     let mut activation = Vec::new();
-    for b in &content.bundles {
+    let synthetic = synthetic_bundle(args.synthetic_rules, "1.0.0", "paver-bench-none");
+    for b in content.bundles.iter().chain(std::iter::once(&synthetic)) {
         let name = b.name_any();
         let t = Instant::now();
         let first = activate(&name, &b.spec, chrono::Utc::now());
@@ -705,4 +710,48 @@ fn print_summary(reports: &[ExampleReport]) {
         );
     }
     println!("target: paver ≤ 0.35x opa (ratio50)");
+}
+
+/// A third-party-sized bundle: `rules` definitions of `deny`, each on a
+/// parameter of its own, over 10 modules, with one test; it matches only
+/// `namespace`, so putting it in force re-judges no other request.
+pub fn synthetic_bundle(rules: usize, version: &str, namespace: &str) -> paver_crds::PolicyBundle {
+    use paver_crds::{BundleMatch, PolicyBundle, PolicyBundleSpec, PolicyMode, RegoModule};
+    let modules = (0..10)
+        .map(|m| {
+            let mut source = String::from("package paver.synthetic\n\nimport rego.v1\n\nparams := object.get(input, \"parameters\", {})\n");
+            for i in (m..rules).step_by(10) {
+                source.push_str(&format!(
+                    "\ndeny contains {{\"id\": \"limit-{i}\", \"msg\": \"limit{i} is above {i}\"}} if {{\n\tparams.limit{i} > {i}\n}}\n"
+                ));
+            }
+            RegoModule {
+                name: format!("synthetic-{m}.rego"),
+                source,
+            }
+        })
+        .collect();
+    let test = RegoModule {
+        name: "synthetic_test.rego".into(),
+        source: "package paver.synthetic_test\n\nimport rego.v1\n\nimport data.paver.synthetic\n\n\
+                 test_over_limit if count(synthetic.deny) == 1 with input as {\"parameters\": {\"limit1\": 5}}\n\n\
+                 test_under_limit if count(synthetic.deny) == 0 with input as {\"parameters\": {\"limit1\": 1}}\n"
+            .into(),
+    };
+    PolicyBundle::new(
+        "synthetic",
+        PolicyBundleSpec {
+            version: version.into(),
+            owners: vec!["bench@example.com".into()],
+            description: format!("{rules} synthetic deny rules (paver-bench)"),
+            mode: PolicyMode::Enforce,
+            modules,
+            tests: vec![test],
+            match_: Some(BundleMatch {
+                namespaces: vec![namespace.into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
 }
