@@ -128,7 +128,7 @@ async fn in_force<K: crate::controller::revision::Revisioned>(
 ) where
     K::Rev: Send + Sync,
 {
-    use crate::core::revision::{refused, revision_name, spec_hash};
+    use crate::core::revision::refused;
     use kube::{Api, ResourceExt, api::ListParams};
     let revisions: Vec<_> = match Api::<K::Rev>::all(client.clone())
         .list(&ListParams::default())
@@ -146,7 +146,7 @@ async fn in_force<K: crate::controller::revision::Revisioned>(
     for owner in owners.iter_mut() {
         let Some(active) = active(owner) else { continue };
         let name = owner.name_any();
-        if revision_name(&name, &spec_hash(owner.spec_of())) == active {
+        if crate::controller::revision::name_for(owner) == active {
             continue;
         }
         match revisions.iter().find(|r| r.name == active) {

@@ -276,12 +276,7 @@ impl super::watch::Handler for Bundles {
         self.seen.forget(name);
         // After a restart nothing of it is in force yet: its last good revision.
         if !self.revisions.contains_key(name) {
-            let uid = Api::<PolicyBundle>::all(self.ctx.client.clone())
-                .get_metadata_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|m| m.metadata.uid);
+            let uid = revision::uid_of::<PolicyBundle>(&self.ctx, name).await;
             if let Some(r) = fall_back(&self.ctx, name, uid.as_deref(), None).await {
                 self.revisions.insert(name.to_string(), r);
                 if *self.ready.borrow() {

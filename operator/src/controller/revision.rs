@@ -134,6 +134,17 @@ fn selector<K: Revisioned>(owner: &str) -> ListParams {
     }
 }
 
+/// The uid of owner `name`, read as metadata only (its spec may not be
+/// readable): what its revisions' owner references must name.
+pub async fn uid_of<K: Revisioned>(ctx: &Ctx, name: &str) -> Option<String> {
+    Api::<K>::all(ctx.client.clone())
+        .get_metadata_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|m| m.metadata.uid)
+}
+
 /// The name of the revision `owner`'s current spec would be kept as.
 pub fn name_for<K: Revisioned>(owner: &K) -> String {
     core_rev::revision_name(&owner.name_any(), &core_rev::spec_hash(owner.spec_of()))

@@ -222,12 +222,7 @@ impl super::watch::Handler for Routes {
         let api: Api<DeserializeGuard<PaveRoute>> = Api::all(self.ctx.client.clone());
         // After a restart nothing of it is in force yet: its last good revision.
         if !self.revisions.contains_key(name) {
-            let uid = Api::<PaveRoute>::all(self.ctx.client.clone())
-                .get_metadata_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|m| m.metadata.uid);
+            let uid = revision::uid_of::<PaveRoute>(&self.ctx, name).await;
             if let Some(r) = fall_back(&self.ctx, name, uid.as_deref(), None).await {
                 self.revisions.insert(name.to_string(), r);
                 trigger_requests(&self.ctx, &self.requests, &self.trigger, |r, _, _| r == name);
