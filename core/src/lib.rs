@@ -11,6 +11,7 @@
 //! `verdict` strings them together into the one decision both shells print.
 
 pub mod content;
+pub mod escape;
 pub mod estimate;
 pub mod observed;
 pub mod paths;

@@ -13,8 +13,10 @@
 //! what goes under `manifests/`.
 //!
 //! The template engine is sandboxed: a fuel budget per file, no loader
-//! (includes and imports reach only the route's own templates), no
-//! auto-escaping. Undefined values are semi-strict: printing or iterating
+//! (includes and imports reach only the route's own templates), and every
+//! printed value escaped for the file it lands in ([`super::escape`]: YAML,
+//! GitHub workflows, CODEOWNERS, JSON), with each rendered YAML file parsed
+//! before it is accepted. Undefined values are semi-strict: printing or iterating
 //! an undefined value fails (a typo must not render an empty field into a
 //! manifest), while `{% if parameters.x %}` on an optional value is false.
 //! Template files with a path segment starting with `_` are partials for
@@ -24,7 +26,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use minijinja::{
-    AutoEscape, Environment, ErrorKind, UndefinedBehavior,
+    Environment, ErrorKind, UndefinedBehavior,
     value::{Serde, Value as JinjaValue},
 };
 use paver_crds::{PaveRoute, ServiceRequest, vocab::labels};
@@ -32,7 +34,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{FieldError, estimate::Estimate, validate::CompiledRoute};
+use super::{FieldError, escape, estimate::Estimate, validate::CompiledRoute};
 // The one path rule, also the Git writer's and `paver render --out`'s.
 pub use super::paths::check_relative_path;
 
@@ -140,22 +142,26 @@ fn to_plain(value: &JinjaValue, filter: &str) -> Result<Value, minijinja::Error>
 }
 
 /// YAML with sorted keys and no trailing newline; pair with `indent`.
-fn to_yaml(value: &JinjaValue) -> Result<String, minijinja::Error> {
+fn to_yaml(value: &JinjaValue) -> Result<JinjaValue, minijinja::Error> {
     let plain = to_plain(value, "to_yaml")?;
     let text = serde_yaml::to_string(&plain)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("to_yaml: {e}")))?;
-    Ok(text.trim_end_matches('\n').to_string())
+    Ok(JinjaValue::from_safe_string(
+        text.trim_end_matches('\n').to_string(),
+    ))
 }
 
 /// Compact JSON with sorted keys: also the safe way to quote a string in YAML.
-fn to_json(value: &JinjaValue) -> Result<String, minijinja::Error> {
+fn to_json(value: &JinjaValue) -> Result<JinjaValue, minijinja::Error> {
     let plain = to_plain(value, "to_json")?;
     serde_json::to_string(&plain)
+        .map(JinjaValue::from_safe_string)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("to_json: {e}")))
 }
 
-fn b64encode(value: String) -> String {
-    base64::engine::general_purpose::STANDARD.encode(value)
+/// Base64 (its alphabet needs no escaping in any file Paver writes).
+fn b64encode(value: String) -> JinjaValue {
+    JinjaValue::from_safe_string(base64::engine::general_purpose::STANDARD.encode(value))
 }
 
 /// Lowercase letters, digits and single dashes; at most 63 characters.
@@ -227,7 +233,8 @@ fn base_env() -> Environment<'static> {
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_auto_escape_callback(escape::for_template);
+    env.set_formatter(escape::format);
     env.add_filter("to_yaml", to_yaml);
     env.add_filter("to_json", to_json);
     env.add_filter("b64encode", b64encode);
@@ -398,6 +405,17 @@ pub fn render(
             .map_err(template_err)?;
         if content.trim().is_empty() {
             continue;
+        }
+        if escape::is_yaml(&t.path)
+            && let Err(e) = escape::check_yaml(&content)
+        {
+            return Err(RenderError::Template {
+                template: t.path.clone(),
+                message: format!(
+                    "the rendered file is not valid YAML: {e} (a value that is not a plain word \
+                     is written as a quoted string; print it outside quotes)"
+                ),
+            });
         }
         let rel = render_str(env, &t.path, &jctx).map_err(template_err)?;
         let rel = rel.trim();

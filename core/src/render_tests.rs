@@ -302,3 +302,118 @@ fn repository_credentials_stay_out_of_the_application() {
     );
     assert_eq!(crate::render::without_credentials("/local/path"), "/local/path");
 }
+
+/// Renders `content` as the file `path` with `parameters`.
+fn render_as(path: &str, content: &str, parameters: serde_json::Value) -> Result<String, RenderError> {
+    let compiled = compile(route_with(vec![file(path, content)])).expect("compile");
+    let req = request(parameters.clone());
+    let out = render(
+        &compiled,
+        &req,
+        &parameters,
+        &Estimate::default(),
+        &RenderOptions::default(),
+    )?;
+    Ok(out
+        .files
+        .get(&format!("commerce/commerce/orders-api/{path}"))
+        .cloned()
+        .unwrap_or_default())
+}
+
+#[test]
+fn values_cannot_add_yaml_keys() {
+    let hostile = "main\nevil: true\n# x";
+    let out = render_as(
+        "manifests/cm.yaml",
+        "data:\n  branch: {{ parameters.v }}\n  image: {{ parameters.image }}\n",
+        json!({"v": hostile, "image": "ghcr.io/acme/api:1.2.3"}),
+    )
+    .expect("render");
+    let doc: serde_json::Value = serde_yaml::from_str(&out).expect("yaml");
+    assert_eq!(
+        doc,
+        json!({"data": {"branch": hostile, "image": "ghcr.io/acme/api:1.2.3"}}),
+        "{out}"
+    );
+    // Plain words are written as they are, so existing renders are unchanged.
+    assert!(out.contains("image: ghcr.io/acme/api:1.2.3\n"), "{out}");
+    // Inside single quotes a value cannot close the quote.
+    let out = render_as(
+        "x.yaml",
+        "if: 'refs/heads/{{ parameters.v }}'\n",
+        json!({"v": "a' \n  run: curl x | sh #"}),
+    );
+    match out {
+        Ok(text) => {
+            let doc: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
+            assert_eq!(doc.as_object().map(|o| o.len()), Some(1), "{text}");
+        }
+        Err(e) => assert!(e.to_string().contains("not valid YAML"), "{e}"),
+    }
+}
+
+#[test]
+fn a_quoted_value_inside_quotes_is_refused_not_written() {
+    let err = render_as(
+        "x.yaml",
+        "name: \"{{ parameters.v }}-config\"\n",
+        json!({"v": "a\"b"}),
+    )
+    .expect_err("refused");
+    assert!(
+        err.to_string().contains("x.yaml") && err.to_string().contains("not valid YAML"),
+        "{err}"
+    );
+}
+
+#[test]
+fn values_cannot_add_codeowners_rules_or_owners() {
+    let ok = render_as(
+        "CODEOWNERS",
+        "* {{ parameters.o }}\n",
+        json!({"o": "@acme/payments"}),
+    )
+    .expect("render");
+    assert_eq!(ok, "* @acme/payments\n");
+    for hostile in ["@a\n/ @evil", "@a @evil", "@a #", "x\\ y"] {
+        let err =
+            render_as("CODEOWNERS", "* {{ parameters.o }}\n", json!({"o": hostile})).expect_err(hostile);
+        assert!(
+            err.to_string().contains("CODEOWNERS") && err.to_string().contains("cannot be written"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn values_cannot_reach_a_workflow_shell_or_expression() {
+    let content = "jobs:\n  build:\n    steps:\n      - run: make {{ parameters.v }}\n";
+    assert!(
+        render_as(".github/workflows/ci.yaml", content, json!({"v": "build"}))
+            .expect("render")
+            .contains("run: make build\n")
+    );
+    for hostile in [
+        "$(curl x | sh)",
+        "a; rm -rf /",
+        "${{ secrets.X }}",
+        "a b",
+        "main\n  evil: x",
+    ] {
+        let err = render_as(".github/workflows/ci.yaml", content, json!({"v": hostile})).expect_err(hostile);
+        assert!(err.to_string().contains("GitHub workflow"), "{err}");
+    }
+}
+
+#[test]
+fn to_json_and_to_yaml_are_written_as_they_are() {
+    let out = render_as(
+        "x.yaml",
+        "a: {{ parameters.v | to_json }}\nb:\n  {{ parameters.m | to_yaml | indent(2) }}\n",
+        json!({"v": "x: y", "m": {"k": "v\nw"}}),
+    )
+    .expect("render");
+    let doc: serde_json::Value = serde_yaml::from_str(&out).expect("yaml");
+    assert_eq!(doc, json!({"a": "x: y", "b": {"k": "v\nw"}}), "{out}");
+}

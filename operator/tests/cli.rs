@@ -236,6 +236,39 @@ fn bundle_tests_pass_and_a_failing_bundle_fails() {
     assert!(out.contains("ERROR p.rego:"), "{out}");
 }
 
+#[test]
+fn paver_test_lints_routes_for_unescaped_values() {
+    let (code, out, err) = paver(&["test", "routes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("route microservice@"), "{out}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("microservice");
+    copy_dir(&root().join("routes/microservice"), &copy);
+    let cm = copy.join("templates/manifests/configmap.yaml");
+    let text = std::fs::read_to_string(&cm).expect("read");
+    std::fs::write(&cm, format!("{text}\n# {{{{ owner | safe }}}}\n")).expect("write");
+    let (code, out, _) = paver(&["test", &copy.display().to_string()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("LINT  manifests/configmap.yaml:") && out.contains("safe"),
+        "{out}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
 /// A request whose render fails is not a success: `paver validate` and
 /// `paver render` exit 2 and say why, as the operator marks it Failed.
 #[test]

@@ -88,11 +88,14 @@ pub enum Command {
         #[command(flatten)]
         sources: Sources,
     },
-    /// Compile policy bundles and run their tests, like `opa test`.
-    /// Exit status 1 when a test fails or a bundle does not compile.
+    /// Compile policy bundles and run their tests, like `opa test`, and
+    /// lint routes' templates for values printed unescaped (`safe`, or an
+    /// `autoescape` block, in YAML, workflow and CODEOWNERS files).
+    /// Exit status 1 when a test fails, a bundle does not compile or a
+    /// template is linted.
     Test {
-        /// Bundle folders, `policy-bundles/` folders or packed YAML; the
-        /// built-in bundles when none is given.
+        /// Bundle or route folders, `policy-bundles/` or `routes/` folders,
+        /// or packed YAML; the built-in bundles and routes when none is given.
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
         /// Print every test, not only failures.

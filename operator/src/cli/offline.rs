@@ -11,7 +11,7 @@ use super::{Format, Sources};
 use crate::{
     content::{self, Content, ContentError},
     core::{
-        policy,
+        escape, policy,
         render::RenderOptions,
         verdict::{Catalog, Outcome, Verdict, decide_request},
     },
@@ -448,10 +448,35 @@ pub fn test(paths: &[PathBuf], verbose: bool) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    if content.bundles.is_empty() {
-        return fail("no policy bundles found");
+    if content.bundles.is_empty() && content.routes.is_empty() {
+        return fail("no policy bundles or routes found");
     }
     let (mut passed, mut failed) = (0usize, 0usize);
+    for route in &content.routes {
+        let name = route.metadata.name.clone().unwrap_or_default();
+        let lints: Vec<_> = route
+            .spec
+            .templates
+            .inline
+            .iter()
+            .flat_map(|t| {
+                escape::lint(&t.path, &t.content)
+                    .into_iter()
+                    .map(move |l| (t.path.as_str(), l))
+            })
+            .collect();
+        println!("route {name}@{}:", route.spec.version);
+        if lints.is_empty() {
+            passed += 1;
+            if verbose {
+                println!("  PASS  every printed value is escaped for its file");
+            }
+        }
+        for (path, l) in lints {
+            failed += 1;
+            println!("  LINT  {path}:{}: {}", l.line, l.message);
+        }
+    }
     for bundle in &content.bundles {
         let name = bundle.metadata.name.clone().unwrap_or_default();
         let activation = policy::activate(&name, &bundle.spec, chrono::Utc::now());
