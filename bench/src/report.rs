@@ -132,6 +132,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let b1k = load(&args.dir, "burst-1000.json")?;
     let b10k = load(&args.dir, "burst-10000.json")?;
     let trickle = load(&args.dir, "trickle.json")?;
+    let trickle_act = load(&args.dir, "trickle-activate.json")?;
     let all: Vec<(&str, &Value)> = [
         ("policy", &policy),
         ("render", &render),
@@ -139,6 +140,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         ("burst 1,000", &b1k),
         ("burst 10,000", &b10k),
         ("trickle", &trickle),
+        ("trickle, bundle activating", &trickle_act),
     ]
     .into_iter()
     .filter_map(|(n, v)| v.as_ref().map(|v| (n, v)))
@@ -432,7 +434,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     }
 
     if !bursts.is_empty() || trickle.is_some() {
-        e2e_section(&mut md, &bursts, trickle.as_ref())?;
+        e2e_section(&mut md, &bursts, trickle.as_ref(), trickle_act.as_ref())?;
     }
     if let Some(p) = &policy {
         policy_section(&mut md, p)?;
@@ -613,7 +615,12 @@ fn costliest_rule(e: &Value) -> Option<(String, f64, f64)> {
     Some((best.0, best.1, total))
 }
 
-fn e2e_section(md: &mut String, bursts: &[(String, &Value)], trickle: Option<&Value>) -> anyhow::Result<()> {
+fn e2e_section(
+    md: &mut String,
+    bursts: &[(String, &Value)],
+    trickle: Option<&Value>,
+    trickle_act: Option<&Value>,
+) -> anyhow::Result<()> {
     writeln!(md, "## End to end on the real control plane\n")?;
     writeln!(
         md,
@@ -630,6 +637,9 @@ fn e2e_section(md: &mut String, bursts: &[(String, &Value)], trickle: Option<&Va
     let mut cols: Vec<(String, &Value)> = bursts.iter().map(|(l, v)| (format!("burst {l}"), *v)).collect();
     if let Some(t) = trickle {
         cols.push(("trickle".into(), t));
+    }
+    if let Some(t) = trickle_act {
+        cols.push(("trickle, a bundle activating".into(), t));
     }
     write!(md, "| |")?;
     for (c, _) in &cols {
@@ -668,6 +678,19 @@ fn e2e_section(md: &mut String, bursts: &[(String, &Value)], trickle: Option<&Va
         }),
         ("create→Committed max", |v| {
             lat(f(v, "/latency/max_us").unwrap_or(f64::NAN))
+        }),
+        ("bundle activations meanwhile", |v| {
+            v.get("activations")
+                .filter(|a| !a.is_null())
+                .map_or("-".into(), |a| {
+                    format!(
+                        "{} of a {}-rule bundle; apply→in force p50 {}, max {}",
+                        f(a, "/count").unwrap_or(0.0),
+                        thousands(f(a, "/rules").unwrap_or(0.0)),
+                        lat(f(a, "/apply_to_active/median_us").unwrap_or(f64::NAN)),
+                        lat(f(a, "/apply_to_active/max_us").unwrap_or(f64::NAN))
+                    )
+                })
         }),
         ("Failed or Rejected", |v| {
             format!("{}", f(v, "/failed").unwrap_or(0.0))

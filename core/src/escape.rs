@@ -61,7 +61,13 @@ pub fn format(out: &mut Output, state: &mut State, value: &Value) -> Result<(), 
         _ => return minijinja::escape_formatter(out, state, value),
     };
     let text = match mode.as_ref() {
-        YAML => yaml(value)?,
+        YAML => {
+            let text = yaml(value)?;
+            if text.starts_with(['"', '[', '{']) {
+                state.get_or_insert_extension(Quoted(false)).0 = true;
+            }
+            text
+        }
         WORKFLOW => word(value, false, "a GitHub workflow", "a plain word without spaces")?,
         CODEOWNERS => word(value, false, "CODEOWNERS", "one token without spaces or #")?,
         other => {
@@ -72,6 +78,17 @@ pub fn format(out: &mut Output, state: &mut State, value: &Value) -> Result<(), 
         }
     };
     out.write_str(&text).map_err(Error::from)
+}
+
+/// Set on a render's state when a YAML value was written quoted or as
+/// JSON: only then can the template have put it where it does not parse,
+/// so only then is the rendered file parsed again.
+#[derive(Default)]
+pub struct Quoted(pub bool);
+
+/// Whether a render wrote any value quoted (see [`Quoted`]).
+pub fn quoted(state: &State) -> bool {
+    state.get_extension::<Quoted>().is_some_and(|q| q.0)
 }
 
 /// A plain word: safe unquoted in YAML (plain, single- or double-quoted

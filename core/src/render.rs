@@ -399,14 +399,17 @@ pub fn render(
                 continue;
             }
         }
-        let content = env
+        let captured = env
             .get_template(&t.path)
-            .and_then(|tpl| tpl.render(&jctx))
+            .and_then(|tpl| tpl.render_captured(&jctx))
             .map_err(template_err)?;
+        let quoted = escape::quoted(captured.state());
+        let content = captured.into_output();
         if content.trim().is_empty() {
             continue;
         }
-        if escape::is_yaml(&t.path)
+        if quoted
+            && escape::is_yaml(&t.path)
             && let Err(e) = escape::check_yaml(&content)
         {
             return Err(RenderError::Template {

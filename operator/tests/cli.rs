@@ -47,6 +47,67 @@ fn packed_manifests_are_fresh() {
     );
 }
 
+/// The install's NetworkPolicy covers the operator's Pods and its one
+/// port, and admits only the labelled scraping namespaces: a rename of a
+/// label or a port in the Deployment that left the policy selecting
+/// nothing (so every Pod could reach /metrics again) fails here.
+#[test]
+fn the_operator_port_is_open_only_to_scraping_namespaces() {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(root().join("manifests/deployment.yaml")).expect("read");
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).expect("YAML"))
+        .collect();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    let (deploy, policy) = (kind("Deployment"), kind("NetworkPolicy"));
+    let pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .expect("labels");
+    let selector = policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("podSelector");
+    assert!(!selector.is_empty(), "the policy selects every Pod");
+    for (k, v) in selector {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "podSelector {k}={v} does not match the operator Pods"
+        );
+    }
+    assert_eq!(policy["metadata"]["namespace"], deploy["metadata"]["namespace"]);
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    let ingress = policy["spec"]["ingress"].as_array().expect("ingress rules");
+    let ports: Vec<&str> = deploy["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .expect("container ports")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for rule in ingress {
+        for from in rule["from"]
+            .as_array()
+            .expect("a rule without `from` admits everyone")
+        {
+            assert_eq!(
+                from,
+                &serde_json::json!({"namespaceSelector": {"matchLabels": {"paver.dev/scrape-metrics": "true"}}}),
+                "only the labelled namespaces are admitted"
+            );
+        }
+        for port in rule["ports"].as_array().expect("ports") {
+            let name = port["port"].as_str().expect("a named port");
+            assert!(
+                ports.contains(&name),
+                "port {name} is not the operator container's"
+            );
+        }
+    }
+}
+
 /// The binary allocates with jemalloc under the settings of
 /// .cargo/config.toml (glibc's malloc ignores `MALLOC_CONF` and prints
 /// nothing; a build that lost the settings prints other values).
