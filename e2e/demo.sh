@@ -204,6 +204,7 @@ cmd_up() {
     sed -e "s|repoURL: .*|repoURL: $GIT_URL|" \
       -e "s|server: https://kubernetes.default.svc|server: $PAVER_E2E_APISERVER|" \
       "$REPO_ROOT/manifests/argocd/root-application.yaml" | kubectl apply -f - >/dev/null
+    kubectl apply -f "$REPO_ROOT/manifests/argocd/rbac.yaml" >/dev/null
   fi
 
   hr "Applying examples/"

@@ -208,7 +208,7 @@ impl Case {
             "now": now.timestamp(),
         });
         let cluster = json!({
-            "application": format!("{ns}-{}", req.name_any()),
+            "application": format!("{ns}.{}", req.name_any()),
             "sync": "Synced",
             "health": "Healthy",
             "revision": "0123456789abcdef0123456789abcdef01234567",

@@ -50,8 +50,30 @@ pub const TEMPLATE_RECURSION_LIMIT: usize = 150;
 pub const DEFAULT_OUTPUT_PATH: &str = "{{ team }}/{{ namespace }}/{{ name }}";
 /// Where the Kubernetes manifests live inside the request's directory.
 pub const MANIFESTS_DIR: &str = "manifests";
-/// The Argo CD Application's file inside the request's directory.
+/// The Argo CD Application's file inside the request's directory. The
+/// shipped app of apps (manifests/argocd) syncs every file whose name ends
+/// so, so no template may write one: only Paver's own, at the directory's
+/// root, is an Application.
 pub const APPLICATION_FILE: &str = "argocd-application.yaml";
+
+/// What a path may use — the output directory, a template's path, the
+/// Application's destination namespace: the request's identity (its name,
+/// its namespace, the team that namespace is bound to, its environment)
+/// and the route's. Never its parameters, owner or cost center: what a
+/// requester writes does not choose where its files go or where they
+/// deploy.
+pub const PATH_VARIABLES: [&str; 5] = ["name", "namespace", "team", "environment", "route"];
+
+/// The most one rendered file may hold: a Kubernetes object cannot exceed
+/// about 1.5 MiB in etcd, so a bigger manifest is a mistake, and the
+/// bound stops a template (a loop of literal text, a repeated string)
+/// before it has used more memory than this.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// The most one request's render may hold, all files together: 130 times
+/// the largest shipped example (15 KB). The operator holds up to 256
+/// renders at once, so hostile requests cost it at most 512 MiB.
+pub const MAX_RENDER_BYTES: usize = 2 << 20;
 
 /// Values the caller knows and the route does not.
 #[derive(Clone, Debug, Default)]
@@ -76,6 +98,39 @@ pub struct Rendered {
     pub files: BTreeMap<String, String>,
     /// Hex SHA-256 over the sorted paths and contents.
     pub digest: String,
+    /// The Argo CD Application rendered with the files, if the route has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<RenderedApplication>,
+}
+
+/// Who the rendered Application is and where it deploys: what the
+/// operator checks against the team's namespaces and other requests'
+/// Applications.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderedApplication {
+    pub name: String,
+    pub namespace: String,
+    pub destination_namespace: String,
+}
+
+/// The Application's name for the request `namespace/name`:
+/// `<namespace>.<name>`. A namespace has no dot (it is a DNS label), so
+/// the first dot tells where it ends and two requests never share a name
+/// (`<namespace>-<name>`, the name before, made `a-b/c` and `a/b-c` one
+/// Application). Past 253 characters (a namespace of 63 and a name of
+/// 253 can reach 317) the name is cut and ends in 16 hex digits of the
+/// SHA-256 of `namespace/name`.
+pub fn application_name(namespace: &str, name: &str) -> String {
+    const MAX: usize = 253;
+    let full = format!("{namespace}.{name}");
+    if full.len() <= MAX {
+        return full;
+    }
+    let hash = hex(&Sha256::digest(format!("{namespace}/{name}").as_bytes()));
+    let keep = MAX - 17;
+    let cut = full[..keep].trim_end_matches(['.', '-']);
+    format!("{cut}-{}", &hash[..16])
 }
 
 /// Why a request could not be rendered.
@@ -99,6 +154,15 @@ pub enum RenderError {
     },
     #[error("failed to build the Argo CD Application: {0}")]
     Application(String),
+    #[error(
+        "failed to render template {template}: it renders more than {limit} bytes{}",
+        if *total { ", what is left of the request's render budget (MAX_RENDER_BYTES, 2 MiB)" } else { " (MAX_FILE_BYTES, 1 MiB per file)" }
+    )]
+    TooLarge {
+        template: String,
+        limit: usize,
+        total: bool,
+    },
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -258,11 +322,16 @@ pub(crate) fn template_env(route: &PaveRoute) -> Result<Environment<'static>, Ve
             ));
             continue;
         }
-        if let Err(e) = scratch.template_from_str(&t.path) {
-            errors.push(FieldError::new(
+        match scratch.template_from_str(&t.path) {
+            Ok(tpl) => errors.extend(path_variables(
+                field("path"),
+                &t.path,
+                &tpl.undeclared_variables(false),
+            )),
+            Err(e) => errors.push(FieldError::new(
                 field("path"),
                 format!("failed to parse path {:?}: {}", t.path, describe(&e)),
-            ));
+            )),
         }
         if let Some(when) = &t.when
             && let Err(e) = scratch.compile_expression(when)
@@ -279,15 +348,64 @@ pub(crate) fn template_env(route: &PaveRoute) -> Result<Environment<'static>, Ve
             ));
         }
     }
-    if let Some(path) = &route.spec.output.path
-        && let Err(e) = scratch.template_from_str(path)
-    {
-        errors.push(FieldError::new(
-            "spec.output.path",
-            format!("failed to parse {path:?}: {}", describe(&e)),
-        ));
+    let destination = route.spec.output.application.as_ref().map(|a| {
+        (
+            "spec.output.application.destination.namespace",
+            &a.destination.namespace,
+        )
+    });
+    let output = route.spec.output.path.as_ref().map(|p| ("spec.output.path", p));
+    for (field, source) in output.into_iter().chain(destination) {
+        match scratch.template_from_str(source) {
+            Ok(tpl) => errors.extend(path_variables(
+                field.to_string(),
+                source,
+                &tpl.undeclared_variables(false),
+            )),
+            Err(e) => errors.push(FieldError::new(
+                field,
+                format!("failed to parse {source:?}: {}", describe(&e)),
+            )),
+        }
     }
     if errors.is_empty() { Ok(env) } else { Err(errors) }
+}
+
+/// The error for a path template that uses more than [`PATH_VARIABLES`].
+fn path_variables(
+    field: String,
+    source: &str,
+    used: &std::collections::HashSet<String>,
+) -> Option<FieldError> {
+    let mut others: Vec<&str> = used
+        .iter()
+        .map(String::as_str)
+        .filter(|v| !PATH_VARIABLES.contains(v))
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    others.sort_unstable();
+    Some(FieldError::new(
+        field,
+        format!(
+            "{source:?} uses {}: a path or destination may use only {} (what a request \
+             writes cannot choose where its files go or where they deploy)",
+            others.join(", "),
+            PATH_VARIABLES.join(", ")
+        ),
+    ))
+}
+
+/// The request's identity, the only context a path is rendered with
+/// ([`PATH_VARIABLES`]); a path reaching anything else through an
+/// `include` finds it undefined.
+fn identity(ctx: &Value) -> JinjaValue {
+    let only: serde_json::Map<String, Value> = PATH_VARIABLES
+        .iter()
+        .map(|k| (k.to_string(), ctx[*k].clone()))
+        .collect();
+    JinjaValue::from(Serde(&Value::Object(only)))
 }
 
 /// The FinOps label set every rendered object carries.
@@ -369,11 +487,11 @@ pub fn render(
         .path
         .as_deref()
         .unwrap_or(DEFAULT_OUTPUT_PATH);
-    let dir =
-        render_str(env, pattern, &JinjaValue::from(Serde(&ctx))).map_err(|e| RenderError::OutputDir {
-            path: pattern.to_string(),
-            reason: describe(&e),
-        })?;
+    let ident = identity(&ctx);
+    let dir = render_str(env, pattern, &ident).map_err(|e| RenderError::OutputDir {
+        path: pattern.to_string(),
+        reason: describe(&e),
+    })?;
     let dir = dir.trim().trim_end_matches('/').to_string();
     check_relative_path(&dir).map_err(|reason| RenderError::OutputDir {
         path: dir.clone(),
@@ -385,6 +503,7 @@ pub fn render(
 
     let mut files = BTreeMap::new();
     let mut sources: BTreeMap<String, String> = BTreeMap::new();
+    let mut total = 0;
     for t in &route.route.spec.templates.inline {
         if is_partial(&t.path) {
             continue;
@@ -399,12 +518,25 @@ pub fn render(
                 continue;
             }
         }
+        let mut out = Bounded::new(MAX_FILE_BYTES.min(MAX_RENDER_BYTES - total));
         let captured = env
             .get_template(&t.path)
-            .and_then(|tpl| tpl.render_captured(&jctx))
-            .map_err(template_err)?;
+            .and_then(|tpl| tpl.render_captured_to(&jctx, &mut out))
+            .map_err(|e| match out.over {
+                true => RenderError::TooLarge {
+                    template: t.path.clone(),
+                    limit: out.limit,
+                    total: out.limit < MAX_FILE_BYTES,
+                },
+                false => template_err(e),
+            })?;
         let quoted = escape::quoted(captured.state());
-        let content = captured.into_output();
+        drop(captured);
+        total += out.buf.len();
+        let content = String::from_utf8(out.buf).map_err(|e| RenderError::Template {
+            template: t.path.clone(),
+            message: format!("the rendered file is not UTF-8: {e}"),
+        })?;
         if content.trim().is_empty() {
             continue;
         }
@@ -420,13 +552,23 @@ pub fn render(
                 ),
             });
         }
-        let rel = render_str(env, &t.path, &jctx).map_err(template_err)?;
+        let rel = render_str(env, &t.path, &ident).map_err(template_err)?;
         let rel = rel.trim();
-        check_relative_path(rel).map_err(|reason| RenderError::Path {
-            template: t.path.clone(),
-            path: rel.to_string(),
-            reason,
-        })?;
+        check_relative_path(rel)
+            .and_then(
+                |()| match rel.rsplit('/').next().unwrap_or(rel).ends_with(APPLICATION_FILE) {
+                    true => Err(format!(
+                        "a file named *{APPLICATION_FILE} is an Argo CD Application to the app of apps; \
+                     only Paver writes one, at the request directory's root"
+                    )),
+                    false => Ok(()),
+                },
+            )
+            .map_err(|reason| RenderError::Path {
+                template: t.path.clone(),
+                path: rel.to_string(),
+                reason,
+            })?;
         insert(
             &mut files,
             &mut sources,
@@ -435,17 +577,58 @@ pub fn render(
             format!("{}\n", content.trim_end()),
         )?;
     }
-    if let Some(app) = application(route, req, &dir, options, env, &jctx)? {
-        insert(
-            &mut files,
-            &mut sources,
-            format!("{dir}/{APPLICATION_FILE}"),
-            "the Argo CD Application",
-            app,
-        )?;
-    }
+    let application = match application(route, req, &dir, options, env, &ident)? {
+        Some((app, text)) => {
+            insert(
+                &mut files,
+                &mut sources,
+                format!("{dir}/{APPLICATION_FILE}"),
+                "the Argo CD Application",
+                text,
+            )?;
+            Some(app)
+        }
+        None => None,
+    };
     let digest = digest(&files);
-    Ok(Rendered { dir, files, digest })
+    Ok(Rendered {
+        dir,
+        files,
+        digest,
+        application,
+    })
+}
+
+/// A template's output, refused past `limit` bytes (see [`MAX_FILE_BYTES`]).
+struct Bounded {
+    buf: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl Bounded {
+    fn new(limit: usize) -> Self {
+        Bounded {
+            buf: Vec::new(),
+            limit,
+            over: false,
+        }
+    }
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("render budget exceeded"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn insert(
@@ -491,7 +674,7 @@ fn application(
     options: &RenderOptions,
     env: &Environment<'static>,
     ctx: &JinjaValue,
-) -> Result<Option<String>, RenderError> {
+) -> Result<Option<(RenderedApplication, String)>, RenderError> {
     let Some(app) = &route.route.spec.output.application else {
         return Ok(None);
     };
@@ -529,12 +712,17 @@ fn application(
     if !app.sync_policy.sync_options.is_empty() {
         sync_policy["syncOptions"] = json!(app.sync_policy.sync_options);
     }
+    let rendered = RenderedApplication {
+        name: application_name(&namespace, &name),
+        namespace: or(&app.namespace, "argocd"),
+        destination_namespace: destination_namespace.clone(),
+    };
     let doc = json!({
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
         "metadata": {
-            "name": format!("{namespace}-{name}"),
-            "namespace": or(&app.namespace, "argocd"),
+            "name": rendered.name,
+            "namespace": rendered.namespace,
             "labels": app_labels,
             "annotations": { labels::ROUTE: route.id() },
             "finalizers": ["resources-finalizer.argocd.argoproj.io"],
@@ -557,7 +745,7 @@ fn application(
         },
     });
     serde_yaml::to_string(&sorted(doc))
-        .map(Some)
+        .map(|text| Some((rendered, text)))
         .map_err(|e| RenderError::Application(e.to_string()))
 }
 

@@ -154,9 +154,14 @@ fn endless_loops_run_out_of_fuel_quickly() {
         let msg = err.to_string();
         assert!(msg.contains("out.txt"), "{msg}");
         assert!(
-            ["fuel", "recursion", "too many elements"]
-                .iter()
-                .any(|w| msg.contains(w)),
+            [
+                "fuel",
+                "recursion",
+                "too many elements",
+                "more than 1048576 bytes"
+            ]
+            .iter()
+            .any(|w| msg.contains(w)),
             "{msg}"
         );
     }
@@ -197,7 +202,7 @@ fn renders_application_with_defaults() {
     let out = render(&compiled, &req, &json!({}), &Estimate::default(), &options).expect("render");
     let app: Value = serde_yaml::from_str(&out.files["commerce/commerce/orders-api/argocd-application.yaml"])
         .expect("yaml");
-    assert_eq!(app["metadata"]["name"], "commerce-orders-api");
+    assert_eq!(app["metadata"]["name"], "commerce.orders-api");
     assert_eq!(app["metadata"]["namespace"], "argocd");
     assert_eq!(app["metadata"]["labels"]["paver.dev/request-id"], "1234-abcd");
     assert_eq!(
@@ -416,4 +421,126 @@ fn to_json_and_to_yaml_are_written_as_they_are() {
     .expect("render");
     let doc: serde_json::Value = serde_yaml::from_str(&out).expect("yaml");
     assert_eq!(doc, json!({"a": "x: y", "b": {"k": "v\nw"}}), "{out}");
+}
+
+/// A request's parameters cannot choose where its files go or where they
+/// deploy: a path or destination that uses them is refused when the route
+/// is compiled, naming the field.
+#[test]
+fn paths_and_destinations_use_only_the_requests_identity() {
+    let mut r = route_with(vec![file("{{ parameters.dir }}/x.yaml", "x")]);
+    let errors = compile(r.clone()).expect_err("template path from parameters");
+    assert_eq!(errors[0].field, "spec.templates.inline[0].path");
+    assert!(
+        errors[0].message.contains("uses parameters"),
+        "{}",
+        errors[0].message
+    );
+
+    r.spec.templates.inline = vec![file("x.yaml", "x")];
+    r.spec.output.path = Some("{{ team }}/{{ request.spec.owner }}".into());
+    let errors = compile(r.clone()).expect_err("output path from the request");
+    assert_eq!(errors[0].field, "spec.output.path");
+    assert!(
+        errors[0].message.contains("uses request"),
+        "{}",
+        errors[0].message
+    );
+
+    r.spec.output.path = Some("{{ team }}/{{ environment }}/{{ namespace }}/{{ name }}".into());
+    let mut app = ApplicationTemplate::default();
+    app.destination.namespace = "{{ parameters.namespace | default(namespace) }}".into();
+    r.spec.output.application = Some(app);
+    let errors = compile(r.clone()).expect_err("destination from parameters");
+    assert_eq!(errors[0].field, "spec.output.application.destination.namespace");
+
+    // The identity is enough for the paths routes really use.
+    r.spec
+        .output
+        .application
+        .as_mut()
+        .expect("app")
+        .destination
+        .namespace = "{{ namespace }}-{{ environment }}".into();
+    r.spec.templates.inline = vec![file("manifests/{{ route.name }}-{{ name }}.yaml", "x: 1")];
+    let compiled = compile(r).expect("identity only");
+    let req = request(json!({}));
+    let out = render(
+        &compiled,
+        &req,
+        &json!({}),
+        &Estimate::default(),
+        &RenderOptions::default(),
+    )
+    .expect("render");
+    assert!(
+        out.files
+            .contains_key("commerce/development/commerce/orders-api/manifests/svc-orders-api.yaml"),
+        "{:?}",
+        out.files.keys()
+    );
+    let app = out.application.expect("application");
+    assert_eq!(app.destination_namespace, "commerce-development");
+    assert_eq!(app.name, "commerce.orders-api");
+}
+
+/// Only Paver's own Application file is an Application: a template
+/// writing a file the app of apps would sync as one is refused.
+#[test]
+fn no_template_writes_an_application_file() {
+    for path in [
+        "argocd-application.yaml",
+        "manifests/evil-argocd-application.yaml",
+    ] {
+        let err = try_render(vec![file(path, "kind: Application")]).expect_err(path);
+        assert!(
+            matches!(&err, RenderError::Path { reason, .. } if reason.contains("only Paver writes one")),
+            "{path}: {err}"
+        );
+    }
+    try_render(vec![file("manifests/argocd-application.yaml.txt", "x")]).expect("another name");
+}
+
+/// A render's output is bounded per file and per request while it is
+/// written, whatever produces it (literal text in a loop, a repeated
+/// string), so a route cannot grow the operator past its memory limit.
+#[test]
+fn renders_have_a_size_budget() {
+    let big = "{% for i in range(20000) %}0123456789012345678901234567890123456789012345678901234567890123{% endfor %}";
+    let err = try_render(vec![file("big.txt", big)]).expect_err("1.25 MiB file");
+    assert!(
+        matches!(&err, RenderError::TooLarge { total: false, limit, .. } if *limit == MAX_FILE_BYTES),
+        "{err}"
+    );
+    let err = try_render(vec![file("s.yaml", "{{ 'x' * 5000000 }}")]).expect_err("5 MB string");
+    assert!(matches!(err, RenderError::TooLarge { .. }), "{err}");
+
+    // Three files of 0.9 MiB: each within its bound, together over the request's.
+    let part = "{% for i in range(14000) %}0123456789012345678901234567890123456789012345678901234567890123{% endfor %}";
+    let err = try_render(vec![
+        file("a.txt", part),
+        file("b.txt", part),
+        file("c.txt", part),
+    ])
+    .expect_err("2.7 MiB render");
+    assert!(
+        matches!(&err, RenderError::TooLarge { template, total: true, .. } if template == "c.txt"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("render budget"), "{err}");
+    try_render(vec![file("a.txt", part), file("b.txt", part)]).expect("1.8 MiB is within the budget");
+}
+
+#[test]
+fn application_names_never_collide_and_fit() {
+    assert_eq!(application_name("a-b", "c"), "a-b.c");
+    assert_ne!(application_name("a-b", "c"), application_name("a", "b-c"));
+    // A namespace has no dot, so the first dot ends it.
+    assert_eq!(application_name("a", "b.c"), "a.b.c");
+    let long = "n".repeat(253);
+    let a = application_name(&"a".repeat(63), &long);
+    let b = application_name(&"a".repeat(63), &format!("{}m", &long[..252]));
+    assert!(a.len() <= 253 && b.len() <= 253, "{} {}", a.len(), b.len());
+    assert_ne!(a, b);
+    assert!(a.starts_with(&format!("{}.", "a".repeat(63))), "{a}");
 }

@@ -73,6 +73,26 @@ impl TeamBindings {
         }
     }
 
+    /// Why a request of `team` may not deploy into `namespace` (its
+    /// Application's destination): only the team's own namespaces.
+    pub fn check_destination(&self, namespace: &str, team: &str) -> Result<(), String> {
+        let TeamBindings::Namespaces(bound) = self else {
+            return Ok(());
+        };
+        match bound.get(namespace) {
+            Some(t) if t == team => Ok(()),
+            Some(t) => Err(format!(
+                "the Application would deploy into namespace {namespace}, which belongs to team {t:?}: \
+                 a request of team {team:?} deploys only into its team's namespaces"
+            )),
+            None => Err(format!(
+                "the Application would deploy into namespace {namespace}, which is bound to no team: \
+                 a request of team {team:?} deploys only into its team's namespaces ({})",
+                paver_crds::vocab::labels::TEAM
+            )),
+        }
+    }
+
     /// Binds `namespace` to `team` (None: unbinds it); from then on
     /// bindings are checked. Whether it changed.
     pub fn bind(&mut self, namespace: &str, team: Option<&str>) -> bool {
@@ -544,10 +564,18 @@ pub fn decide_request(
     let (Some(parameters), Some(estimate)) = (&v.parameters, &v.estimate) else {
         return v;
     };
-    match render(route, req, parameters, estimate, options) {
+    let rendered = render(route, req, parameters, estimate, options).map_err(|e| e.to_string());
+    let rendered = rendered.and_then(|r| match &r.application {
+        Some(app) => catalog
+            .teams
+            .check_destination(&app.destination_namespace, &req.spec.team)
+            .map(|()| r),
+        None => Ok(r),
+    });
+    match rendered {
         Ok(rendered) => v.rendered = Some(rendered),
         Err(e) => {
-            v.render_error = Some(e.to_string());
+            v.render_error = Some(e);
             // Awaiting approval stays that (approving is still the next step).
             if v.outcome == Outcome::Allowed {
                 v.outcome = Outcome::RenderFailed;
@@ -645,6 +673,48 @@ mod tests {
         let errors = prepare_request(&fresh, &req).err().expect("unusable").errors;
         assert!(errors[0].message.contains("is not usable"), "{errors:?}");
         assert_eq!(fresh.route_version("svc"), None);
+    }
+
+    /// A route's Application deploys only into the team's namespaces: a
+    /// destination another team's, or no team's, fails the render.
+    #[test]
+    fn an_application_deploys_only_into_the_teams_namespaces() {
+        let mut r = route("svc", "1.0.0", Lifecycle::Active, None);
+        let mut app = paver_crds::ApplicationTemplate::default();
+        app.destination.namespace =
+            "{{ namespace }}{% if environment == 'production' %}-prod{% endif %}".into();
+        r.spec.output.application = Some(app);
+        let mut catalog = Catalog::default();
+        assert!(catalog.upsert_route(r).is_empty());
+        catalog.teams.bind("commerce", Some("commerce"));
+        catalog.teams.bind("commerce-prod", Some("payments"));
+        let mut req = request(json!({"replicas": 2}));
+        req.spec.route = "svc".into();
+        let decide = |req: &paver_crds::ServiceRequest, catalog: &Catalog| {
+            super::decide_request(catalog, req, &[], &Default::default(), chrono::Utc::now())
+        };
+        let v = decide(&req, &catalog);
+        assert_eq!(v.outcome, super::Outcome::Allowed, "{:?}", v.render_error);
+        let app = v.rendered.and_then(|r| r.application).expect("application");
+        assert_eq!(app.destination_namespace, "commerce");
+
+        req.spec.environment = paver_crds::Environment::Production;
+        let v = decide(&req, &catalog);
+        assert_eq!(v.outcome, super::Outcome::RenderFailed);
+        let why = v.render_error.unwrap_or_default();
+        assert!(
+            why.contains("namespace commerce-prod, which belongs to team \"payments\""),
+            "{why}"
+        );
+        catalog.teams.bind("commerce-prod", None);
+        let why = decide(&req, &catalog).render_error.unwrap_or_default();
+        assert!(why.contains("bound to no team"), "{why}");
+        // Offline (no bindings), the CLI renders it.
+        let offline = Catalog {
+            teams: TeamBindings::Unchecked,
+            ..catalog
+        };
+        assert!(decide(&req, &offline).rendered.is_some());
     }
 
     #[test]

@@ -276,9 +276,9 @@ pub async fn argocd_syncs_requests_to_available_deployments(env: &mut Env) -> Re
             render.path,
             touched.trim()
         );
-        ensure!(sync.application == format!("argocd/{ns}-{name}"), "{sync:?}");
+        ensure!(sync.application == format!("argocd/{ns}.{name}"), "{sync:?}");
         deployment_available(c, ns, name)?;
-        let app = applications(client).get(&format!("{ns}-{name}")).await?;
+        let app = applications(client).get(&format!("{ns}.{name}")).await?;
         let dest = &app.data["spec"]["destination"];
         ensure!(
             dest["server"] == c.var("PAVER_E2E_APISERVER").as_str() && dest["namespace"] == ns,
@@ -341,12 +341,48 @@ pub async fn argocd_syncs_requests_to_available_deployments(env: &mut Env) -> Re
     let apps = c.kubectl(&["get", "applications", "-n", "argocd"])?;
     for name in ["orders", "storefront"] {
         ensure!(
-            apps.lines().any(|l| l.starts_with(&format!("{ns}-{name} "))
+            apps.lines().any(|l| l.starts_with(&format!("{ns}.{name} "))
                 && l.contains("Synced")
                 && l.contains("Healthy")),
             "kubectl get applications:\n{apps}"
         );
     }
+
+    // An Application of orders under the name Paver 0.1 gave it
+    // (`<namespace>-<name>`), as an upgrade finds it: the operator removes
+    // its cascading finalizer, so the app of apps pruning it leaves the
+    // workloads to `<namespace>.<name>`.
+    let old = format!("{ns}-orders");
+    let mut copy = applications(client).get(&format!("{ns}.orders")).await?;
+    copy.metadata = kube::api::ObjectMeta {
+        name: Some(old.clone()),
+        namespace: Some("argocd".into()),
+        labels: copy.metadata.labels.clone(),
+        finalizers: Some(vec!["resources-finalizer.argocd.argoproj.io".into()]),
+        ..Default::default()
+    };
+    copy.data["spec"]["syncPolicy"] = serde_json::json!({});
+    copy.data.as_object_mut().context("Application")?.remove("status");
+    c.apply(&serde_yaml::to_string(&copy)?)?;
+    wait_for(
+        &format!("the finalizer of {old} removed"),
+        Duration::from_secs(60),
+        || async {
+            let app = applications(client).get(&old).await?;
+            let kept = app
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                .iter()
+                .any(|f| f == "resources-finalizer.argocd.argoproj.io");
+            Ok((!kept).then_some(()))
+        },
+    )
+    .await?;
+    applications(client)
+        .delete(&old, &DeleteParams::default())
+        .await?;
+    deployment_available(c, ns, "orders")?;
     Ok(())
 }
 
@@ -537,7 +573,7 @@ pub async fn argocd_prunes_a_deleted_request(env: &mut Env) -> Result<()> {
         let apps = apps.clone();
         async move {
             Ok(apps
-                .get_opt(&format!("{ns}-doomed"))
+                .get_opt(&format!("{ns}.doomed"))
                 .await?
                 .is_none()
                 .then_some(()))
@@ -590,7 +626,7 @@ pub async fn argocd_prunes_a_deleted_request(env: &mut Env) -> Result<()> {
         "the other request's directory went too"
     );
     ensure!(
-        apps.get_opt(&format!("{ns}-kept")).await?.is_some(),
+        apps.get_opt(&format!("{ns}.kept")).await?.is_some(),
         "the other request's Application went too"
     );
     deployment_available(c, ns, "kept")?;

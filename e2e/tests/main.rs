@@ -212,6 +212,14 @@ fn install(c: &Cluster) -> Result<()> {
     c.kubectl(&["apply", "--server-side", "-f", &argocd.display().to_string()])?;
     c.wait_established()?;
     c.kubectl(&["create", "namespace", "argocd"])?;
+    // The Argo CD wiring's RBAC (the app of apps itself is applied by the
+    // Argo CD scenarios, pointed at the e2e Git server).
+    c.kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &root.join("manifests/argocd/rbac.yaml").display().to_string(),
+    ])?;
     let explain = c.kubectl(&["explain", "servicerequest.spec"])?;
     for field in [
         "route",
@@ -285,6 +293,16 @@ async fn operator_rbac_is_least_privilege(env: &mut Env) -> Result<()> {
     ensure!(
         !can(&["delete", "customresourcedefinitions.apiextensions.k8s.io"])?,
         "operator may delete CRDs"
+    );
+    // Applications are patched in Argo CD's namespace only (a renamed
+    // Application's finalizer, manifests/argocd/rbac.yaml).
+    ensure!(
+        can(&["patch", "applications.argoproj.io", "-n", "argocd"])?,
+        "operator cannot patch Applications in argocd"
+    );
+    ensure!(
+        !can(&["patch", "applications.argoproj.io", "-n", "default"])?,
+        "operator may patch Applications outside argocd"
     );
     Ok(())
 }
@@ -553,9 +571,92 @@ async fn teams_are_bound_to_namespaces(env: &mut Env) -> Result<()> {
         .context("no Validated condition")?;
     ensure!(validated.message.contains("is bound to no team"), "{validated:?}");
     namespace(c, ns)?;
-    wait_phase(client, ns, "claimant", Phase::Rendered)
-        .await
-        .map(drop)
+    wait_phase(client, ns, "claimant", Phase::Rendered).await?;
+    a_directory_has_one_owner(env).await
+}
+
+/// A route whose output path leaves out the namespace gives two requests
+/// of one team, in two namespaces, the same directory: the first to commit
+/// owns it, the second is refused naming the owner and commits nothing,
+/// and the owner's files stay; once the owner is deleted, the second
+/// request gets it.
+async fn a_directory_has_one_owner(env: &mut Env) -> Result<()> {
+    let (c, client) = (&env.cluster, &env.client);
+    let team = "e2e-claims";
+    let (first, second) = ("e2e-claims-a", "e2e-claims-b");
+    c.team_namespace(first, team)?;
+    c.team_namespace(second, team)?;
+    let yaml = c.kubectl(&["get", "paveroute", "microservice", "-o", "yaml"])?;
+    let mut r: serde_yaml::Value = serde_yaml::from_str(&yaml)?;
+    r["metadata"] = serde_yaml::from_str("name: e2e-per-team")?;
+    r.as_mapping_mut().context("route")?.remove("status");
+    r["spec"]["output"]["path"] = "{{ team }}/{{ name }}".into();
+    c.apply(&serde_yaml::to_string(&r)?)?;
+    let request = |ns: &str| {
+        example("orders-api.yaml", ns, "shared", |v| {
+            v["spec"]["route"] = "e2e-per-team".into();
+            v["spec"]["team"] = team.into();
+        })
+    };
+    c.apply(&request(first)?)?;
+    wait_phase(client, first, "shared", Phase::Rendered).await?;
+    let dir = format!("{team}/shared");
+    let owned = c
+        .remote()
+        .clone_repo()?
+        .git(&["log", "-1", "--format=%H", "--", &dir])?;
+    c.apply(&request(second)?)?;
+    let refused = wait_phase(client, second, "shared", Phase::Failed).await?;
+    let rendered = refused
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Rendered")
+        .context("no Rendered condition")?;
+    ensure!(
+        rendered
+            .message
+            .contains(&format!("directory {dir} belongs to request {first}/shared")),
+        "{rendered:?}"
+    );
+    let clone = c.remote().clone_repo()?;
+    ensure!(
+        clone.commits_for(&format!("{second}/shared"))?.is_empty(),
+        "the refused request was committed"
+    );
+    ensure!(
+        clone.git(&["log", "-1", "--format=%H", "--", &dir])? == owned,
+        "the owner's directory was changed"
+    );
+    // Deleted, the owner lets go; the other request takes the directory at
+    // its next reconcile (here a change; a resync would do too).
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), first);
+    api.delete("shared", &Default::default()).await?;
+    wait_for("the owner deleted", Duration::from_secs(60), || async {
+        Ok(api.get_opt("shared").await?.is_none().then_some(()))
+    })
+    .await?;
+    c.kubectl(&[
+        "patch",
+        "servicerequest",
+        "shared",
+        "-n",
+        second,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"parameters":{"compute":{"replicas":3}}}}"#,
+    ])?;
+    wait_phase(client, second, "shared", Phase::Rendered).await?;
+    ensure!(
+        !c.remote()
+            .clone_repo()?
+            .commits_for(&format!("{second}/shared"))?
+            .is_empty(),
+        "the second request was not committed once the directory was free"
+    );
+    c.kubectl(&["delete", "paveroute", "e2e-per-team"])?;
+    Ok(())
 }
 
 fn guard_bundle(version: &str, mode: &str, rego_body: &str) -> String {

@@ -7,6 +7,7 @@
 //! status or Scorecard is written only when it differs from what is there.
 
 pub mod bundle;
+pub mod claims;
 pub mod config;
 pub mod events;
 pub mod http;
@@ -156,6 +157,8 @@ pub struct Context {
     pub failures: std::sync::Mutex<std::collections::HashMap<paver_crds::RequestKey, u32>>,
     /// Which requests each bundle with an `enforceAfter` ahead would deny.
     pub would_deny: would_deny::WouldDeny,
+    /// Which request owns each output directory and Application.
+    pub claims: claims::Claims,
 }
 
 pub use paver_crds::vocab::labels::{

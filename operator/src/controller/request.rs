@@ -249,6 +249,25 @@ async fn commit(
     let Some(rendered) = verdict.rendered.as_mut().filter(|_| allowed) else {
         return (CommitState::NotAttempted, None);
     };
+    let app = rendered
+        .application
+        .as_ref()
+        .map(|a| format!("{}/{}", a.namespace, a.name));
+    if let Err(owner) = ctx.claims.claim(&key(sr), &rendered.dir, app.as_deref()) {
+        // Nothing of another request's is touched: the request is told
+        // whose directory or Application it names, and renders nothing.
+        verdict.rendered = None;
+        verdict.render_error = Some(owner);
+        verdict.outcome = Outcome::RenderFailed;
+        return (CommitState::NotAttempted, None);
+    }
+    if ctx.argocd
+        && let Some(app) = &rendered.application
+        && let Err(e) = orphan_renamed(ctx, sr, app).await
+    {
+        warn!(error = %e, "could not hand a renamed Application's workloads over");
+        return (CommitState::Failed(e), None);
+    }
     // The files travel to the writer and stay with the verdict (the
     // Scorecard reads them) as one copy while the commit is in flight.
     let files = Arc::new(std::mem::take(&mut rendered.files));
@@ -294,6 +313,69 @@ async fn commit(
             }
         }
     }
+}
+
+/// Argo CD's finalizer that deletes an Application's resources with it.
+const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
+
+/// Before a render renames the request's Application (Paver 0.1 named it
+/// `<namespace>-<name>`, now `<namespace>.<name>`), every other
+/// Application rendered for the request lets go of its resources: its
+/// cascading finalizer is removed, so when the app of apps prunes it the
+/// workloads stay, and the new Application takes them over at its first
+/// sync instead of deleting and recreating them. Nothing is committed
+/// until that is done.
+async fn orphan_renamed(
+    ctx: &Ctx,
+    sr: &ServiceRequest,
+    app: &crate::core::render::RenderedApplication,
+) -> std::result::Result<(), String> {
+    let ns = sr.namespace().unwrap_or_default();
+    let name = sr.name_any();
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "argoproj.io",
+        "v1alpha1",
+        "Application",
+    ));
+    for old in ctx.applications.state() {
+        let labels = old.labels();
+        let mine = labels.get(super::REQUEST_NAMESPACE_LABEL) == Some(&ns)
+            && labels.get(super::REQUEST_NAME_LABEL) == Some(&name);
+        let renamed = old.name_any() != app.name || old.namespace().as_deref() != Some(&app.namespace);
+        if !mine || !renamed || !old.finalizers().iter().any(|f| f == RESOURCES_FINALIZER) {
+            continue;
+        }
+        let finalizers: Vec<&String> = old
+            .finalizers()
+            .iter()
+            .filter(|f| *f != RESOURCES_FINALIZER)
+            .collect();
+        let patch =
+            json!({"metadata": {"finalizers": finalizers, "resourceVersion": old.resource_version()}});
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &old.namespace().unwrap_or_default(), &ar);
+        match api
+            .patch(&old.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => {
+                return Err(format!(
+                    "the request's Application is renamed to {}/{}; the old one, {}/{}, keeps its \
+                     workloads only once its {RESOURCES_FINALIZER} is removed, which failed: {e} \
+                     (the operator needs `patch` on Applications: manifests/argocd/rbac.yaml)",
+                    app.namespace,
+                    app.name,
+                    old.namespace().unwrap_or_default(),
+                    old.name_any()
+                ));
+            }
+        }
+        ctx.metrics.wrote("applications", "patch");
+        info!(old = %old.name_any(), new = %app.name, "renamed Application: its workloads are handed to the new one");
+    }
+    Ok(())
 }
 
 /// Observe: what Argo CD reports on the request's Application, and its
@@ -487,6 +569,7 @@ async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> R
         ctx.metrics
             .git("delete", "committed", started.elapsed().as_secs_f64());
     }
+    ctx.claims.release(&key(sr));
     let finalizers: Vec<String> = sr
         .finalizers()
         .iter()

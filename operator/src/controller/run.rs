@@ -32,6 +32,30 @@ use crate::{
     git::{Credentials, GitConfig, WriterHandle, WriterOptions},
 };
 
+/// Each request's committed directory (`status.render.path`), claimed for
+/// it: read in pages, keeping only the key and the path.
+async fn load_claims(client: &Client, claims: &super::claims::Claims) -> kube::Result<()> {
+    let api: Api<ServiceRequest> = Api::all(client.clone());
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        for sr in &page.items {
+            if let Some(render) = sr.status.as_ref().and_then(|s| s.render.as_ref())
+                && !render.path.is_empty()
+                && let Err(e) = claims.claim(&request::key(sr), &render.path, None)
+            {
+                // Two requests committed to one directory before claims
+                // existed: the first listed keeps it, the other is told.
+                warn!(request = %request::key(sr), "{e}");
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// Passes a request through only when its generation or deletion state
 /// changed: Paver's own status, finalizer and label writes never wake it.
 fn generation_or_deletion(sr: &RequestMeta) -> Option<u64> {
@@ -199,6 +223,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         applications: applications.clone(),
         failures: Default::default(),
         would_deny: Default::default(),
+        claims: Default::default(),
     });
 
     let (trigger, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<ServiceRequest>>();
@@ -308,7 +333,15 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     if argocd && applications.wait_until_ready().await.is_err() {
         warn!("the Application watch stopped before it listed anything");
     }
-    info!("routes, bundles, Scorecards and Applications loaded; starting the ServiceRequest controller");
+    // Who owns which directory, before any request may claim one.
+    while let Err(e) = load_claims(&client, &ctx.claims).await {
+        warn!(error = %e, "could not list the requests' directories; retrying");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    info!(
+        directories = ctx.claims.len(),
+        "routes, bundles, Scorecards, Applications and directories loaded; starting the ServiceRequest controller"
+    );
     health.ready.store(true, Ordering::Relaxed);
 
     // Metadata only: list and watch as PartialObjectMetadata.
