@@ -599,6 +599,59 @@ pub fn render(
     })
 }
 
+/// The team's Argo CD AppProject: `paver-<team>`, or, for a team whose
+/// name is not a DNS label (upper case, `_`, longer than 57), its
+/// slug and 8 hex digits of its SHA-256, so two teams never share one.
+pub fn project_name(team: &str) -> String {
+    let slug = slugify(team);
+    if slug == team && !slug.is_empty() && slug.len() <= 57 {
+        return format!("paver-{team}");
+    }
+    let hash = hex(&Sha256::digest(team.as_bytes()));
+    let cut: String = slug.chars().take(48).collect();
+    format!("paver-{}-{}", cut.trim_end_matches('-'), &hash[..8]).replace("--", "-")
+}
+
+/// The AppProject that fences a team's Applications: sources only from
+/// the output repository, destinations only the team's namespaces on
+/// `server`, no cluster-scoped resources, and not the namespace's
+/// ResourceQuota or LimitRange (the platform's). Argo CD then refuses to
+/// sync anything a team's folder puts elsewhere, whatever a template wrote.
+pub fn app_project(
+    team: &str,
+    namespaces: &[&str],
+    repo_url: &str,
+    server: &str,
+    argocd_namespace: &str,
+) -> Value {
+    let destinations: Vec<Value> = namespaces
+        .iter()
+        .map(|ns| json!({"server": server, "namespace": ns}))
+        .collect();
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AppProject",
+        "metadata": {
+            "name": project_name(team),
+            "namespace": argocd_namespace,
+            "labels": {
+                labels::TEAM: label_value(team),
+                labels::MANAGED_BY: labels::MANAGED_BY_PAVER,
+            },
+        },
+        "spec": {
+            "description": format!("Paver: the Applications of team {team}, limited to its namespaces"),
+            "sourceRepos": [without_credentials(repo_url)],
+            "destinations": destinations,
+            "clusterResourceWhitelist": [],
+            "namespaceResourceBlacklist": [
+                {"group": "", "kind": "ResourceQuota"},
+                {"group": "", "kind": "LimitRange"},
+            ],
+        },
+    })
+}
+
 /// A template's output, refused past `limit` bytes (see [`MAX_FILE_BYTES`]).
 struct Bounded {
     buf: Vec<u8>,
@@ -728,7 +781,7 @@ fn application(
             "finalizers": ["resources-finalizer.argocd.argoproj.io"],
         },
         "spec": {
-            "project": or(&app.project, "default"),
+            "project": or(&app.project, &project_name(&req.spec.team)),
             "source": {
                 "repoURL": without_credentials(&options.repo_url),
                 "targetRevision": or(&options.revision, "HEAD"),

@@ -209,7 +209,7 @@ fn renders_application_with_defaults() {
         app["metadata"]["finalizers"][0],
         "resources-finalizer.argocd.argoproj.io"
     );
-    assert_eq!(app["spec"]["project"], "default");
+    assert_eq!(app["spec"]["project"], "paver-commerce");
     assert_eq!(
         app["spec"]["source"]["path"],
         "commerce/commerce/orders-api/manifests"
@@ -543,4 +543,37 @@ fn application_names_never_collide_and_fit() {
     assert!(a.len() <= 253 && b.len() <= 253, "{} {}", a.len(), b.len());
     assert_ne!(a, b);
     assert!(a.starts_with(&format!("{}.", "a".repeat(63))), "{a}");
+}
+
+#[test]
+fn each_team_has_its_own_project() {
+    assert_eq!(project_name("payments"), "paver-payments");
+    let odd = project_name("Payments_EU");
+    assert!(
+        odd.starts_with("paver-payments-eu-") && odd.len() == "paver-payments-eu-".len() + 8,
+        "{odd}"
+    );
+    assert_ne!(
+        project_name("payments-eu"),
+        odd,
+        "a team whose slug is another's gets its own"
+    );
+    assert!(project_name(&"t".repeat(63)).len() <= 63);
+    let p = app_project(
+        "payments",
+        &["payments", "payments-prod"],
+        "https://user:secret@git.example/out.git",
+        "https://kubernetes.default.svc",
+        "argocd",
+    );
+    assert_eq!(p["metadata"]["name"], "paver-payments");
+    assert_eq!(p["spec"]["sourceRepos"], json!(["https://git.example/out.git"]));
+    assert_eq!(
+        p["spec"]["destinations"],
+        json!([
+            {"server": "https://kubernetes.default.svc", "namespace": "payments"},
+            {"server": "https://kubernetes.default.svc", "namespace": "payments-prod"},
+        ])
+    );
+    assert_eq!(p["spec"]["clusterResourceWhitelist"], json!([]));
 }

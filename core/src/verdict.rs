@@ -112,7 +112,28 @@ impl TeamBindings {
         }
     }
 
-    /// The namespaces bound to a team.
+    /// The team `namespace` is bound to.
+    pub fn team_of(&self, namespace: &str) -> Option<&str> {
+        match self {
+            TeamBindings::Namespaces(bound) => bound.get(namespace).map(String::as_str),
+            TeamBindings::Unchecked => None,
+        }
+    }
+
+    /// The namespaces bound to `team`, sorted.
+    pub fn namespaces_of<'a>(&'a self, team: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let bound = match self {
+            TeamBindings::Namespaces(bound) => Some(bound),
+            TeamBindings::Unchecked => None,
+        };
+        bound
+            .into_iter()
+            .flat_map(|b| b.iter())
+            .filter(move |(_, t)| t.as_str() == team)
+            .map(|(ns, _)| ns.as_str())
+    }
+
+    /// Every bound namespace (each namespace with a team).
     pub fn namespaces(&self) -> impl Iterator<Item = &str> {
         let bound = match self {
             TeamBindings::Namespaces(bound) => Some(bound),
@@ -735,7 +756,14 @@ mod tests {
                 .contains("kubectl label namespace scratch paver.dev/team=commerce")
         );
         assert!(teams.bind("web", Some("web")));
-        assert_eq!(teams.namespaces().collect::<Vec<_>>(), ["shop", "web"]);
+        assert!(teams.bind("shop-eu", Some("commerce")));
+        assert_eq!(teams.namespaces().collect::<Vec<_>>(), ["shop", "shop-eu", "web"]);
+        assert_eq!(
+            teams.namespaces_of("commerce").collect::<Vec<_>>(),
+            ["shop", "shop-eu"]
+        );
+        assert_eq!(teams.team_of("web"), Some("web"));
+        assert!(teams.bind("shop-eu", None));
         assert!(teams.bind("shop", None));
         assert!(teams.check("shop", "commerce").is_err());
         assert_eq!(TeamBindings::Unchecked.namespaces().count(), 0);

@@ -116,7 +116,10 @@ pub struct RouteOutput {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationTemplate {
-    /// Argo CD project; `default` when empty.
+    /// Argo CD project. Empty (the shipped routes): the team's own
+    /// AppProject, `paver-<team>`, which the operator keeps limited to the
+    /// team's namespaces and the output repository. Any other value is used
+    /// as it is (a project the platform manages itself).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub project: String,
     /// Namespace the Application object lives in; `argocd` when empty.

@@ -348,6 +348,25 @@ pub async fn argocd_syncs_requests_to_available_deployments(env: &mut Env) -> Re
         );
     }
 
+    // The team's AppProject fences its Applications: its one namespace,
+    // the output repository, nothing cluster-scoped.
+    let project = field(
+        c,
+        &["get", "appproject", &format!("paver-{ns}"), "-n", "argocd"],
+        "{.spec.destinations[*].namespace} {.spec.sourceRepos[*]}",
+    )?;
+    ensure!(
+        project == format!("{ns} {}", c.var("GIT_URL")),
+        "AppProject paver-{ns}: {project}"
+    );
+    let app = applications(client).get(&format!("{ns}.orders")).await?;
+    ensure!(
+        app.data["spec"]["project"] == format!("paver-{ns}").as_str(),
+        "{}",
+        app.data["spec"]
+    );
+    fenced_route_is_refused_by_argo_cd(c, client, ns).await?;
+
     // An Application of orders under the name Paver 0.1 gave it
     // (`<namespace>-<name>`), as an upgrade finds it: the operator removes
     // its cascading finalizer, so the app of apps pruning it leaves the
@@ -448,6 +467,60 @@ fn unschedulable_route(c: &Cluster) -> Result<()> {
         )
         .into();
     c.apply(&serde_yaml::to_string(&r)?)?;
+    Ok(())
+}
+
+/// A route whose template writes into another namespace and a
+/// cluster-scoped object: the team's AppProject makes Argo CD refuse the
+/// sync, and neither object exists.
+async fn fenced_route_is_refused_by_argo_cd(c: &Cluster, client: &Client, ns: &str) -> Result<()> {
+    let yaml = c.kubectl(&["get", "paveroute", "microservice", "-o", "yaml"])?;
+    let mut r: serde_yaml::Value = serde_yaml::from_str(&yaml)?;
+    r["metadata"] = serde_yaml::from_str("name: e2e-fenced")?;
+    r.as_mapping_mut().context("route")?.remove("status");
+    let files = r["spec"]["templates"]["inline"]
+        .as_sequence_mut()
+        .context("templates.inline")?;
+    files.push(serde_yaml::from_str(
+        r#"path: manifests/escape.yaml
+content: |
+  apiVersion: v1
+  kind: ConfigMap
+  metadata:
+    name: e2e-escaped
+    namespace: kube-system
+  data: {x: "1"}
+  ---
+  apiVersion: rbac.authorization.k8s.io/v1
+  kind: ClusterRole
+  metadata:
+    name: e2e-escaped
+  rules: []
+"#,
+    )?);
+    c.apply(&serde_yaml::to_string(&r)?)?;
+    c.apply(&example("orders-api.yaml", ns, "fenced", |v| {
+        v["spec"]["route"] = "e2e-fenced".into();
+    })?)?;
+    let sr = wait_request(client, ns, "fenced", "refused by the AppProject", |s| {
+        s.sync
+            .as_ref()
+            .is_some_and(|sync| sync.message.contains("not permitted in project"))
+    })
+    .await?;
+    let message = sr
+        .status
+        .and_then(|s| s.sync)
+        .map(|s| s.message)
+        .unwrap_or_default();
+    ensure!(
+        c.kubectl(&["get", "configmap", "e2e-escaped", "-n", "kube-system"])
+            .is_err()
+            && c.kubectl(&["get", "clusterrole", "e2e-escaped"]).is_err(),
+        "an object outside the team's namespace was created: {message}"
+    );
+    c.kubectl(&["delete", "servicerequest", "fenced", "-n", ns])?;
+    c.kubectl(&["delete", "paveroute", "e2e-fenced"])?;
     Ok(())
 }
 

@@ -210,6 +210,8 @@ fn install(c: &Cluster) -> Result<()> {
         std::path::PathBuf::from(dir).join("application-crd.yaml")
     };
     c.kubectl(&["apply", "--server-side", "-f", &argocd.display().to_string()])?;
+    let projects = argocd.with_file_name("appproject-crd.yaml");
+    c.kubectl(&["apply", "--server-side", "-f", &projects.display().to_string()])?;
     c.wait_established()?;
     c.kubectl(&["create", "namespace", "argocd"])?;
     // The Argo CD wiring's RBAC (the app of apps itself is applied by the
@@ -303,6 +305,14 @@ async fn operator_rbac_is_least_privilege(env: &mut Env) -> Result<()> {
     ensure!(
         !can(&["patch", "applications.argoproj.io", "-n", "default"])?,
         "operator may patch Applications outside argocd"
+    );
+    ensure!(
+        can(&["create", "appprojects.argoproj.io", "-n", "argocd"])?,
+        "operator cannot create AppProjects in argocd"
+    );
+    ensure!(
+        !can(&["create", "appprojects.argoproj.io", "-n", "default"])?,
+        "operator may create AppProjects outside argocd"
     );
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod namespace;
+pub mod projects;
 pub mod request;
 pub mod resync;
 pub mod revision;

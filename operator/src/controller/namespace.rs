@@ -21,11 +21,23 @@ pub struct Namespaces {
     pub requests: Store<RequestMeta>,
     pub trigger: Trigger,
     pub ready: watch::Sender<bool>,
+    /// Where teams whose bindings changed go, to have their AppProject
+    /// rewritten (with Argo CD installed).
+    pub projects: Option<super::projects::ProjectQueue>,
 }
 
 impl Namespaces {
     async fn bind(&mut self, namespace: &str, team: Option<&str>) {
-        let changed = self.ctx.catalog.write().await.teams.bind(namespace, team);
+        let (changed, before) = {
+            let mut catalog = self.ctx.catalog.write().await;
+            let before = catalog.teams.team_of(namespace).map(str::to_string);
+            (catalog.teams.bind(namespace, team), before)
+        };
+        if changed && let Some(projects) = &self.projects {
+            for t in before.iter().map(String::as_str).chain(team) {
+                let _ = projects.send(t.to_string());
+            }
+        }
         if changed && *self.ready.borrow() {
             trigger_requests(&self.ctx, &self.requests, &self.trigger, |_, ns, _| {
                 ns == namespace

@@ -230,6 +230,11 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let (routes_ready_tx, mut routes_ready) = tokio::sync::watch::channel(false);
     let (bundles_ready_tx, mut bundles_ready) = tokio::sync::watch::channel(false);
     let (namespaces_ready_tx, mut namespaces_ready) = tokio::sync::watch::channel(false);
+    let projects = argocd.then(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(super::projects::run(ctx.clone(), rx));
+        tx
+    });
     tokio::spawn(watch::guarded_watch(
         Api::all(client.clone()),
         super::namespace::Namespaces {
@@ -237,6 +242,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             requests: requests.clone(),
             trigger: trigger.clone(),
             ready: namespaces_ready_tx,
+            projects,
         },
     ));
     tokio::spawn(watch::guarded_watch(
