@@ -344,6 +344,15 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// A request held without a decision (PolicyUnavailable), saying why:
+    /// what a shell reports when the decision itself could not run.
+    pub fn unavailable(request: String, why: String) -> Self {
+        let mut v = Verdict::new(request);
+        v.outcome = Outcome::PolicyUnavailable;
+        v.policy_error = Some(why);
+        v
+    }
+
     fn new(request: String) -> Self {
         Verdict {
             request,

@@ -195,17 +195,30 @@ async fn ensure_finalizer(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReque
 /// again counts nothing).
 async fn decide(sr: &ServiceRequest, ctx: &Ctx, prev: &ServiceRequestStatus) -> Verdict {
     let approvals = approvals_for(ctx, sr);
+    // Policy (up to its 2 s limit) and the render run on a blocking
+    // thread: the async workers keep renewing the lease, answering probes
+    // and reading watches while a hostile bundle or template uses its
+    // budget.
     let verdict = {
-        let catalog = ctx.catalog.read().await;
-        let started = std::time::Instant::now();
-        let v = decide_request(&catalog, sr, &approvals, &ctx.render_options(), Utc::now());
-        ctx.metrics
-            .decision_duration
-            .observe(started.elapsed().as_secs_f64());
-        if let Some(policy) = v.policy_time {
-            ctx.metrics.policy_eval_duration.observe(policy.as_secs_f64());
-        }
-        v
+        let (ctx, sr) = (ctx.clone(), sr.clone());
+        tokio::task::spawn_blocking(move || {
+            let catalog = ctx.catalog.blocking_read();
+            let started = std::time::Instant::now();
+            let v = decide_request(&catalog, &sr, &approvals, &ctx.render_options(), Utc::now());
+            ctx.metrics
+                .decision_duration
+                .observe(started.elapsed().as_secs_f64());
+            if let Some(policy) = v.policy_time {
+                ctx.metrics.policy_eval_duration.observe(policy.as_secs_f64());
+            }
+            v
+        })
+        .await
+    };
+    let verdict = match verdict {
+        Ok(v) => v,
+        // A panic in the core is a bug; the request is held, not allowed.
+        Err(e) => Verdict::unavailable(key(sr), format!("the decision failed: {e}")),
     };
     for f in new_violations(&prev.violations, &verdict.policy.violations) {
         ctx.metrics
