@@ -126,9 +126,15 @@ pub fn estimate(
             return Err(FieldError::new(
                 field("quantity"),
                 format!(
-                    "cost item {:?}: {quantity} at {} per unit is more than {MAX_MONTHLY:e} a month; \
+                    "cost item {:?}: {} at {} per unit is more than {MAX_MONTHLY:e} a month; \
                      refused rather than passed to policy as a number it cannot compare",
-                    item.name, item.unit_price
+                    item.name,
+                    if quantity.abs() >= 1e15 {
+                        format!("{quantity:e}")
+                    } else {
+                        quantity.to_string()
+                    },
+                    item.unit_price
                 ),
             ));
         }

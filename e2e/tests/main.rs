@@ -13,6 +13,7 @@
 //! runs the scenarios whose names contain `a` or `b` (install always runs).
 
 mod argocd;
+mod hostile;
 mod support;
 
 use std::{
@@ -26,6 +27,7 @@ use argocd::{
     argocd_reports_a_workload_that_cannot_become_healthy, argocd_syncs_every_other_shipped_route,
     argocd_syncs_requests_to_available_deployments,
 };
+use hostile::hostile_input_is_refused_by_the_operator;
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
 use paver_crds::{PaveRoute, Phase, PolicyBundle, PolicyBundleStatus, Scorecard, ServiceRequest};
 use support::{Cluster, ClusterExt as _, Operator, example, repo_root, wait_for, wait_phase};
@@ -122,6 +124,7 @@ async fn run_all() -> ExitCode {
         hand_edit_is_restored_on_resync,
         deleting_a_request_removes_its_directory_and_scorecard,
         git_server_outage_ends_in_a_pushed_commit,
+        hostile_input_is_refused_by_the_operator,
         argocd_syncs_requests_to_available_deployments,
         argocd_syncs_every_other_shipped_route,
         argocd_reports_a_workload_that_cannot_become_healthy,

@@ -108,6 +108,14 @@ impl Operator {
         self.spawn()
     }
 
+    /// Whether the process is still running (it has not exited, crashed
+    /// or been killed since it was started).
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Waits until /readyz answers 200: the process leads (or runs without
     /// leader election) and has listed what it reconciles against.
     pub async fn wait_ready(&self) -> Result<()> {
