@@ -123,6 +123,7 @@ fn changes(root: &Path, prefix: &str, count: usize) -> anyhow::Result<Vec<Change
             dir: walked.rendered.dir.clone(),
             files: walked.rendered.files.into(),
             delete: false,
+            moved_from: None,
             trailers: vec![("Paver-Request".into(), key.clone())],
             summary: format!("render {key} (generation 1) with {}", walked.route.id()),
         });

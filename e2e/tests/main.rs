@@ -584,7 +584,36 @@ async fn teams_are_bound_to_namespaces(env: &mut Env) -> Result<()> {
         .context("no Validated condition")?;
     ensure!(validated.message.contains("is bound to no team"), "{validated:?}");
     namespace(c, ns)?;
-    wait_phase(client, ns, "claimant", Phase::Rendered).await?;
+    let before = wait_phase(client, ns, "claimant", Phase::Rendered).await?;
+    let old_dir = before.status.and_then(|s| s.render).context("no render")?.path;
+
+    // The namespace moves to another team: the request follows, and its
+    // old directory goes in the commit that writes the new one.
+    c.team_namespace(ns, "e2e-tenancy-2")?;
+    c.kubectl(&[
+        "patch",
+        "servicerequest",
+        "claimant",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"team":"e2e-tenancy-2"}}"#,
+    ])?;
+    let moved = wait_phase(client, ns, "claimant", Phase::Rendered).await?;
+    let render = moved.status.and_then(|s| s.render).context("no render")?;
+    ensure!(
+        render.path == format!("e2e-tenancy-2/{ns}/claimant"),
+        "{render:?}"
+    );
+    let clone = c.remote().clone_repo()?;
+    let removed_in = clone.git(&["log", "-1", "--format=%H", "--", &old_dir])?;
+    ensure!(
+        removed_in.trim() == render.revision && clone.git(&["ls-files", "--", &old_dir])?.trim().is_empty(),
+        "{old_dir} was not removed in the commit that wrote {} ({}): last touched in {removed_in}",
+        render.path,
+        render.revision
+    );
     a_directory_has_one_owner(env).await
 }
 

@@ -83,6 +83,7 @@ fn change(key: &str, files: &[(&str, &str)]) -> Change {
         ),
         dir,
         delete: false,
+        moved_from: None,
         trailers: vec![
             ("Paver-Request".into(), key.into()),
             ("Paver-Request-UID".into(), format!("uid-{key}")),
@@ -672,5 +673,60 @@ fn http_latency_for_one_and_a_hundred_changes() {
         batch.metrics.commit,
         batch.metrics.push,
         server.requests.load(std::sync::atomic::Ordering::SeqCst),
+    );
+}
+
+/// A request whose directory moves (its team or its route's output path
+/// changed) leaves nothing behind: the old directory is removed in the
+/// commit that writes the new one, never in a separate one (the old
+/// Application and the new would sync side by side in between).
+#[test]
+fn a_moved_directory_is_removed_in_the_same_commit() {
+    let fx = Fixture::new();
+    let remote = fx.remote("out.git");
+    let mut repo = fx.repo(&url_of(&remote), "work");
+    repo.commit_batch(vec![
+        change("pay/gw", &[("a.yaml", "a"), ("argocd-application.yaml", "app")]),
+        change("pay/other", &[("a.yaml", "b")]),
+    ])
+    .expect("first");
+    let before = history(&remote).len();
+    let files = std::sync::Arc::new(BTreeMap::from([
+        ("teams/new/pay/gw/a.yaml".to_string(), "a".to_string()),
+        (
+            "teams/new/pay/gw/argocd-application.yaml".to_string(),
+            "app".to_string(),
+        ),
+    ]));
+    let moved = Change {
+        dir: "teams/new/pay/gw".into(),
+        files,
+        moved_from: Some("apps/pay/gw".into()),
+        ..change("pay/gw", &[])
+    };
+    let out = repo.commit_batch(vec![moved]).expect("move");
+    assert!(out.changes[0].as_ref().is_ok_and(|c| c.changed));
+    assert_eq!(history(&remote).len(), before + 1, "one commit");
+    assert!(
+        repo.read_dir("apps/pay/gw").expect("read").is_empty(),
+        "old directory left behind"
+    );
+    assert_eq!(repo.read_dir("teams/new/pay/gw").expect("read").len(), 2);
+    assert_eq!(
+        repo.read_dir("apps/pay/other").expect("read").len(),
+        1,
+        "a neighbour was touched"
+    );
+
+    // A directory moved from must follow the one path rule too.
+    let bad = Change {
+        moved_from: Some("apps/.git".into()),
+        ..change("pay/gw", &[("a.yaml", "a")])
+    };
+    let refused = repo.commit_batch(vec![bad]).expect("batch");
+    assert!(
+        matches!(&refused.changes[0], Err(Error::InvalidChange { reason, .. }) if reason.contains("moved from")),
+        "{:?}",
+        refused.changes[0]
     );
 }

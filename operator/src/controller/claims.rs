@@ -27,14 +27,17 @@ pub struct Claims {
 struct Inner {
     dirs: BTreeMap<String, String>,
     apps: HashMap<String, String>,
-    /// Request key → its directory and Application.
-    held: HashMap<String, (String, Option<String>)>,
+    /// Request key → its directories (two while a move is in flight:
+    /// the old one stays its own until the commit that removes it lands)
+    /// and its Application.
+    held: HashMap<String, (Vec<String>, Option<String>)>,
 }
 
 impl Claims {
-    /// Claims `dir` and `app` for the request `key` (releasing what it held
-    /// before), or says who owns them: another request holding the
-    /// directory, one inside it or one around it, or the Application.
+    /// Claims `dir` and `app` for the request `key`, or says who owns
+    /// them: another request holding the directory, one inside it or one
+    /// around it, or the Application. Directories the request held before
+    /// stay its own until [`Claims::settle`] (its files are still there).
     pub fn claim(&self, key: &str, dir: &str, app: Option<&str>) -> Result<(), String> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(owner) = inner.dir_owner(key, dir) {
@@ -47,15 +50,33 @@ impl Claims {
                 "the Argo CD Application {app} belongs to request {owner}; this request cannot take it over"
             ));
         }
-        inner.release(key);
         inner.dirs.insert(dir.to_string(), key.to_string());
+        let held = inner.held.entry(key.to_string()).or_default();
+        if !held.0.iter().any(|d| d == dir) {
+            held.0.push(dir.to_string());
+        }
+        let before = std::mem::replace(&mut held.1, app.map(str::to_string));
+        if let Some(before) = before.filter(|b| Some(b.as_str()) != app) {
+            inner.apps.remove(&before);
+        }
         if let Some(app) = app {
             inner.apps.insert(app.to_string(), key.to_string());
         }
-        inner
-            .held
-            .insert(key.to_string(), (dir.to_string(), app.map(str::to_string)));
         Ok(())
+    }
+
+    /// The request's files are in `dir` alone now (a move's commit landed):
+    /// the other directories it held are free.
+    pub fn settle(&self, key: &str, dir: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((dirs, _)) = inner.held.get_mut(key) else {
+            return;
+        };
+        let gone: Vec<String> = dirs.iter().filter(|d| *d != dir).cloned().collect();
+        dirs.retain(|d| d == dir);
+        for d in gone {
+            inner.dirs.remove(&d);
+        }
     }
 
     /// Lets go of what the request `key` held (it was deleted).
@@ -75,8 +96,10 @@ impl Claims {
 
 impl Inner {
     fn release(&mut self, key: &str) {
-        if let Some((dir, app)) = self.held.remove(key) {
-            self.dirs.remove(&dir);
+        if let Some((dirs, app)) = self.held.remove(key) {
+            for dir in dirs {
+                self.dirs.remove(&dir);
+            }
             if let Some(app) = app {
                 self.apps.remove(&app);
             }
@@ -153,8 +176,13 @@ mod tests {
             .expect("t/x2 is not inside t/x");
         assert_eq!(claims.len(), 2);
 
-        // Moving releases the old directory; deleting releases everything.
+        // A move keeps the old directory until its commit lands; deleting
+        // releases everything.
         claims.claim("a/x", "t/moved", Some("argocd/a.x")).expect("move");
+        claims
+            .claim("b/x", "t/x", None)
+            .expect_err("t/x still holds a/x's files");
+        claims.settle("a/x", "t/moved");
         claims
             .claim("b/x", "t/x", None)
             .expect("t/x is free after the move");

@@ -284,11 +284,17 @@ async fn commit(
     // The files travel to the writer and stay with the verdict (the
     // Scorecard reads them) as one copy while the commit is in flight.
     let files = Arc::new(std::mem::take(&mut rendered.files));
+    let moved_from = prev
+        .render
+        .as_ref()
+        .map(|r| r.path.clone())
+        .filter(|p| !p.is_empty() && *p != rendered.dir);
     let change = Change {
         key: key(sr),
         dir: rendered.dir.clone(),
         files: files.clone(),
         delete: false,
+        moved_from,
         trailers: provenance,
         summary,
     };
@@ -298,6 +304,7 @@ async fn commit(
     rendered.files = Arc::try_unwrap(files).unwrap_or_else(|shared| (*shared).clone());
     match submitted {
         Ok(r) => {
+            ctx.claims.settle(&key(sr), &rendered.dir);
             let outcome = if r.changed { "committed" } else { "unchanged" };
             ctx.metrics
                 .git("commit", outcome, started.elapsed().as_secs_f64());
@@ -499,7 +506,10 @@ async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardSt
 
 async fn publish(ctx: &Ctx, sr: &ServiceRequest, type_: EventType, reason: &str, note: impl Into<String>) {
     let mut note: String = note.into();
-    note.truncate(1000);
+    // Kubernetes keeps at most 1 KiB of an Event's note; cut at a character
+    // boundary (`String::truncate` panics inside a multi-byte character,
+    // which a bundle's message may put there).
+    paver_crds::truncate_message(&mut note, 1000);
     let published = ctx
         .events
         .publish(sr.object_ref(&()), type_, reason, "Reconcile", note)
@@ -562,6 +572,7 @@ async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> R
             dir: render.path.clone(),
             files: Default::default(),
             delete: true,
+            moved_from: None,
             trailers: vec![
                 ("Paver-Request".into(), key(sr)),
                 ("Paver-Request-UID".into(), sr.uid().unwrap_or_default()),

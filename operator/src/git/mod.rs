@@ -55,6 +55,11 @@ pub struct Change {
     pub files: Arc<BTreeMap<String, String>>,
     /// Remove the whole directory (then `files` must be empty).
     pub delete: bool,
+    /// The directory the request's files were in before (its team or its
+    /// route's output path changed): removed in the same commit that
+    /// writes `dir`, so the old files (and their Argo CD Application) are
+    /// never left behind and never duplicated.
+    pub moved_from: Option<String>,
     /// Provenance trailers, e.g. `("Paver-Request", "ns/name")`.
     pub trailers: Vec<(String, String)>,
     /// One line describing the change, listed in the commit body.

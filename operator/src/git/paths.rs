@@ -39,6 +39,13 @@ pub(crate) fn check(change: &Change) -> Result<String> {
     if change.delete && !change.files.is_empty() {
         return Err(invalid(change, "a deletion must not carry files"));
     }
+    if let Some(old) = &change.moved_from {
+        let old = old.trim_matches('/');
+        if old.is_empty() {
+            return Err(invalid(change, "the directory moved from is empty"));
+        }
+        check_relative(old).map_err(|r| invalid(change, format!("bad directory moved from: {r}")))?;
+    }
     let inside = format!("{full}/");
     for path in change.files.keys() {
         check_relative(path).map_err(|r| invalid(change, r))?;
@@ -91,6 +98,12 @@ fn blocked(change: &Change, b: Blocked) -> Error {
 /// changed. A refused change leaves the overlay's content as it was.
 pub(crate) fn apply(repo: &Repository, overlay: &mut Overlay<'_>, change: &Change) -> Result<bool> {
     let full = check(change)?;
+    // The old directory goes first: when the new one lies inside it, the
+    // new files are written after.
+    let moved = match change.moved_from.as_deref().map(|d| d.trim_matches('/')) {
+        Some(old) if old != full => overlay.replace_dir(old, None).map_err(|b| blocked(change, b))?,
+        _ => false,
+    };
     // The directory's new tree, built on its own first.
     let mut dir = Overlay::new(repo, None);
     let prefix = format!("{full}/");
@@ -103,7 +116,8 @@ pub(crate) fn apply(repo: &Repository, overlay: &mut Overlay<'_>, change: &Chang
             .map_err(|b| blocked(change, b))?;
     }
     let tree = dir.write().map_err(|e| blocked(change, Blocked::Git(e)))?;
-    overlay.replace_dir(&full, tree).map_err(|b| blocked(change, b))
+    let written = overlay.replace_dir(&full, tree).map_err(|b| blocked(change, b))?;
+    Ok(moved || written)
 }
 
 #[cfg(test)]
