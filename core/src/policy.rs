@@ -34,11 +34,14 @@
 //!
 //! Limits: every evaluation runs under regorus's execution timer
 //! ([`EVAL_TIME_LIMIT`]), which bounds loops and comprehensions, on the VM
-//! and in the interpreter alike. A single
-//! builtin call that allocates a huge value (e.g. `numbers.range(1, 1e9)`)
-//! is not interrupted until it returns: regorus has no per-engine memory
-//! budget without its `allocator-memory-limits` feature. Recursive functions
-//! (which overflow regorus's stack) are refused at activation, as OPA does.
+//! and in the interpreter alike; activation evaluates a bundle's rules once
+//! and runs its tests within [`ACTIVATION_TIME_BUDGET`] in total. A single
+//! builtin call is not interrupted until it returns, so the patched regorus
+//! bounds what one call may build (`numbers.range(1, 1e9)` is an error
+//! naming the limit, not a 24 GB allocation; vendor/README.md, 11-16); it
+//! has no per-engine memory budget without its `allocator-memory-limits`
+//! feature. Recursive functions (which overflow regorus's stack) are
+//! refused at activation, as OPA does.
 
 mod check;
 mod compile;
@@ -51,7 +54,9 @@ mod tests;
 
 use std::time::Duration;
 
-pub use compile::{Activation, CompiledBundle, CompiledException, activate, opa_check, run_tests};
+pub use compile::{
+    ACTIVATION_TIME_BUDGET, Activation, CompiledBundle, CompiledException, activate, opa_check, run_tests,
+};
 pub use input::{PolicyInput, PreparedInput, RouteDoc};
 pub use outcome::{
     INVALID_OUTPUT_RULE, MAX_FINDINGS, MAX_MESSAGE_BYTES, NEEDS_APPROVAL_RULE, PolicyOutcome, RuleKind,

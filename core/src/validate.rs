@@ -110,6 +110,19 @@ pub fn compile(route: PaveRoute) -> Result<CompiledRoute, Vec<FieldError>> {
             }
         },
     };
+    if let (Some(schema), Some(_)) = (&route.spec.parameters, &validator)
+        && let Err(at) = apply_defaults(schema, &mut Value::Object(Map::new()))
+    {
+        errors.push(FieldError::new(
+            "spec.parameters",
+            format!(
+                "the schema's defaults would create more than {MAX_DEFAULTS_CREATED} values for a request \
+                 without parameters (at {at}): defaults that contain themselves (through $ref) expand \
+                 without bound; give the recursive property no default and no properties of its own \
+                 to fill"
+            ),
+        ));
+    }
     let env = render::template_env(&route).map_err(|e| errors.extend(e)).ok();
     match (version, env) {
         (Some(version), Some(env)) if errors.is_empty() => Ok(CompiledRoute {
@@ -210,12 +223,27 @@ pub fn validate_request(req: &ServiceRequest, route: &CompiledRoute) -> Result<V
         ));
     }
 
+    let size_errors = parameter_size_errors(&req.spec.parameters);
+    if !size_errors.is_empty() {
+        errors.extend(size_errors);
+        return Err(errors);
+    }
     let mut parameters = match &req.spec.parameters {
         Value::Null => Value::Object(Map::new()),
         other => other.clone(),
     };
-    if let Some(schema) = route.schema() {
-        apply_defaults(schema, schema, &mut parameters, 0);
+    if let Some(schema) = route.schema()
+        && let Err(at) = apply_defaults(schema, &mut parameters)
+    {
+        errors.push(FieldError::new(
+            "spec.parameters",
+            format!(
+                "applying the defaults of route {}'s schema would create more than {MAX_DEFAULTS_CREATED} \
+                 values (at {at}); set the parameters there yourself, or ask for the route to be fixed",
+                route.id()
+            ),
+        ));
+        return Err(errors);
     }
     if let Some(validator) = &route.validator {
         let mut schema_errors: Vec<FieldError> = validator
@@ -237,6 +265,104 @@ pub fn validate_request(req: &ServiceRequest, route: &CompiledRoute) -> Result<V
         ));
     }
     Ok(Validated { parameters, warnings })
+}
+
+/// The largest `spec.parameters` a request may have, as JSON: the limit
+/// Kubernetes puts on all of an object's annotations together. The shipped
+/// examples' parameters are under 2 KiB.
+pub const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
+/// The longest string (or object key) in `spec.parameters`, in characters:
+/// an image reference is at most 4 KiB and a certificate chain about 10 KiB.
+pub const MAX_STRING_CHARS: usize = 16 * 1024;
+/// How deep `spec.parameters` may nest (as [`MAX_DEFAULTS_DEPTH`], the
+/// depth to which defaults are applied); the shipped routes nest 4.
+pub const MAX_PARAMETERS_DEPTH: usize = 32;
+/// The most items an array in `spec.parameters` may hold.
+pub const MAX_ARRAY_ITEMS: usize = 1000;
+/// The most size errors reported for one request: the rest are counted.
+const MAX_SIZE_ERRORS: usize = 20;
+
+/// Where a request's parameters are larger than Paver reads, before
+/// anything else looks at them: past [`MAX_PARAMETERS_BYTES`] as JSON, a
+/// string or key past [`MAX_STRING_CHARS`], nesting past
+/// [`MAX_PARAMETERS_DEPTH`], an array past [`MAX_ARRAY_ITEMS`]. A schema
+/// may say less (`maxLength`, `maxItems`); these hold whatever it says.
+fn parameter_size_errors(parameters: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut more = 0usize;
+    let mut report = |errors: &mut Vec<FieldError>, field: String, message: String| {
+        if errors.len() < MAX_SIZE_ERRORS {
+            errors.push(FieldError::new(field, message));
+        } else {
+            more += 1;
+        }
+    };
+    let bytes = serde_json::to_vec(parameters).map_or(0, |v| v.len());
+    if bytes > MAX_PARAMETERS_BYTES {
+        report(
+            &mut errors,
+            "spec.parameters".into(),
+            format!("{bytes} bytes as JSON, more than {MAX_PARAMETERS_BYTES}"),
+        );
+    }
+    let mut stack = vec![(String::from("spec.parameters"), parameters, 0usize)];
+    while let Some((path, value, depth)) = stack.pop() {
+        if depth > MAX_PARAMETERS_DEPTH {
+            report(
+                &mut errors,
+                path,
+                format!("nests deeper than {MAX_PARAMETERS_DEPTH} levels"),
+            );
+            continue;
+        }
+        match value {
+            Value::String(text) => {
+                let chars = text.chars().count();
+                if chars > MAX_STRING_CHARS {
+                    report(
+                        &mut errors,
+                        path,
+                        format!("{chars} characters, more than {MAX_STRING_CHARS}"),
+                    );
+                }
+            }
+            Value::Array(items) => {
+                if items.len() > MAX_ARRAY_ITEMS {
+                    report(
+                        &mut errors,
+                        path.clone(),
+                        format!("{} items, more than {MAX_ARRAY_ITEMS}", items.len()),
+                    );
+                }
+                for (i, item) in items.iter().enumerate().take(MAX_ARRAY_ITEMS).rev() {
+                    stack.push((format!("{path}[{i}]"), item, depth + 1));
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map.iter().rev() {
+                    let chars = key.chars().count();
+                    if chars > MAX_STRING_CHARS {
+                        let shown: String = key.chars().take(64).collect();
+                        report(
+                            &mut errors,
+                            format!("{path}.{shown}..."),
+                            format!("a key of {chars} characters, more than {MAX_STRING_CHARS}"),
+                        );
+                        continue;
+                    }
+                    stack.push((format!("{path}.{key}"), item, depth + 1));
+                }
+            }
+            _ => {}
+        }
+    }
+    if more > 0 {
+        errors.push(FieldError::new(
+            "spec.parameters",
+            format!("and {more} more fields over Paver's size limits"),
+        ));
+    }
+    errors
 }
 
 /// A DNS-1123 label: what Paver uses as a path segment and in object names.
@@ -304,67 +430,139 @@ fn schema_error(parameters: &Value, e: &jsonschema::ValidationError<'_>) -> Fiel
 
 const MAX_DEFAULTS_DEPTH: usize = 32;
 
+/// The most values a route's defaults may create for one request: each
+/// value of a `default` copied in, and each object created to hold
+/// defaults. [`MAX_DEFAULTS_DEPTH`] alone let a schema whose defaults recurse
+/// twice through `$ref: "#"` build 2^33 objects. The shipped routes create
+/// fewer than 30 for a request; 10,000 gives each of an array's
+/// [`MAX_ARRAY_ITEMS`] items ten defaults.
+pub const MAX_DEFAULTS_CREATED: usize = 10_000;
+
 /// Resolves a local `$ref` (`#/...`) against the root schema; other refs
-/// are left alone (compile refuses external ones).
-fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
-    let mut schema = schema;
+/// are left alone (compile refuses external ones). Returns the schema and
+/// its JSON pointer in the root (`#/$defs/x`), starting from `pointer`.
+fn resolve<'a>(root: &'a Value, schema: &'a Value, pointer: String) -> (&'a Value, String) {
+    let (mut schema, mut pointer) = (schema, pointer);
     for _ in 0..MAX_DEFAULTS_DEPTH {
         match schema
             .get("$ref")
             .and_then(Value::as_str)
             .and_then(|r| r.strip_prefix('#'))
         {
-            Some(pointer) => match root.pointer(pointer) {
-                Some(target) => schema = target,
+            Some(target) => match root.pointer(target) {
+                Some(found) => (schema, pointer) = (found, format!("#{target}")),
                 None => break,
             },
             None => break,
         }
     }
-    schema
+    (schema, pointer)
 }
 
-/// Applies `default`s from `properties` (recursively, into nested objects
-/// and array items). A missing object property without a default is
-/// created when its own defaults fill every property it requires.
-pub fn apply_defaults(root: &Value, schema: &Value, value: &mut Value, depth: usize) {
-    if depth > MAX_DEFAULTS_DEPTH {
-        return;
-    }
-    let schema = resolve(root, schema);
-    if let (Some(items), Value::Array(values)) = (schema.get("items"), &mut *value) {
-        for v in values {
-            apply_defaults(root, items, v, depth + 1);
-        }
-        return;
-    }
-    let (Some(props), Value::Object(obj)) = (schema.get("properties").and_then(Value::as_object), value)
-    else {
-        return;
+/// Applies `default`s from the properties of `schema` (a route's parameter
+/// schema) to `value`, recursively, into nested objects and array items. A
+/// missing object property without a default is created when its own
+/// defaults fill every property it requires. Fails, with the JSON pointer of
+/// the schema whose defaults were being applied, when that would create
+/// more than [`MAX_DEFAULTS_CREATED`] values.
+pub fn apply_defaults(schema: &Value, value: &mut Value) -> Result<(), String> {
+    let mut defaults = Defaults {
+        root: schema,
+        created: 0,
     };
-    for (key, prop) in props {
-        let prop_schema = resolve(root, prop);
-        match obj.get_mut(key) {
-            Some(existing) => apply_defaults(root, prop_schema, existing, depth + 1),
-            None => {
-                if let Some(default) = prop_schema.get("default") {
-                    let mut v = default.clone();
-                    apply_defaults(root, prop_schema, &mut v, depth + 1);
-                    obj.insert(key.clone(), v);
-                } else if prop_schema.get("properties").is_some() {
-                    let mut v = Value::Object(Map::new());
-                    apply_defaults(root, prop_schema, &mut v, depth + 1);
-                    let required_met = prop_schema
-                        .get("required")
-                        .and_then(Value::as_array)
-                        .is_none_or(|req| req.iter().filter_map(Value::as_str).all(|r| v.get(r).is_some()));
-                    if required_met {
+    defaults.apply(schema, "#".to_string(), value, 0)
+}
+
+/// Applies one schema's defaults, counting the values created.
+struct Defaults<'a> {
+    root: &'a Value,
+    created: usize,
+}
+
+impl<'a> Defaults<'a> {
+    /// Counts `n` values created; an error naming `pointer` past the budget.
+    fn create(&mut self, n: usize, pointer: &str) -> Result<(), String> {
+        self.created = self.created.saturating_add(n);
+        if self.created > MAX_DEFAULTS_CREATED {
+            return Err(pointer.to_string());
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        schema: &'a Value,
+        pointer: String,
+        value: &mut Value,
+        depth: usize,
+    ) -> Result<(), String> {
+        if depth > MAX_DEFAULTS_DEPTH {
+            return Ok(());
+        }
+        let (schema, pointer) = resolve(self.root, schema, pointer);
+        if let (Some(items), Value::Array(values)) = (schema.get("items"), &mut *value) {
+            for v in values {
+                self.apply(items, format!("{pointer}/items"), v, depth + 1)?;
+            }
+            return Ok(());
+        }
+        let (Some(props), Value::Object(obj)) = (schema.get("properties").and_then(Value::as_object), value)
+        else {
+            return Ok(());
+        };
+        for (key, prop) in props {
+            let at = format!(
+                "{pointer}/properties/{}",
+                key.replace('~', "~0").replace('/', "~1")
+            );
+            let (prop_schema, at) = resolve(self.root, prop, at);
+            match obj.get_mut(key) {
+                Some(existing) => self.apply(prop_schema, at, existing, depth + 1)?,
+                None => {
+                    if let Some(default) = prop_schema.get("default") {
+                        self.create(count_values(default, MAX_DEFAULTS_CREATED + 1), &at)?;
+                        let mut v = default.clone();
+                        self.apply(prop_schema, at, &mut v, depth + 1)?;
                         obj.insert(key.clone(), v);
+                    } else if prop_schema.get("properties").is_some() {
+                        self.create(1, &at)?;
+                        let mut v = Value::Object(Map::new());
+                        self.apply(prop_schema, at, &mut v, depth + 1)?;
+                        let required_met =
+                            prop_schema
+                                .get("required")
+                                .and_then(Value::as_array)
+                                .is_none_or(|req| {
+                                    req.iter().filter_map(Value::as_str).all(|r| v.get(r).is_some())
+                                });
+                        if required_met {
+                            obj.insert(key.clone(), v);
+                        }
                     }
                 }
             }
         }
+        Ok(())
     }
+}
+
+/// The values in `value` (itself, and everything it holds), counted up to
+/// `limit`.
+fn count_values(value: &Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count >= limit {
+            break;
+        }
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
 }
 
 #[cfg(test)]

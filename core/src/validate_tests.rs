@@ -181,3 +181,122 @@ fn external_refs_are_refused_not_fetched() {
         );
     }
 }
+
+/// A schema whose defaults contain themselves twice (through `$ref: "#"`)
+/// built 2^33 objects for every request; the route is refused when it is
+/// compiled, naming where.
+#[test]
+fn defaults_that_expand_without_bound_are_refused_at_compile() {
+    let schema = json!({
+        "type": "object",
+        "properties": {"a": {"$ref": "#"}, "b": {"$ref": "#"}, "n": {"type": "integer", "default": 1}}
+    });
+    let start = std::time::Instant::now();
+    let errors =
+        compile(route("svc", "1.0.0", Lifecycle::Active, Some(schema))).expect_err("unbounded defaults");
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].field, "spec.parameters");
+    assert!(
+        errors[0]
+            .message
+            .starts_with("the schema's defaults would create more than 10000 values for a request without parameters (at #/properties/"),
+        "{}",
+        errors[0].message
+    );
+}
+
+/// Defaults are counted for each request too: here each array item gets
+/// 21 values (an object holding 20 numbers), fine for a few items and
+/// refused for 1,000.
+#[test]
+fn defaults_created_for_a_request_are_bounded() {
+    let schema = json!({
+        "type": "object",
+        "properties": {"list": {"type": "array", "items": {"$ref": "#/$defs/item"}}},
+        "$defs": {"item": {"type": "object", "properties": {"p": {"default": (0..20).collect::<Vec<u32>>()}}}}
+    });
+    let r = compile(route("svc", "1.0.0", Lifecycle::Active, Some(schema))).expect("compile");
+    let few = validate_request(&request(json!({"list": [{}, {}]})), &r).expect("valid");
+    assert_eq!(few.parameters["list"][1]["p"][19], 19);
+    let many: Vec<Value> = (0..1000).map(|_| json!({})).collect();
+    let errors = refused(validate_request(&request(json!({"list": many})), &r));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].field, "spec.parameters");
+    assert_eq!(
+        errors[0].message,
+        "applying the defaults of route svc@1.0.0's schema would create more than 10000 values \
+         (at #/$defs/item/properties/p); set the parameters there yourself, or ask for the route to be fixed"
+    );
+}
+
+/// The errors of a refused request (a valid one is not printed: it is large).
+fn refused(result: Result<Validated, Vec<FieldError>>) -> Vec<FieldError> {
+    match result {
+        Ok(_) => panic!("the request was valid"),
+        Err(errors) => errors,
+    }
+}
+
+/// A 3.9 MB image string was ALLOWED: parameters are bounded in size, string
+/// length, nesting and array length, each error naming its field.
+#[test]
+fn parameters_are_bounded_in_size() {
+    let r = compile(route("svc", "1.0.0", Lifecycle::Active, Some(schema()))).expect("compile");
+    let image = "r".repeat(3_900_000);
+    let errors = refused(validate_request(
+        &request(json!({"compute": {"image": image}})),
+        &r,
+    ));
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("spec.parameters", "3900024 bytes as JSON, more than 262144"),
+            (
+                "spec.parameters.compute.image",
+                "3900000 characters, more than 16384"
+            ),
+        ]
+    );
+
+    let deps: Vec<Value> = (0..1001).map(|_| json!({})).collect();
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!({"d": deep});
+    }
+    let errors = refused(validate_request(
+        &request(json!({"compute": {"image": "x"}, "deps": deps, "deep": deep})),
+        &r,
+    ));
+    let fields: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            format!(
+                "spec.parameters.deep{}: nests deeper than 32 levels",
+                ".d".repeat(32)
+            ),
+            "spec.parameters.deps: 1001 items, more than 1000".to_string(),
+        ]
+    );
+
+    // Many fields over the limits: 20 named, the rest counted.
+    let strings: Map<String, Value> = (0..30)
+        .map(|i| (format!("s{i:02}"), json!("y".repeat(16_385))))
+        .collect();
+    let errors = refused(validate_request(&request(Value::Object(strings)), &r));
+    assert_eq!(errors.len(), 21, "{errors:?}");
+    assert_eq!(errors[1].field, "spec.parameters.s00");
+    assert_eq!(errors[20].message, "and 11 more fields over Paver's size limits");
+
+    // At the limits: valid.
+    let ok = json!({"compute": {"image": "i".repeat(16_384)}, "deps": (0..1000).map(|_| json!({})).collect::<Vec<_>>()});
+    validate_request(&request(ok), &r).expect("at the limits");
+}

@@ -58,12 +58,36 @@ pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// The longest condition message kept, in bytes: Kubernetes'
+/// `metav1.Condition` allows 32,768 characters. A message built from a list
+/// (every validation error, every module error) is cut there, so a status
+/// stays far under etcd's 1.5 MiB object limit.
+pub const MAX_CONDITION_MESSAGE_BYTES: usize = 32 * 1024;
+
+/// Cuts `s` to at most `max` bytes (at a character boundary), ending it
+/// with `... (N more bytes)` when anything was cut.
+pub fn truncate_message(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    // Room for the marker: "... (" + at most 20 digits + " more bytes)".
+    let mut cut = max.saturating_sub(37);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = s.len() - cut;
+    s.truncate(cut);
+    s.push_str(&format!("... ({dropped} more bytes)"));
+}
+
 /// Sets `new` in `conditions`, replacing the condition of the same type.
 ///
 /// `lastTransitionTime` is kept from the existing condition when the status
 /// did not change, so re-applying the same status never churns the object;
-/// otherwise it is `now`. Returns whether anything changed.
+/// otherwise it is `now`. The message keeps at most
+/// [`MAX_CONDITION_MESSAGE_BYTES`]. Returns whether anything changed.
 pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition, now: &str) -> bool {
+    truncate_message(&mut new.message, MAX_CONDITION_MESSAGE_BYTES);
     match conditions.iter_mut().find(|c| c.type_ == new.type_) {
         Some(existing) => {
             new.last_transition_time =
@@ -132,5 +156,33 @@ mod tests {
         ));
         assert_eq!(conds[0].last_transition_time, "t4");
         assert_eq!(conds.len(), 1);
+    }
+
+    #[test]
+    fn long_messages_are_cut_under_the_kubernetes_limit() {
+        let mut conds = Vec::new();
+        // Multi-byte characters: the cut falls on a character boundary.
+        let long = "é".repeat(100_000);
+        set_condition(
+            &mut conds,
+            Condition::new("Validated", false, "InvalidSpec", long),
+            "t1",
+        );
+        let message = &conds[0].message;
+        assert!(message.len() <= MAX_CONDITION_MESSAGE_BYTES, "{}", message.len());
+        assert!(
+            message.ends_with(" more bytes)"),
+            "{}",
+            &message[message.len() - 40..]
+        );
+        // The same long message again changes nothing.
+        assert!(!set_condition(
+            &mut conds,
+            Condition::new("Validated", false, "InvalidSpec", "é".repeat(100_000)),
+            "t2"
+        ));
+        let mut short = "ok".to_string();
+        truncate_message(&mut short, 10);
+        assert_eq!(short, "ok");
     }
 }

@@ -21,7 +21,9 @@ pub use bundle::{
     PolicyMode, RegoModule, TestResult,
 };
 pub use common::{GitSource, LabelSelector, LabelSelectorRequirement};
-pub use condition::{Condition, find_condition, now_rfc3339, set_condition};
+pub use condition::{
+    Condition, MAX_CONDITION_MESSAGE_BYTES, find_condition, now_rfc3339, set_condition, truncate_message,
+};
 pub use request::{
     Environment, EstimateStatus, Finding, Phase, RenderStatus, ServiceRequest, ServiceRequestSpec,
     ServiceRequestStatus, SyncStatus,

@@ -839,3 +839,192 @@ fn conflicting_complete_definitions_fail_closed() {
         assert!(err.contains("conflict"), "{err}");
     }
 }
+
+/// `b := [a, a]`, `c := [b, b]`, ... `levels` times: a value of a few
+/// hundred bytes whose text is 2^levels times longer.
+fn shared_value(levels: usize) -> String {
+    let mut src = String::from("  a0 := input.parameters.s\n");
+    for i in 1..=levels {
+        src.push_str(&format!("  a{i} := [a{0}, a{0}]\n", i - 1));
+    }
+    src
+}
+
+/// A builtin whose result would be far larger than its arguments is an
+/// error naming the builtin and the limit, on the VM as in the
+/// interpreter, before the result is built (vendor/README.md, 11-16).
+#[test]
+fn builtins_that_would_build_huge_results_fail_closed() {
+    let long = "x".repeat(5000);
+    let graph: serde_json::Map<String, serde_json::Value> = (0..25)
+        .map(|i| {
+            (
+                format!("n{i}"),
+                json!([format!("n{}", i + 1), format!("n{}", i + 2)]),
+            )
+        })
+        .collect();
+    let cases: Vec<(String, serde_json::Value, &str)> = vec![
+        (
+            "  x := numbers.range(1, input.parameters.n)\n".into(),
+            json!({"n": 1_000_000_000u64}),
+            "numbers.range: the range has 1000000000 elements, more than the limit of 100000",
+        ),
+        (
+            "  x := numbers.range_step(0, input.parameters.n, 2)\n".into(),
+            json!({"n": 1_000_000_000u64}),
+            "numbers.range_step: the range has 500000001 elements, more than the limit of 100000",
+        ),
+        (
+            "  x := net.cidr_expand(input.parameters.cidr)\n".into(),
+            json!({"cidr": "0.0.0.0/0"}),
+            "net.cidr_expand: the network has 4294967296 addresses, more than the limit of 100000",
+        ),
+        (
+            "  x := sprintf(input.parameters.f, [1])\n".into(),
+            json!({"f": "%999999999d"}),
+            "sprintf: the width is 999999999 characters, more than the limit of 1000000",
+        ),
+        (
+            "  x := replace(input.parameters.s, \"\", input.parameters.s)\n".into(),
+            json!({"s": long}),
+            "replace: the result would have 25010000 bytes, more than the limit of 16777216",
+        ),
+        (
+            "  x := strings.replace_n({\"\": input.parameters.s}, input.parameters.s)\n".into(),
+            json!({"s": long}),
+            "strings.replace_n: the result would have 25010000 bytes, more than the limit of 16777216",
+        ),
+        (
+            "  x := regex.replace(input.parameters.s, \"\", input.parameters.s)\n".into(),
+            json!({"s": long}),
+            "regex.replace: the result would have at least",
+        ),
+        (
+            format!("{}  x := json.marshal(a23)\n", shared_value(23)),
+            json!({"s": "0123456789"}),
+            "json.marshal: the result would have at least",
+        ),
+        (
+            format!("{}  x := sprintf(\"%v\", [a23])\n", shared_value(23)),
+            json!({"s": "0123456789"}),
+            "sprintf: the result would have at least",
+        ),
+        (
+            "  x := json.marshal_with_options(input.parameters.list, {\"prefix\": input.parameters.p})\n"
+                .into(),
+            json!({"list": (0..1000).collect::<Vec<u32>>(), "p": "x".repeat(20_000)}),
+            "json.marshal_with_options: the result would have 20045892 bytes, more than the limit of 16777216",
+        ),
+        (
+            format!("{}  x := walk(a18)\n", shared_value(18)),
+            json!({"s": "0123456789"}),
+            "walk: the value has at least 100001 nodes, more than the limit of 100000",
+        ),
+        (
+            "  x := graph.reachable_paths(input.parameters.graph, [\"n0\"])\n".into(),
+            json!({"graph": graph}),
+            "graph.reachable_paths: the paths have at least",
+        ),
+        (
+            "  x := bits.lsh(1, input.parameters.n)\n".into(),
+            json!({"n": 100_000_000u64}),
+            "bits.lsh: the shift is 100000000 bits, more than the limit of 65536",
+        ),
+        (
+            "  x := units.parse(input.parameters.u)\n".into(),
+            json!({"u": "1e30000"}),
+            "units.parse: the number has 30001 digits, more than the limit of 20000",
+        ),
+    ];
+    for (body, params, expected) in cases {
+        let src = format!("package paver.big\n\ndeny contains \"x\" if {{\n{body}  x == 0\n}}\n");
+        let b = compiled(&spec(vec![module("big.rego", &src)], vec![]));
+        // The VM compiler refuses `walk`; the interpreter evaluates such a bundle.
+        if !expected.starts_with("walk") {
+            assert_eq!(b.evaluator(), "vm", "{expected}: {:?}", b.interpreted_because);
+        }
+        let input = input(params, 1.0);
+        for bundle in [b.clone(), Arc::new(b.interpreted())] {
+            let start = std::time::Instant::now();
+            let err =
+                try_eval(&bundle, &input, &BTreeMap::new()).expect_err("a result over the limit is an error");
+            let err = err.to_string();
+            assert!(err.contains(expected), "{} {expected}: {err}", bundle.evaluator());
+            eprintln!("{} {expected}: {:?}", bundle.evaluator(), start.elapsed());
+            assert!(
+                start.elapsed() < EVAL_TIME_LIMIT * 3,
+                "{expected}: {:?}",
+                start.elapsed()
+            );
+        }
+    }
+}
+
+/// `numbers.range(1, 1e9)` aborted the process on a 24 GB allocation when
+/// the bundle was activated; now activation refuses it, at its line.
+#[test]
+fn a_range_of_a_billion_is_refused_at_activation() {
+    let src = "package paver.range\n\ndeny contains n if {\n  some n in numbers.range(1, 1e9)\n  n < 0\n}\n";
+    let a = activate("range", &spec(vec![module("range.rego", src)], vec![]), now());
+    assert!(a.compiled.is_none());
+    assert_eq!(a.errors.len(), 1, "{:?}", a.errors);
+    let e = &a.errors[0];
+    assert_eq!((e.module.as_str(), e.line), ("range.rego", Some(4)), "{e:?}");
+    assert_eq!(
+        e.message,
+        "numbers.range: the range has 1000000000 elements, more than the limit of 100000"
+    );
+}
+
+/// Twelve tests each stopped at the 2 s limit took 24 s to activate; a
+/// bundle's rules and tests now share one budget, and activation is refused
+/// naming the test it stopped at. (A 3 s budget here; activation's is
+/// [`compile::ACTIVATION_TIME_BUDGET`].)
+#[test]
+fn a_bundles_tests_share_one_time_budget() {
+    let mut tests = String::from("package paver.slow_test\n");
+    for name in ["a", "b", "c", "d"] {
+        tests.push_str(&format!(
+            "\ntest_{name} if {{\n  count([n | some i in numbers.range(1, 3000); some j in numbers.range(1, 3000); n := i * j; n < 0]) == 0\n}}\n"
+        ));
+    }
+    let s = spec(
+        vec![module("demo.rego", POLICY)],
+        vec![module("slow_test.rego", &tests)],
+    );
+    let budget = std::time::Duration::from_secs(3);
+    let start = std::time::Instant::now();
+    let a = compile::activate_within("slow", &s, now(), budget);
+    let elapsed = start.elapsed();
+    assert!(a.compiled.is_none());
+    assert!(elapsed < budget + EVAL_TIME_LIMIT / 2, "{elapsed:?}");
+    assert_eq!(a.errors.len(), 1, "{:?}", a.errors);
+    let e = &a.errors[0];
+    assert_eq!((e.module.as_str(), e.line), ("slow_test.rego", Some(7)), "{e:?}");
+    assert!(
+        e.message.starts_with(
+            "stopped at data.paver.slow_test.test_b (2 of 4 evaluated): evaluating the bundle's rules \
+             once and running its tests took more than their budget of 3 s in total"
+        ),
+        "{}",
+        e.message
+    );
+    let results: Vec<(&str, bool)> = a.tests.iter().map(|t| (t.name.as_str(), t.pass)).collect();
+    assert_eq!(
+        results,
+        [
+            ("data.paver.slow_test.test_a", false),
+            ("data.paver.slow_test.test_b", false),
+            ("data.paver.slow_test.test_c", false),
+            ("data.paver.slow_test.test_d", false),
+        ]
+    );
+    assert!(a.tests[0].message.contains("time limit"), "{:?}", a.tests[0]);
+    assert!(
+        a.tests[1].message.starts_with("test stopped: "),
+        "{:?}",
+        a.tests[1]
+    );
+    assert!(a.tests[3].message.starts_with("not run: "), "{:?}", a.tests[3]);
+}

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 
 use kube::{Api, ResourceExt, core::DeserializeGuard, runtime::reflector::Store};
 use paver_crds::{
-    Condition, PolicyBundle, PolicyBundleSpec, PolicyBundleStatus, RequestKey, now_rfc3339, set_condition,
+    BundleError, Condition, PolicyBundle, PolicyBundleSpec, PolicyBundleStatus, RequestKey, TestResult,
+    now_rfc3339, set_condition, truncate_message,
 };
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -18,7 +19,7 @@ use super::{
     revision,
     watch::Generations,
 };
-use crate::core::policy::{Activation, BundleReport};
+use crate::core::policy::{Activation, BundleReport, MAX_FINDINGS, MAX_MESSAGE_BYTES};
 
 /// The status a bundle should have after an activation attempt.
 pub fn bundle_status(
@@ -112,13 +113,59 @@ pub fn bundle_status(
         conditions,
         active_revision: active_version.as_ref().and(active_revision.map(str::to_string)),
         active_version,
-        test_results: report.tests.clone(),
-        errors: report.errors.clone(),
+        test_results: bounded_tests(&report.tests),
+        errors: bounded_errors(&report.errors),
         observed_generation: generation,
         // Counted from the requests' verdicts (`would_deny`), not here.
         would_deny: prev.would_deny,
         would_deny_by_team: prev.would_deny_by_team.clone(),
     }
+}
+
+/// `status.errors`: at most [`MAX_FINDINGS`] errors (the last one counts
+/// those left out), each message and module name cut at
+/// [`MAX_MESSAGE_BYTES`], as policy output is: a bundle with thousands of
+/// errors (or one 10 MB module name) must not push its status past etcd's
+/// object limit.
+fn bounded_errors(errors: &[BundleError]) -> Vec<BundleError> {
+    let mut out: Vec<BundleError> = errors.iter().take(MAX_FINDINGS).cloned().collect();
+    if errors.len() > MAX_FINDINGS {
+        out.truncate(MAX_FINDINGS - 1);
+        out.push(BundleError {
+            module: "spec".into(),
+            message: format!(
+                "{} more errors not shown (at most {MAX_FINDINGS} are kept)",
+                errors.len() - out.len()
+            ),
+            ..Default::default()
+        });
+    }
+    for e in &mut out {
+        truncate_message(&mut e.message, MAX_MESSAGE_BYTES);
+        truncate_message(&mut e.module, MAX_MESSAGE_BYTES / 4);
+    }
+    out
+}
+
+/// `status.testResults`, bounded like [`bounded_errors`]; the last entry
+/// fails when any test it counts failed.
+fn bounded_tests(tests: &[TestResult]) -> Vec<TestResult> {
+    let mut out: Vec<TestResult> = tests.iter().take(MAX_FINDINGS).cloned().collect();
+    if tests.len() > MAX_FINDINGS {
+        out.truncate(MAX_FINDINGS - 1);
+        let rest = &tests[out.len()..];
+        let failed = rest.iter().filter(|t| !t.pass).count();
+        out.push(TestResult {
+            name: format!("{} more tests", rest.len()),
+            pass: failed == 0,
+            message: format!("{failed} of them failed (at most {MAX_FINDINGS} results are kept)"),
+        });
+    }
+    for t in &mut out {
+        truncate_message(&mut t.message, MAX_MESSAGE_BYTES);
+        truncate_message(&mut t.name, MAX_MESSAGE_BYTES / 4);
+    }
+    out
 }
 
 /// Compiles, tests and builds `spec` as bundle `name`: on a blocking
@@ -322,5 +369,57 @@ impl super::watch::Handler for Bundles {
             self.forget(&name).await;
         }
         let _ = self.ready.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use paver_crds::{MAX_CONDITION_MESSAGE_BYTES, PolicyBundleSpec};
+
+    use super::*;
+
+    /// A bundle with thousands of large errors and tests: its status stays
+    /// small enough for etcd (1.5 MiB an object), its condition messages
+    /// under Kubernetes' 32 KiB.
+    #[test]
+    fn a_bundles_status_is_bounded_whatever_its_errors_and_tests() {
+        let big = "m".repeat(10_000);
+        let report = BundleReport {
+            errors: (0..5000)
+                .map(|i| BundleError {
+                    module: format!("m{i}.rego"),
+                    line: Some(1),
+                    column: None,
+                    message: big.clone(),
+                })
+                .collect(),
+            tests: (0..5000)
+                .map(|i| TestResult {
+                    name: format!("data.t.test_{i}"),
+                    pass: i % 2 == 0,
+                    message: big.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let bundle = PolicyBundle::new("b", PolicyBundleSpec::default());
+        let status = bundle_status(&PolicyBundleStatus::default(), &bundle, &report, None, "t");
+        let bytes = serde_json::to_vec(&status).expect("serializes").len();
+        assert!(bytes < 400 * 1024, "{bytes} bytes");
+        assert_eq!(status.errors.len(), MAX_FINDINGS);
+        assert_eq!(
+            status.errors[MAX_FINDINGS - 1].message,
+            "4901 more errors not shown (at most 100 are kept)"
+        );
+        assert!(status.errors[0].message.len() <= MAX_MESSAGE_BYTES);
+        assert_eq!(status.test_results.len(), MAX_FINDINGS);
+        let last = &status.test_results[MAX_FINDINGS - 1];
+        assert_eq!((last.name.as_str(), last.pass), ("4901 more tests", false));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.message.len() <= MAX_CONDITION_MESSAGE_BYTES)
+        );
     }
 }

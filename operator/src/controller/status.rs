@@ -4,7 +4,7 @@
 
 use paver_crds::{
     Condition, EstimateStatus, Phase, RenderStatus, ServiceRequestStatus, SyncStatus, find_condition,
-    set_condition,
+    set_condition, truncate_message,
 };
 
 use crate::core::verdict::{Outcome, Verdict};
@@ -12,6 +12,13 @@ use crate::core::verdict::{Outcome, Verdict};
 pub use paver_crds::vocab::conditions::{
     APPROVED, COMMITTED, POLICY_COMPLIANT, READY, RENDERED, SYNCED, VALIDATED,
 };
+
+/// The longest Argo CD message kept in a request's status, in bytes.
+/// Every condition message is also cut at
+/// [`MAX_CONDITION_MESSAGE_BYTES`](paver_crds::MAX_CONDITION_MESSAGE_BYTES)
+/// (by `set_condition`), and policy output at 1 KiB a message and 100 a
+/// list (`core::policy::MAX_MESSAGE_BYTES`, `MAX_FINDINGS`).
+pub const MAX_SYNC_MESSAGE_BYTES: usize = 4 * 1024;
 
 /// What happened when the render was handed to the Git writer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +69,13 @@ pub fn request_status(
     generation: i64,
     now: &str,
 ) -> ServiceRequestStatus {
+    // Argo CD's message names every resource that is not healthy: kept
+    // short, in status.sync and in the Synced and Ready conditions.
+    let sync = sync.cloned().map(|mut s| {
+        truncate_message(&mut s.message, MAX_SYNC_MESSAGE_BYTES);
+        s
+    });
+    let sync = sync.as_ref();
     let render = render_status(prev, verdict, commit, generation);
     let committed_rev = render.as_ref().map(|r| r.revision.as_str()).unwrap_or_default();
     let committed_now = matches!(commit, CommitState::Committed { .. })
@@ -661,5 +675,53 @@ mod tests {
         );
         let synced = find_condition(&without_argo.conditions, SYNCED).expect("synced");
         assert_eq!(synced.reason, "ArgoCDNotInstalled");
+    }
+
+    /// 900 validation errors and a 100 KB Argo CD message: every condition
+    /// stays under Kubernetes' 32 KiB, the status far under etcd's 1.5 MiB.
+    #[test]
+    fn a_requests_status_is_bounded_whatever_its_errors() {
+        let cat = catalog();
+        let mut sr = example("orders-api", 1);
+        sr.spec.parameters["repository"]["requiredChecks"] = (0..900).collect();
+        let v = decide_request(&cat, &sr, &[], &RenderOptions::default(), Utc::now());
+        assert!(v.errors.len() >= 900, "{}", v.errors.len());
+        let sync = SyncStatus {
+            application: "argocd/commerce-orders-api".into(),
+            status: "OutOfSync".into(),
+            health: "Degraded".into(),
+            revision: "old".into(),
+            message: "Deployment is Degraded; ".repeat(4000),
+        };
+        let st = request_status(
+            &ServiceRequestStatus::default(),
+            &v,
+            &CommitState::NotAttempted,
+            Some(&sync),
+            true,
+            1,
+            "t",
+        );
+        for c in &st.conditions {
+            assert!(
+                c.message.len() <= paver_crds::MAX_CONDITION_MESSAGE_BYTES,
+                "{}: {}",
+                c.type_,
+                c.message.len()
+            );
+        }
+        let validated = find_condition(&st.conditions, VALIDATED).expect("validated");
+        assert!(
+            validated.message.ends_with(" more bytes)"),
+            "{}",
+            validated.message.len()
+        );
+        assert!(
+            st.sync
+                .as_ref()
+                .is_some_and(|s| s.message.len() <= MAX_SYNC_MESSAGE_BYTES)
+        );
+        let bytes = serde_json::to_vec(&st).expect("serializes").len();
+        assert!(bytes < 128 * 1024, "{bytes} bytes");
     }
 }

@@ -3,12 +3,19 @@
 
 use crate::ast::{Expr, Ref};
 use crate::builtins;
-use crate::builtins::utils::{ensure_args_count, ensure_numeric, validate_integer_arg};
+use crate::builtins::utils::{
+    ensure_args_count, ensure_numeric, ensure_output_within, validate_integer_arg,
+};
 
 use crate::lexer::Span;
 use crate::value::Value;
 
 use anyhow::Result;
+
+/// Paver patch: the longest `bits.lsh` shift. `1 << 65536` has 19,729
+/// digits, about the 20,000 `units.parse` may read; bit masks in policies
+/// shift by at most 128.
+const MAX_SHIFT_BITS: u64 = 65_536;
 
 pub fn register(m: &mut builtins::BuiltinsMap<&'static str, builtins::BuiltinFcn>) {
     m.insert("bits.and", (and, 2));
@@ -49,6 +56,18 @@ fn lsh(span: &Span, params: &[Ref<Expr>], args: &[Value], strict: bool) -> Resul
         || !validate_integer_arg(name, &params[1], &args[1], &v2, strict, false)?
     {
         return Ok(Value::Undefined);
+    }
+
+    // Paver patch: a shift of up to 4,294,967,295 bits was a 512 MiB integer.
+    if let Some(shift) = v2.as_u64() {
+        ensure_output_within(
+            params[1].span(),
+            name,
+            "the shift is",
+            shift,
+            "bits",
+            MAX_SHIFT_BITS,
+        )?;
     }
 
     Ok(match v1.lsh(&v2) {

@@ -8,7 +8,8 @@ use crate::builtins;
 use crate::builtins::utils::enforce_limit;
 #[allow(unused)]
 use crate::builtins::utils::{
-    ensure_args_count, ensure_object, ensure_string, ensure_string_collection,
+    ensure_args_count, ensure_object, ensure_output_within, ensure_string,
+    ensure_string_collection, MAX_GENERATED_STRING_BYTES,
 };
 use crate::lexer::Span;
 use crate::value::Value;
@@ -382,12 +383,81 @@ fn json_is_valid(
     Ok(Value::Bool(Value::from_json_str(&json_str).is_ok()))
 }
 
+/// Paver patch: a `Vec` that refuses to grow past `limit` bytes, so that
+/// serializing a value whose parts are shared (`b := [a, a]`, `c := [b, b]`,
+/// ...: written out in full, exponentially longer than the value is large)
+/// stops at the limit instead of exhausting memory.
+#[cfg(feature = "std")]
+struct BoundedWriter {
+    buf: alloc::vec::Vec<u8>,
+    limit: usize,
+    /// How long the output would have been when it was refused.
+    exceeded: Option<usize>,
+}
+
+#[cfg(feature = "std")]
+impl std::io::Write for BoundedWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let len = self.buf.len().saturating_add(data.len());
+        if len > self.limit {
+            self.exceeded = Some(len);
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `serde_json::to_string` (or `to_string_pretty`), at most
+/// [`MAX_GENERATED_STRING_BYTES`] long (Paver patch).
+fn to_json_bounded(span: &Span, name: &'static str, value: &Value, pretty: bool) -> Result<String> {
+    let error = |e: &dyn core::fmt::Display| {
+        span.error(&format!("could not serialize to json\nCaused by\n{e}"))
+    };
+    #[cfg(feature = "std")]
+    {
+        let mut writer = BoundedWriter {
+            buf: alloc::vec::Vec::new(),
+            limit: usize::try_from(MAX_GENERATED_STRING_BYTES).unwrap_or(usize::MAX),
+            exceeded: None,
+        };
+        let result = if pretty {
+            serde_json::to_writer_pretty(&mut writer, value)
+        } else {
+            serde_json::to_writer(&mut writer, value)
+        };
+        if let Some(size) = writer.exceeded {
+            ensure_output_within(
+                span,
+                name,
+                "the result would have at least",
+                u64::try_from(size).unwrap_or(u64::MAX),
+                "bytes",
+                MAX_GENERATED_STRING_BYTES,
+            )?;
+        }
+        result.map_err(|e| error(&e))?;
+        String::from_utf8(writer.buf).map_err(|e| error(&e))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = name;
+        if pretty {
+            serde_json::to_string_pretty(value).map_err(|e| error(&e))
+        } else {
+            serde_json::to_string(value).map_err(|e| error(&e))
+        }
+    }
+}
+
 fn json_marshal(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Result<Value> {
     let name = "json.marshal";
     ensure_args_count(span, name, params, args, 1)?;
-    Ok(Value::from(serde_json::to_string(&args[0]).map_err(
-        |e| span.error(&format!("could not serialize to json\nCaused by\n{e}")),
-    )?))
+    Ok(Value::from(to_json_bounded(span, name, &args[0], false)?))
 }
 
 fn json_marshal_with_options(
@@ -428,13 +498,37 @@ fn json_marshal_with_options(
     }
 
     if !pretty || options.is_empty() {
-        return Ok(Value::from(serde_json::to_string(&args[0]).map_err(
-            |e| span.error(&format!("could not serialize to json\nCaused by\n{e}")),
-        )?));
+        return Ok(Value::from(to_json_bounded(span, name, &args[0], false)?));
     }
 
-    let lines: Vec<String> = serde_json::to_string_pretty(&args[0])
-        .map_err(|e| span.error(&format!("could not serialize to json\nCaused by\n{e}")))?
+    let pretty_json = to_json_bounded(span, name, &args[0], true)?;
+    // Paver patch: `indent` repeats once per level and `prefix` once per line,
+    // so the result is bounded before it is built.
+    let len = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let size = pretty_json.split('\n').fold(0u64, |size, line| {
+        let start_trimmed = line.trim_start();
+        let level = line.len().saturating_sub(start_trimmed.len()) / 2;
+        let indented = match &indent {
+            Some(indent) => len(indent.len())
+                .saturating_mul(len(level))
+                .saturating_add(len(start_trimmed.len())),
+            None => len(line.len()),
+        };
+        let prefixed = prefix.as_ref().map_or(0, |p| len(p.len()));
+        size.saturating_add(indented)
+            .saturating_add(prefixed)
+            .saturating_add(1)
+    });
+    ensure_output_within(
+        span,
+        name,
+        "the result would have",
+        size.saturating_sub(1),
+        "bytes",
+        MAX_GENERATED_STRING_BYTES,
+    )?;
+
+    let lines: Vec<String> = pretty_json
         .split('\n')
         .map(|line| {
             let mut line = line.to_string();

@@ -5,7 +5,9 @@
 
 use crate::ast::{Expr, Ref};
 use crate::builtins;
-use crate::builtins::utils::{enforce_limit, ensure_args_count, ensure_object};
+use crate::builtins::utils::{
+    enforce_limit, ensure_args_count, ensure_object, ensure_output_within, MAX_GENERATED_ELEMENTS,
+};
 use crate::lexer::Span;
 use crate::value::Object;
 use crate::value::Value;
@@ -80,7 +82,27 @@ fn reachable(span: &Span, params: &[Ref<Expr>], args: &[Value], strict: bool) ->
     Ok(Value::from_set(reachable))
 }
 
+/// Paver patch: records `path`, counting the vertices of every path found
+/// (a graph of n vertices can have 2^n paths), within
+/// [`MAX_GENERATED_ELEMENTS`].
+fn emit(span: &Span, emitted: &mut u64, paths: &mut BTreeSet<Value>, path: &[Value]) -> Result<()> {
+    *emitted = emitted.saturating_add(u64::try_from(path.len()).unwrap_or(u64::MAX));
+    ensure_output_within(
+        span,
+        "graph.reachable_paths",
+        "the paths have at least",
+        *emitted,
+        "vertices",
+        MAX_GENERATED_ELEMENTS,
+    )?;
+    paths.insert(Value::from_array(path.to_vec()));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn visit(
+    span: &Span,
+    emitted: &mut u64,
     graph: &Object,
     visited: &mut BTreeSet<Value>,
     node: &Value,
@@ -90,7 +112,7 @@ fn visit(
     if let Value::String(s) = node {
         if s.as_ref() == "" {
             if !path.is_empty() {
-                paths.insert(Value::from_array(path.clone()));
+                emit(span, emitted, paths, path)?;
                 // Guard path result growth when terminating at empty edge.
                 enforce_limit()?;
             }
@@ -102,7 +124,7 @@ fn visit(
     if neighbors.is_none() {
         // Current node is not valid. Add path as is.
         if !path.is_empty() {
-            paths.insert(Value::from_array(path.clone()));
+            emit(span, emitted, paths, path)?;
             // Guard path set growth when encountering missing nodes.
             enforce_limit()?;
         }
@@ -110,7 +132,7 @@ fn visit(
     }
 
     if visited.contains(node) {
-        paths.insert(Value::from_array(path.clone()));
+        emit(span, emitted, paths, path)?;
         // Guard path set growth when detecting a cycle.
         enforce_limit()?;
     } else {
@@ -123,13 +145,13 @@ fn visit(
         let n = match neighbors {
             Some(Value::Array(arr)) => {
                 for n in arr.iter().rev() {
-                    visit(graph, visited, n, path, paths)?;
+                    visit(span, emitted, graph, visited, n, path, paths)?;
                 }
                 arr.len()
             }
             Some(Value::Set(set)) => {
                 for n in set.iter().rev() {
-                    visit(graph, visited, n, path, paths)?;
+                    visit(span, emitted, graph, visited, n, path, paths)?;
                 }
                 set.len()
             }
@@ -140,7 +162,7 @@ fn visit(
         if n == 0 {
             // Current node has no neighbors.
             if !path.is_empty() {
-                paths.insert(Value::from_array(path.clone()));
+                emit(span, emitted, paths, path)?;
                 // Guard path set growth when recording leaf nodes.
                 enforce_limit()?;
             }
@@ -166,16 +188,33 @@ fn reachable_paths(
     let mut visited = BTreeSet::new();
     let mut path = vec![];
     let mut paths = BTreeSet::new();
+    let mut emitted = 0u64;
 
     match &args[1] {
         Value::Array(arr) => {
             for node in arr.iter() {
-                visit(&graph, &mut visited, node, &mut path, &mut paths)?;
+                visit(
+                    span,
+                    &mut emitted,
+                    &graph,
+                    &mut visited,
+                    node,
+                    &mut path,
+                    &mut paths,
+                )?;
             }
         }
         Value::Set(set) => {
             for node in set.iter() {
-                visit(&graph, &mut visited, node, &mut path, &mut paths)?;
+                visit(
+                    span,
+                    &mut emitted,
+                    &graph,
+                    &mut visited,
+                    node,
+                    &mut path,
+                    &mut paths,
+                )?;
             }
         }
         _ if strict => bail!(params[1].span().error("initial vertices must be array/set")),
@@ -185,7 +224,24 @@ fn reachable_paths(
     Ok(Value::from_set(paths))
 }
 
-fn walk_visit(path: &mut Vec<Value>, value: &Value, paths: &mut Vec<Value>) -> Result<()> {
+fn walk_visit(
+    span: &Span,
+    path: &mut Vec<Value>,
+    value: &Value,
+    paths: &mut Vec<Value>,
+) -> Result<()> {
+    // Paver patch: a value whose parts are shared (`b := [a, a]`, ...) has
+    // exponentially many nodes to walk.
+    ensure_output_within(
+        span,
+        "walk",
+        "the value has at least",
+        u64::try_from(paths.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1),
+        "nodes",
+        MAX_GENERATED_ELEMENTS,
+    )?;
     {
         let path = Value::from_array(path.clone());
         paths.push(Value::from_array([path, value.clone()].into()));
@@ -198,7 +254,7 @@ fn walk_visit(path: &mut Vec<Value>, value: &Value, paths: &mut Vec<Value>) -> R
                 path.push(Value::from(idx));
                 // Guard path stack growth while traversing array members.
                 enforce_limit()?;
-                walk_visit(path, elem, paths)?;
+                walk_visit(span, path, elem, paths)?;
                 path.pop();
             }
         }
@@ -207,7 +263,7 @@ fn walk_visit(path: &mut Vec<Value>, value: &Value, paths: &mut Vec<Value>) -> R
                 path.push(elem.clone());
                 // Guard path stack growth while traversing set members.
                 enforce_limit()?;
-                walk_visit(path, elem, paths)?;
+                walk_visit(span, path, elem, paths)?;
                 path.pop();
             }
         }
@@ -216,7 +272,7 @@ fn walk_visit(path: &mut Vec<Value>, value: &Value, paths: &mut Vec<Value>) -> R
                 path.push(key.clone());
                 // Guard path stack growth while traversing object entries.
                 enforce_limit()?;
-                walk_visit(path, value, paths)?;
+                walk_visit(span, path, value, paths)?;
                 path.pop();
             }
         }
@@ -229,6 +285,6 @@ fn walk(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Res
     let name = "walk";
     ensure_args_count(span, name, params, args, 1)?;
     let mut paths = vec![];
-    walk_visit(&mut vec![], &args[0], &mut paths)?;
+    walk_visit(span, &mut vec![], &args[0], &mut paths)?;
     Ok(Value::from_array(paths))
 }

@@ -14,7 +14,9 @@ use std::vec::Vec;
 
 use crate::ast::{Expr, Ref};
 use crate::builtins;
-use crate::builtins::utils::{enforce_limit, ensure_args_count};
+use crate::builtins::utils::{
+    enforce_limit, ensure_args_count, ensure_output_within, MAX_GENERATED_ELEMENTS,
+};
 use crate::lexer::Span;
 use crate::value::Value;
 
@@ -125,6 +127,21 @@ pub fn cidr_expand(
 ) -> Result<Value> {
     ensure_args_count(span, "cidr_expand", params, args, 1)?;
     let cidr = ensure_string("cidr_expand", &params[0], &args[0])?;
+
+    // Paver patch: the number of addresses is bounded before they are listed
+    // (`0.0.0.0/0` has 4,294,967,296; `::/0` 2^128).
+    if let Ok(net) = cidr.parse::<IpNet>() {
+        let host_bits = u32::from(net.max_prefix_len().saturating_sub(net.prefix_len()));
+        let addresses = 1u64.checked_shl(host_bits).unwrap_or(u64::MAX);
+        ensure_output_within(
+            span,
+            "net.cidr_expand",
+            "the network has",
+            addresses,
+            "addresses",
+            MAX_GENERATED_ELEMENTS,
+        )?;
+    }
 
     _cidr_expand(cidr)
 }

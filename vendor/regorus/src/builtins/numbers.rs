@@ -10,7 +10,9 @@
 
 use crate::ast::{ArithOp, Expr, Ref};
 use crate::builtins;
-use crate::builtins::utils::{enforce_limit, ensure_args_count, ensure_numeric};
+use crate::builtins::utils::{
+    enforce_limit, ensure_args_count, ensure_numeric, ensure_output_within, MAX_GENERATED_ELEMENTS,
+};
 use crate::lexer::Span;
 use crate::number::Number;
 use crate::value::Value;
@@ -101,10 +103,22 @@ fn range(span: &Span, params: &[Ref<Expr>], args: &[Value], strict: bool) -> Res
     }
 
     let (incr, num_elements) = match v2.sub(&v1)?.as_i64() {
-        Some(v) if v >= 0 => (1i64, v as usize + 1),
-        Some(v) => (-1i64, (-v + 1) as usize),
+        Some(v) => (
+            if v >= 0 { 1i64 } else { -1i64 },
+            v.unsigned_abs().saturating_add(1),
+        ),
         _ => bail!(span.error("could not determine number of elements")),
     };
+    // Paver patch: bounded before the array is allocated.
+    ensure_output_within(
+        span,
+        name,
+        "the range has",
+        num_elements,
+        "elements",
+        MAX_GENERATED_ELEMENTS,
+    )?;
+    let num_elements = num_elements as usize;
 
     let mut values = Vec::with_capacity(num_elements);
     let mut v = v1;
@@ -144,11 +158,24 @@ fn range_step(span: &Span, params: &[Ref<Expr>], args: &[Value], strict: bool) -
         bail!(params[2].span().error("step must be a positive integer"))
     }
 
+    // Paver patch: a step of 0 (or below) in non-strict mode divided by zero
+    // here; the count is bounded before the array is allocated.
     let (incr, num_elements) = match (v2.sub(&v1)?.as_i64(), incr.as_i64()) {
-        (Some(v), Some(incr)) if v >= 0 => (incr, v / incr + 1),
-        (Some(v), Some(incr)) => (-incr, -v / incr + 1),
+        (Some(v), Some(incr)) if incr > 0 => (
+            if v >= 0 { incr } else { -incr },
+            v.unsigned_abs() / incr.unsigned_abs() + 1,
+        ),
+        (Some(_), Some(_)) => return Ok(Value::Undefined),
         _ => bail!(span.error("could not determine number of elements")),
     };
+    ensure_output_within(
+        span,
+        name,
+        "the range has",
+        num_elements,
+        "elements",
+        MAX_GENERATED_ELEMENTS,
+    )?;
 
     let mut values = Vec::with_capacity(num_elements as usize);
     let incr = Number::from(incr);

@@ -4,7 +4,10 @@
 
 use crate::ast::{Expr, Ref};
 use crate::builtins;
-use crate::builtins::utils::{enforce_limit, ensure_args_count, ensure_numeric, ensure_string};
+use crate::builtins::utils::{
+    enforce_limit, ensure_args_count, ensure_numeric, ensure_output_within, ensure_string,
+    MAX_GENERATED_STRING_BYTES,
+};
 use crate::lexer::Span;
 use crate::value::Value;
 use crate::*;
@@ -235,7 +238,27 @@ fn regex_replace(
         _ => return Ok(Value::Undefined),
     };
 
-    Ok(Value::String(re.replace_all(&s, value.as_ref()).into()))
+    // Paver patch: `re.replace_all` with its length bounded as it grows (an
+    // empty pattern inserts the replacement at every character; `$0$0...`
+    // repeats each match).
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    for caps in re.captures_iter(&s) {
+        let Some(m) = caps.get(0) else { continue };
+        out.push_str(s.get(last..m.start()).unwrap_or_default());
+        caps.expand(value.as_ref(), &mut out);
+        last = m.end();
+        ensure_output_within(
+            span,
+            name,
+            "the result would have at least",
+            out.len().saturating_add(s.len().saturating_sub(last)) as u64,
+            "bytes",
+            MAX_GENERATED_STRING_BYTES,
+        )?;
+    }
+    out.push_str(s.get(last..).unwrap_or_default());
+    Ok(Value::String(out.into()))
 }
 
 fn regex_split(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Result<Value> {

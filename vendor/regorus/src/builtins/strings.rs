@@ -10,8 +10,8 @@
 use crate::ast::{Expr, Ref};
 use crate::builtins;
 use crate::builtins::utils::{
-    enforce_limit, ensure_args_count, ensure_array, ensure_numeric, ensure_object, ensure_string,
-    ensure_string_collection,
+    enforce_limit, ensure_args_count, ensure_array, ensure_numeric, ensure_object,
+    ensure_output_within, ensure_string, ensure_string_collection, MAX_GENERATED_STRING_BYTES,
 };
 use crate::lexer::Span;
 use crate::number::Number;
@@ -147,7 +147,38 @@ fn replace(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> 
     let s = ensure_string(name, &params[0], &args[0])?;
     let old = ensure_string(name, &params[1], &args[1])?;
     let new = ensure_string(name, &params[2], &args[2])?;
+    ensure_replacement_within(span, name, &s, &old, &new)?;
     Ok(Value::String(s.replace(old.as_ref(), new.as_ref()).into()))
+}
+
+/// Paver patch: the length of `s` with every `old` replaced by `new`,
+/// bounded before it is built. An empty `old` matches before every character
+/// and at the end, so `replace(s, "", new)` is `len(s) * len(new)` long.
+fn ensure_replacement_within(
+    span: &Span,
+    name: &'static str,
+    s: &str,
+    old: &str,
+    new: &str,
+) -> Result<()> {
+    if new.len() <= old.len() {
+        return Ok(());
+    }
+    let matches = if old.is_empty() {
+        s.chars().count().saturating_add(1)
+    } else {
+        s.matches(old).count()
+    };
+    let growth = new.len().saturating_sub(old.len());
+    let size = (s.len() as u64).saturating_add((matches as u64).saturating_mul(growth as u64));
+    ensure_output_within(
+        span,
+        name,
+        "the result would have",
+        size,
+        "bytes",
+        MAX_GENERATED_STRING_BYTES,
+    )
 }
 
 fn split(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Result<Value> {
@@ -182,41 +213,63 @@ fn split(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Re
     Ok(Value::from(parts))
 }
 
-fn to_string(v: &Value, unescape: bool) -> String {
+/// Appends `v` to `out` as `sprintf`'s `%v` writes it. Paver patch: stops
+/// and returns false once `out` is longer than `limit` bytes, since a value
+/// whose parts are shared (`b := [a, a]`, `c := [b, b]`, ...) is written out
+/// in full, and its text can be exponentially longer than the value is large.
+fn write_value(out: &mut String, v: &Value, unescape: bool, limit: usize) -> bool {
     match v {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::String(s) if unescape => {
-            serde_json::to_string(s.as_ref()).unwrap_or(s.as_ref().to_string())
-        }
-        Value::String(s) => s.as_ref().to_string(),
-        Value::Number(n) => n.format_decimal(),
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::String(s) if unescape => match serde_json::to_string(s.as_ref()) {
+            Ok(quoted) => out.push_str(&quoted),
+            Err(_) => out.push_str(s.as_ref()),
+        },
+        Value::String(s) => out.push_str(s.as_ref()),
+        Value::Number(n) => out.push_str(&n.format_decimal()),
         Value::Array(a) => {
-            "[".to_owned()
-                + &a.iter()
-                    .map(|e| to_string(e, true))
-                    .collect::<Vec<String>>()
-                    .join(", ")
-                + "]"
+            out.push('[');
+            for (i, e) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                if !write_value(out, e, true, limit) {
+                    return false;
+                }
+            }
+            out.push(']');
         }
         Value::Set(s) => {
-            "{".to_owned()
-                + &s.iter()
-                    .map(|e| to_string(e, true))
-                    .collect::<Vec<String>>()
-                    .join(", ")
-                + "}"
+            out.push('{');
+            for (i, e) in s.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                if !write_value(out, e, true, limit) {
+                    return false;
+                }
+            }
+            out.push('}');
         }
         Value::Object(o) => {
-            "{".to_owned()
-                + &o.iter_sorted()
-                    .map(|(k, v)| to_string(k, true) + ": " + &to_string(v, true))
-                    .collect::<Vec<String>>()
-                    .join(", ")
-                + "}"
+            out.push('{');
+            for (i, (k, v)) in o.iter_sorted().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                if !write_value(out, k, true, limit) {
+                    return false;
+                }
+                out.push_str(": ");
+                if !write_value(out, v, true, limit) {
+                    return false;
+                }
+            }
+            out.push('}');
         }
-        Value::Undefined => "#undefined".to_string(),
+        Value::Undefined => out.push_str("#undefined"),
     }
+    out.len() <= limit
 }
 
 #[derive(Clone, Copy)]
@@ -309,6 +362,9 @@ fn append_hex_escape(out: &mut String, prefix: char, value: u32, digits: usize) 
     }
 }
 
+/// Paver patch: the widest `sprintf` width or precision, as in Go's fmt.
+const MAX_SPRINTF_WIDTH: u64 = 1_000_000;
+
 fn sprintf(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Result<Value> {
     let name = "sprintf";
     ensure_args_count(span, name, params, args, 2)?;
@@ -334,13 +390,29 @@ fn sprintf(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> 
                     }
 
                     while chars.peek().map(|c| c.is_numeric()) == Some(true) {
-                        w = w * 10
-                            + chars
+                        // Paver patch: saturating (`%99999999999d` overflowed).
+                        w = w.saturating_mul(10).saturating_add(
+                            chars
                                 .next()
                                 .expect("could not get next digit")
                                 .to_digit(10)
-                                .expect("could not get digit from char");
+                                .expect("could not get digit from char"),
+                        );
                     }
+                    // Paver patch: Go's fmt refuses a width or precision over
+                    // 1,000,000 (`%!(BADWIDTH)`); so does this one.
+                    let (what, unit) = match first_char {
+                        '.' => ("the precision is", "digits"),
+                        _ => ("the width is", "characters"),
+                    };
+                    ensure_output_within(
+                        params[0].span(),
+                        name,
+                        what,
+                        u64::from(w),
+                        unit,
+                        MAX_SPRINTF_WIDTH,
+                    )?;
                     let width = match first_char {
                         '0' => Width::LeadingZeros(w as usize),
                         '.' => Width::Decimals(w as usize),
@@ -394,9 +466,18 @@ fn sprintf(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> 
         // https://pkg.go.dev/fmt
         match (verb, arg) {
             ('s', Value::String(sv)) => s += sv.as_ref(),
-            ('s', v) => s += &to_string(v, false),
-
-            ('v', _) => s += &to_string(arg, false),
+            ('s', _) | ('v', _) => {
+                if !write_value(&mut s, arg, false, MAX_GENERATED_STRING_BYTES as usize) {
+                    ensure_output_within(
+                        span,
+                        name,
+                        "the result would have at least",
+                        s.len() as u64,
+                        "bytes",
+                        MAX_GENERATED_STRING_BYTES,
+                    )?;
+                }
+            }
             ('b', Value::Number(f)) if f.is_integer() => {
                 let (sign, v) = get_sign_value(f);
                 s += sign;
@@ -496,6 +577,16 @@ fn sprintf(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> 
             }
             _ => {}
         }
+        // Paver patch: widths and `%v` of shared values can make the result
+        // much longer than the format and its arguments.
+        ensure_output_within(
+            span,
+            name,
+            "the result would have",
+            s.len() as u64,
+            "bytes",
+            MAX_GENERATED_STRING_BYTES,
+        )?;
     }
 
     if args_idx < args.len() {
@@ -650,6 +741,7 @@ fn replace_n(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -
     for item in obj.as_ref().iter_sorted() {
         match item {
             (Value::String(k), Value::String(v)) => {
+                ensure_replacement_within(span, "strings.replace_n", &s, k, v)?;
                 s = s.replace(k.as_ref(), v.as_ref()).into();
             }
             _ => {

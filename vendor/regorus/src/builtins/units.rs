@@ -6,7 +6,7 @@ use core::str::FromStr;
 
 use crate::ast::{Expr, Ref};
 use crate::builtins;
-use crate::builtins::utils::{ensure_args_count, ensure_string};
+use crate::builtins::utils::{ensure_args_count, ensure_output_within, ensure_string};
 use crate::lexer::Span;
 use crate::number::Number;
 use crate::value::Value;
@@ -98,10 +98,12 @@ fn parse(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> Re
     if let Some(e) = ten_exp(suffix) {
         let combined = combine_decimal_exponent(canonical_part.as_ref(), e)
             .ok_or_else(|| params[0].span().error("could not parse number"))?;
+        ensure_digits_within(span, name, &combined)?;
         let number = Number::from_str(&combined)
             .map_err(|_| params[0].span().error("could not parse number"))?;
         Ok(Value::from(number))
     } else if let Some(e) = two_exp(suffix) {
+        ensure_digits_within(span, name, canonical_part.as_ref())?;
         let mut number = Number::from_str(canonical_part.as_ref())
             .map_err(|_| params[0].span().error("could not parse number"))?;
         number.mul_assign(&Number::two_pow(e)?)?;
@@ -170,6 +172,7 @@ fn parse_bytes(span: &Span, params: &[Ref<Expr>], args: &[Value], strict: bool) 
     let canonical_part = canonicalize_number_part(number_part);
 
     if let Some(e) = twob_exp(suffix) {
+        ensure_digits_within(span, name, canonical_part.as_ref())?;
         let mut number = match Number::from_str(canonical_part.as_ref()) {
             Ok(n) => n,
             Err(_) if strict => bail!(span.error("could not parse number")),
@@ -183,6 +186,7 @@ fn parse_bytes(span: &Span, params: &[Ref<Expr>], args: &[Value], strict: bool) 
             None if strict => bail!(span.error("could not parse number")),
             None => return Ok(Value::Undefined),
         };
+        ensure_digits_within(span, name, &combined)?;
         let number = match Number::from_str(&combined) {
             Ok(n) => n,
             Err(_) if strict => bail!(span.error("could not parse number")),
@@ -231,6 +235,33 @@ fn combine_decimal_exponent(number: &str, suffix_exp: i32) -> Option<String> {
     } else {
         Some(format!("{}e{}", mantissa, combined_exp))
     }
+}
+
+/// Paver patch: the most decimal digits a number `units.parse` and
+/// `units.parse_bytes` read may expand to. `Number::from_str` expands
+/// `1e999999999` into a 415 MB integer (10^n takes time and memory in n);
+/// 20,000 digits (about 66,000 bits) is far beyond any quantity a policy
+/// reads, and 10^20000 takes microseconds. (Rego number literals are
+/// bounded already: the lexer refuses those out of a float's range.)
+const MAX_SCIENTIFIC_DIGITS: u64 = 20_000;
+
+/// `Ok` when `number` expands to at most [`MAX_SCIENTIFIC_DIGITS`] digits.
+fn ensure_digits_within(span: &Span, name: &'static str, number: &str) -> Result<()> {
+    let Some((mantissa, exponent)) = split_decimal_exponent(number) else {
+        return Ok(());
+    };
+    let digits = mantissa.chars().filter(char::is_ascii_digit).count();
+    let digits = u64::try_from(digits)
+        .unwrap_or(u64::MAX)
+        .saturating_add(u64::try_from(exponent).unwrap_or(0));
+    ensure_output_within(
+        span,
+        name,
+        "the number has",
+        digits,
+        "digits",
+        MAX_SCIENTIFIC_DIGITS,
+    )
 }
 
 // Splits scientific notation ("1.2e3") into mantissa/exponent so callers can adjust the exponent.

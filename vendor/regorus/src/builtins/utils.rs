@@ -12,6 +12,55 @@ use crate::*;
 
 use anyhow::{bail, Result};
 
+// Paver patch: bounds on what a builtin builds when its result can be far
+// larger than its arguments (vendor/README.md). A bound is checked before
+// the result is built, and reported as a `LimitError`, so that it propagates
+// in non-strict mode too, as the regex size limit does.
+
+/// The most elements one builtin call generates: the arrays of
+/// `numbers.range` and `numbers.range_step`, the addresses of
+/// `net.cidr_expand`, the `[path, value]` pairs of `walk` and the vertices
+/// of the paths `graph.reachable_paths` finds. 100,000 holds every port
+/// (65,536) and every address of a /16 network (65,536) and is about 5 MB of
+/// values; `numbers.range(1, 1e9)` would be 24 GB.
+pub const MAX_GENERATED_ELEMENTS: u64 = 100_000;
+
+/// The longest string (in bytes) one builtin call builds when its result can
+/// be much longer than its arguments: `sprintf` (widths, `%v` of a value
+/// whose parts are shared), `replace`, `strings.replace_n`, `regex.replace`
+/// (an empty pattern inserts the replacement at every character),
+/// `json.marshal` and `json.marshal_with_options` (indent and prefix repeat
+/// on every line; shared parts are written out each time). 16 MiB is ten
+/// times the largest object etcd stores (1.5 MiB), so no document a policy
+/// reads from Kubernetes comes near it.
+pub const MAX_GENERATED_STRING_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `Ok` when `size` is within `limit`; otherwise a
+/// [`LimitError::OutputLimitExceeded`](crate::utils::limits::LimitError)
+/// (`{builtin}: {what} {size} {unit}, more than the limit of {limit}`) with
+/// `span`'s location as its context.
+pub fn ensure_output_within(
+    span: &Span,
+    builtin: &'static str,
+    what: &'static str,
+    size: u64,
+    unit: &'static str,
+    limit: u64,
+) -> Result<()> {
+    if size <= limit {
+        return Ok(());
+    }
+    let error = crate::utils::limits::LimitError::OutputLimitExceeded {
+        builtin,
+        what,
+        size,
+        unit,
+        limit,
+    };
+    let message = span.message("error", &error.to_string());
+    Err(anyhow::Error::new(error).context(message))
+}
+
 #[inline]
 pub fn enforce_limit() -> Result<()> {
     crate::utils::limits::check_memory_limit_if_needed().map_err(anyhow::Error::new)

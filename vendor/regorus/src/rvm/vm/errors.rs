@@ -39,6 +39,17 @@ pub enum VmError {
     #[error("Compiled regex exceeded size limit ({limit} bytes, pc={pc})")]
     RegexSizeLimitExceeded { limit: usize, pc: usize },
 
+    /// Paver patch: a builtin's result would be far larger than its arguments.
+    #[error("{builtin}: {what} {size} {unit}, more than the limit of {limit} (pc={pc})")]
+    OutputLimitExceeded {
+        builtin: &'static str,
+        what: &'static str,
+        size: u64,
+        unit: &'static str,
+        limit: u64,
+        pc: usize,
+    },
+
     #[error("Literal index {index} out of bounds (pc={pc})")]
     LiteralIndexOutOfBounds { index: u16, pc: usize },
 
@@ -354,6 +365,20 @@ impl From<anyhow::Error> for VmError {
                 crate::LimitError::RegexSizeLimitExceeded { limit } => {
                     VmError::RegexSizeLimitExceeded { limit, pc: 0 }
                 }
+                crate::LimitError::OutputLimitExceeded {
+                    builtin,
+                    what,
+                    size,
+                    unit,
+                    limit,
+                } => VmError::OutputLimitExceeded {
+                    builtin,
+                    what,
+                    size,
+                    unit,
+                    limit,
+                    pc: 0,
+                },
             };
         }
         if let Some(overflow) = err.downcast_ref::<crate::number::NumericOverflowError>() {

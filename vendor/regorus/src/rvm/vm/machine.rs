@@ -940,6 +940,20 @@ impl RegoVM {
                 LimitError::RegexSizeLimitExceeded { limit } => {
                     VmError::RegexSizeLimitExceeded { limit, pc: self.pc }
                 }
+                LimitError::OutputLimitExceeded {
+                    builtin,
+                    what,
+                    size,
+                    unit,
+                    limit,
+                } => VmError::OutputLimitExceeded {
+                    builtin,
+                    what,
+                    size,
+                    unit,
+                    limit,
+                    pc: self.pc,
+                },
             })
     }
 

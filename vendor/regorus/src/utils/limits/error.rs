@@ -28,6 +28,21 @@ pub enum LimitError {
         /// Configured compiled-NFA size ceiling in bytes.
         limit: usize,
     },
+    /// Paver patch: reported when a builtin would build a result far larger
+    /// than its arguments (`numbers.range(1, 1e9)`), before it is built.
+    /// Displayed as `{builtin}: {what} {size} {unit}, more than the limit of {limit}`.
+    OutputLimitExceeded {
+        /// The builtin, e.g. `numbers.range`.
+        builtin: &'static str,
+        /// What was measured, e.g. `the range has`.
+        what: &'static str,
+        /// The size the result would have.
+        size: u64,
+        /// Its unit, e.g. `elements`.
+        unit: &'static str,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 impl fmt::Debug for LimitError {
@@ -45,6 +60,20 @@ impl fmt::Debug for LimitError {
                 .finish(),
             Self::RegexSizeLimitExceeded { limit } => f
                 .debug_struct("RegexSizeLimitExceeded")
+                .field("limit", limit)
+                .finish(),
+            Self::OutputLimitExceeded {
+                builtin,
+                what,
+                size,
+                unit,
+                limit,
+            } => f
+                .debug_struct("OutputLimitExceeded")
+                .field("builtin", builtin)
+                .field("what", what)
+                .field("size", size)
+                .field("unit", unit)
                 .field("limit", limit)
                 .finish(),
         }
@@ -73,6 +102,16 @@ impl fmt::Display for LimitError {
             Self::RegexSizeLimitExceeded { limit } => {
                 write!(f, "compiled regex exceeded size limit ({} bytes)", limit)
             }
+            Self::OutputLimitExceeded {
+                builtin,
+                what,
+                size,
+                unit,
+                limit,
+            } => write!(
+                f,
+                "{builtin}: {what} {size} {unit}, more than the limit of {limit}"
+            ),
         }
     }
 }
