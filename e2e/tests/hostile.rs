@@ -102,12 +102,42 @@ pub async fn hostile_input_is_refused_by_the_operator(env: &mut Env) -> Result<(
                 serde_yaml::from_str("{paver.dev/data-classification: PCI}").unwrap_or_default();
         })?,
     ];
+    requests.push(example("orders-api.yaml", NS, "huge-image", |v| {
+        v["spec"]["parameters"]["compute"]["image"] = "r".repeat(20_000).into();
+    })?);
     requests.push(example("orders-api.yaml", NS, "neighbour", |_| {})?);
+    // A bundle that would build a billion-element array at activation.
+    c.apply(&format!(
+        r#"apiVersion: paver.dev/v1alpha1
+kind: PolicyBundle
+metadata:
+  name: e2e-hostile-range
+spec:
+  version: "1.0.0"
+  owners: [platform-team@example.com]
+  description: builds a billion-element array
+  mode: enforce
+  match:
+    namespaces: [{NS}-held]
+  modules:
+    - name: range.rego
+      source: |
+        package paver.e2e_hostile_range
+        import rego.v1
+        deny contains "too many" if count(numbers.range(1, 1000000000)) > 0
+"#
+    ))?;
     for r in &requests {
         c.apply(r)?;
     }
 
-    let checks: [(&str, Phase, &str, &str); 6] = [
+    let checks: [(&str, Phase, &str, &str); 7] = [
+        (
+            "huge-image",
+            Phase::Rejected,
+            "Validated",
+            "20000 characters, more than 16384",
+        ),
         ("huge", Phase::Failed, "Rendered", "more than 1048576 bytes"),
         (
             "path",
@@ -144,6 +174,50 @@ pub async fn hostile_input_is_refused_by_the_operator(env: &mut Env) -> Result<(
         }
     }
     ensure!(wrong.is_empty(), "{}", wrong.join("\n  "));
+
+    // The bundle is refused at activation, naming the builtin and its line;
+    // the operator survives it (no 24 GB allocation).
+    let bundles: Api<paver_crds::PolicyBundle> = Api::all(client.clone());
+    let said = crate::support::wait_for(
+        "e2e-hostile-range refused",
+        std::time::Duration::from_secs(60),
+        || async {
+            let b = bundles.get("e2e-hostile-range").await?;
+            let conditions = b.status.unwrap_or_default().conditions;
+            Ok(conditions
+                .iter()
+                .find(|c| c.status == "False" && c.message.contains("numbers.range"))
+                .map(|c| c.message.clone()))
+        },
+    )
+    .await?;
+    ensure!(said.contains("more than the limit of 100000"), "{said}");
+    // A request the refused bundle applies to is held, not judged without it.
+    let held_ns = format!("{NS}-held");
+    c.team_namespace(&held_ns, &held_ns)?;
+    c.apply(&example("orders-api.yaml", &held_ns, "held", |_| {})?)?;
+    let held = wait_phase(client, &held_ns, "held", Phase::Pending).await?;
+    let policy = held
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "PolicyCompliant")
+        .context("no PolicyCompliant condition")?;
+    ensure!(
+        policy.reason == "PolicyUnavailable" && policy.message.contains("e2e-hostile-range"),
+        "{policy:?}"
+    );
+    ensure!(
+        c.remote()
+            .clone_repo()?
+            .commits_for(&format!("{held_ns}/held"))?
+            .is_empty(),
+        "a request held by a refused bundle was committed"
+    );
+    Api::<ServiceRequest>::namespaced(client.clone(), &held_ns)
+        .delete("held", &Default::default())
+        .await?;
 
     // `PCI` in capitals is PCI: the security bundle's PCI rules apply to it.
     let pci = wait_phase(client, NS, "pci-upper", Phase::Rejected).await?;
@@ -202,5 +276,6 @@ pub async fn hostile_input_is_refused_by_the_operator(env: &mut Env) -> Result<(
     for route in ["huge", "path", "dest", "appfile"] {
         c.kubectl(&["delete", "paveroute", &format!("e2e-hostile-{route}")])?;
     }
+    c.kubectl(&["delete", "policybundle", "e2e-hostile-range"])?;
     Ok(())
 }
