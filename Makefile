@@ -16,12 +16,15 @@ help: ## Show this help
 build: ## Build the paver binary (target/release/paver)
 	$(CARGO) build --release -p paver
 
-test: ## Run every test, e2e and Argo CD included (builds missing e2e binaries first, cached)
+test: ## Run every test, e2e and Argo CD included (builds missing e2e binaries first, cached), and the hostile-input suite on the release binary
 	@if ! e2e/bin.sh build-all; then \
 	  case "$${CI:-}" in ""|false|0) ;; *) echo "make test: the e2e binaries could not be built (CI is set: failing)" >&2; exit 1 ;; esac; \
 	  echo "make test: the e2e binaries could not be built (above); the tests that need them will SKIP, saying what is missing" >&2; \
 	fi
 	$(CARGO) test --workspace --locked
+# The hostile-input suite (operator/tests/hostile/) again, on the binary that ships.
+	$(CARGO) build --release --locked -p paver
+	PAVER_HOSTILE_BIN=$(CURDIR)/target/release/paver $(CARGO) test -p paver --locked --test hostile
 
 lint: ## rustfmt check, clippy with warnings as errors, and the core's purity (no kube client, git2, tokio)
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,4 @@
+package paver.hostile
+
+deny contains "always" if input.parameters.deny == true
+

@@ -1,0 +1,3 @@
+package paver.hostile
+
+deny contains "resolves" if count(net.lookup_ip_addr("evil.example")) > 0

@@ -1,0 +1,5 @@
+package paver.hostile
+
+now := t if t := time.now_ns()
+
+deny contains "late" if now > 0

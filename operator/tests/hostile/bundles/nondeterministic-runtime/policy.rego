@@ -1,0 +1,3 @@
+package paver.hostile
+
+deny contains sprintf("%v", [opa.runtime().env]) if input.parameters.debug

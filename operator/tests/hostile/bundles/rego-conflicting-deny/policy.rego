@@ -1,0 +1,5 @@
+package paver.hostile
+
+deny contains "x" if input.never
+
+deny := {"y"} if input.also_never

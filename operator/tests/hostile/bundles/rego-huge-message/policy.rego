@@ -1,0 +1,3 @@
+package paver.hostile
+
+deny contains "@@BIG@@" if input.parameters.loud

@@ -1,0 +1,4 @@
+package paver.hostile
+
+# @@BIG@@
+deny contains "x" if input.never

@@ -1,0 +1,3 @@
+package paver.hostile
+
+allow if input.never

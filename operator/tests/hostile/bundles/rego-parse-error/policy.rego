@@ -1,0 +1,5 @@
+package paver.hostile
+
+deny contains msg if {
+	msg :=
+}

@@ -1,0 +1,7 @@
+package paver.hostile
+
+a if b
+
+b if a
+
+deny contains "x" if a

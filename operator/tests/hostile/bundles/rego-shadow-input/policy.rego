@@ -1,0 +1,6 @@
+package paver.hostile
+
+deny contains "x" if {
+	input := {"never": true}
+	input.never
+}

@@ -1,0 +1,3 @@
+package paver.hostile
+
+deny contains "never" if input.never

@@ -1,0 +1,5 @@
+package paver.hostile
+
+import data.paver.other
+
+deny contains "x" if input.never
