@@ -56,6 +56,20 @@ pub fn is_yaml(name: &str) -> bool {
 /// The environment's formatter: writes `value` escaped for the state's
 /// auto-escape mode.
 pub fn format(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
+    // A value already in the file's format (`to_json`) may still hold a
+    // GitHub expression, which the workflow would evaluate (`${{
+    // secrets.X }}` in an image name prints a secret into the log).
+    if value.is_safe()
+        && matches!(state.auto_escape(), AutoEscape::Custom(mode) if mode == WORKFLOW)
+        && value.as_str().is_some_and(|s| s.contains("${{"))
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "a value cannot be written into a GitHub workflow: it holds a `${{` expression, which \
+             GitHub would evaluate (the value is not shown, so that no log carries it)"
+                .to_string(),
+        ));
+    }
     let mode = match state.auto_escape() {
         AutoEscape::Custom(mode) if !value.is_safe() => mode.clone(),
         _ => return minijinja::escape_formatter(out, state, value),

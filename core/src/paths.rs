@@ -25,6 +25,12 @@ pub fn check_relative_path(path: &str) -> Result<(), String> {
     if path.chars().any(char::is_control) {
         return Err("NUL and control characters are not allowed".into());
     }
+    if let Some(c) = path.chars().find(|c| is_invisible(*c)) {
+        return Err(format!(
+            "invisible or direction-changing characters are not allowed (U+{:04X}): a path must read as it is",
+            c as u32
+        ));
+    }
     if path.len() > MAX_PATH_BYTES {
         return Err(format!("the path is longer than {MAX_PATH_BYTES} bytes"));
     }
@@ -32,8 +38,10 @@ pub fn check_relative_path(path: &str) -> Result<(), String> {
         match segment {
             "" => return Err("empty path segments are not allowed".into()),
             "." | ".." => return Err(format!("{segment:?} segments are not allowed")),
-            s if s.eq_ignore_ascii_case(".git") => {
-                return Err("\".git\" segments are not allowed (Git's own files)".into());
+            s if is_git_dir(s) => {
+                return Err(format!(
+                    "{s:?} is Git's own folder (\".git\", or a name Windows or macOS reads as it) and not allowed"
+                ));
             }
             s if s.len() > MAX_SEGMENT_BYTES => {
                 return Err(format!("a path segment is longer than {MAX_SEGMENT_BYTES} bytes"));
@@ -42,6 +50,33 @@ pub fn check_relative_path(path: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Unicode's format characters (category Cf) and line separators that a
+/// path could carry unseen: zero-width spaces and joiners, bidirectional
+/// overrides and isolates (U+202E shows `exe.txt` as `txt.exe`), the BOM.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
+/// `.git` as Git itself refuses it on checkout (core.protectNTFS and
+/// protectHFS): in any case, with trailing dots or spaces (Windows drops
+/// them), as its 8.3 short name `git~1`, or with an NTFS stream
+/// (`.git::$INDEX_ALLOCATION`).
+fn is_git_dir(segment: &str) -> bool {
+    let base = segment.split(':').next().unwrap_or(segment);
+    let trimmed = base.trim_end_matches(['.', ' ']);
+    trimmed.eq_ignore_ascii_case(".git") || trimmed.eq_ignore_ascii_case("git~1")
 }
 
 #[cfg(test)]
@@ -74,6 +109,12 @@ mod tests {
             "a\0b",
             "a\nb",
             "a\u{1b}[31mb",
+            "manifests/\u{202E}lmay.exe",
+            "a/b\u{200B}c",
+            "a/.git./config",
+            "a/.GIT /config",
+            "a/GIT~1/config",
+            "a/.git::$INDEX_ALLOCATION/config",
             long_segment.as_str(),
             long_path.as_str(),
         ] {

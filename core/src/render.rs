@@ -275,15 +275,26 @@ fn hex(bytes: &[u8]) -> String {
 /// over SSH the user stays (it names the account, `git@`) and a password
 /// goes.
 pub fn without_credentials(url: &str) -> String {
+    // A query or fragment has no meaning to Git and can carry a token
+    // (`?private_token=`): never copied.
+    let url = url.split(['?', '#']).next().unwrap_or(url);
     if let Some((scheme, rest)) = url.split_once("://") {
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if let Some((userinfo, host)) = authority.rsplit_once('@') {
-            if scheme.starts_with("http") {
+            if scheme.to_ascii_lowercase().starts_with("http") {
                 return format!("{scheme}://{host}/{path}");
             }
             let user = userinfo.split(':').next().unwrap_or_default();
             return format!("{scheme}://{user}@{host}/{path}");
         }
+        return url.to_string();
+    }
+    // scp-like `user[:password]@host:path`: the user stays, a password goes.
+    if let Some((userinfo, rest)) = url.split_once('@')
+        && !userinfo.contains('/')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{user}@{rest}");
     }
     url.to_string()
 }
@@ -489,14 +500,23 @@ pub fn render(
         .unwrap_or(DEFAULT_OUTPUT_PATH);
     let ident = identity(&ctx);
     let dir = render_str(env, pattern, &ident).map_err(|e| RenderError::OutputDir {
-        path: pattern.to_string(),
+        path: shown_path(pattern),
         reason: describe(&e),
     })?;
     let dir = dir.trim().trim_end_matches('/').to_string();
-    check_relative_path(&dir).map_err(|reason| RenderError::OutputDir {
-        path: dir.clone(),
-        reason,
-    })?;
+    check_relative_path(&dir)
+        .and_then(|()| match dir.split('/').next() == Some(req.spec.team.as_str()) {
+            true => Ok(()),
+            false => Err(format!(
+                "a request of team {:?} writes only under {}/ (spec.output.path {pattern:?}): \
+                 another team's folder, or the platform's, is not its to write",
+                req.spec.team, req.spec.team
+            )),
+        })
+        .map_err(|reason| RenderError::OutputDir {
+            path: shown_path(&dir),
+            reason,
+        })?;
     ctx["dir"] = Value::String(dir.clone());
     ctx["manifestsDir"] = Value::String(format!("{dir}/{MANIFESTS_DIR}"));
     let jctx = JinjaValue::from(Serde(&ctx));
@@ -566,7 +586,7 @@ pub fn render(
             )
             .map_err(|reason| RenderError::Path {
                 template: t.path.clone(),
-                path: rel.to_string(),
+                path: shown_path(rel),
                 reason,
             })?;
         insert(
@@ -650,6 +670,19 @@ pub fn app_project(
             ],
         },
     })
+}
+
+/// A path as an error shows it: at most 200 bytes (a refused path can be
+/// as long as a template makes it), then how long it was.
+fn shown_path(path: &str) -> String {
+    if path.len() <= 200 {
+        return path.to_string();
+    }
+    let mut cut = 200;
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes)", &path[..cut], path.len())
 }
 
 /// A template's output, refused past `limit` bytes (see [`MAX_FILE_BYTES`]).

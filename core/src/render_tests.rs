@@ -306,6 +306,17 @@ fn repository_credentials_stay_out_of_the_application() {
         "https://github.com/o/r.git"
     );
     assert_eq!(crate::render::without_credentials("/local/path"), "/local/path");
+    for (url, want) in [
+        ("HTTPS://tok@git.example/o/r.git", "HTTPS://git.example/o/r.git"),
+        ("git:s3cr3t@git.example:o/r.git", "git@git.example:o/r.git"),
+        ("git@git.example:o/r.git", "git@git.example:o/r.git"),
+        (
+            "https://git.example/o/r.git?private_token=s3cr3t#x",
+            "https://git.example/o/r.git",
+        ),
+    ] {
+        assert_eq!(crate::render::without_credentials(url), want, "{url}");
+    }
 }
 
 /// Renders `content` as the file `path` with `parameters`.
@@ -576,4 +587,65 @@ fn each_team_has_its_own_project() {
         ])
     );
     assert_eq!(p["spec"]["clusterResourceWhitelist"], json!([]));
+}
+
+/// A request writes only under its team's folder, whatever its route's
+/// output path says: not another team's, not the platform's.
+#[test]
+fn a_request_writes_only_under_its_team() {
+    for path in [
+        "platform/{{ name }}",
+        "other/{{ namespace }}/{{ name }}",
+        "{{ namespace }}x/{{ name }}",
+    ] {
+        let mut r = route_with(vec![file("a.yaml", "x: 1")]);
+        r.spec.output.path = Some(path.into());
+        let compiled = compile(r).expect("compile");
+        let req = request(json!({}));
+        let err = render(
+            &compiled,
+            &req,
+            &json!({}),
+            &Estimate::default(),
+            &RenderOptions::default(),
+        )
+        .expect_err(path);
+        assert!(
+            matches!(&err, RenderError::OutputDir { reason, .. } if reason.contains("writes only under commerce/")),
+            "{path}: {err}"
+        );
+    }
+}
+
+/// A GitHub expression in a value never reaches a workflow, even through
+/// `to_json` (whose output is otherwise written as it is).
+#[test]
+fn no_github_expression_reaches_a_workflow() {
+    let compiled = compile(route_with(vec![file(
+        ".github/workflows/ci.yaml",
+        "env:\n  IMAGE: {{ parameters.image | to_json }}\n  SHA: {% raw %}${{ github.sha }}{% endraw %}\n",
+    )]))
+    .expect("compile");
+    let render_with = |image: &str| {
+        let req = request(json!({"image": image}));
+        render(
+            &compiled,
+            &req,
+            &req.spec.parameters,
+            &Estimate::default(),
+            &RenderOptions::default(),
+        )
+    };
+    let ok = render_with("registry.example/web:1.0").expect("a plain image");
+    let text = &ok.files["commerce/commerce/orders-api/.github/workflows/ci.yaml"];
+    assert!(
+        text.contains("${{ github.sha }}"),
+        "the template's own expression stays: {text}"
+    );
+    let err = render_with("registry.example/web:${{ secrets.DEPLOY_TOKEN }}").expect_err("an expression");
+    assert!(err.to_string().contains("`${{` expression"), "{err}");
+    assert!(
+        !err.to_string().contains("DEPLOY_TOKEN"),
+        "the value is not echoed: {err}"
+    );
 }

@@ -354,6 +354,9 @@ pub fn render(file: &Path, out: Option<&Path>, repo_url: &str, sources: &Sources
         destination_server: None,
     };
     let mut code = 0;
+    // As in the operator: the first request to render a directory (or an
+    // Application) owns it; a later one in the same files is refused.
+    let claims = crate::controller::claims::Claims::default();
     for sr in requests {
         let verdict = decide_request(&catalog, &sr, &[], &opts, Utc::now());
         let Some(rendered) = &verdict.rendered else {
@@ -362,6 +365,15 @@ pub fn render(file: &Path, out: Option<&Path>, repo_url: &str, sources: &Sources
             code = code.max(verdict.outcome.exit_code().max(1));
             continue;
         };
+        let app = rendered
+            .application
+            .as_ref()
+            .map(|a| format!("{}/{}", a.namespace, a.name));
+        if let Err(owner) = claims.claim(&verdict.request, &rendered.dir, app.as_deref()) {
+            eprintln!("{}: nothing rendered: {owner}", verdict.request);
+            code = 2;
+            continue;
+        }
         match out {
             Some(dir) => {
                 for (path, text) in &rendered.files {
