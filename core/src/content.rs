@@ -32,6 +32,10 @@ pub enum ContentError {
     },
     #[error("{source_name}: document is {size} bytes, larger than the {MAX_DOCUMENT_BYTES}-byte limit")]
     TooLarge { source_name: String, size: usize },
+    /// A file whose size was not known before reading it (it grew, or its
+    /// size says nothing, as in /proc): read up to the limit, then refused.
+    #[error("{source_name}: larger than the {MAX_DOCUMENT_BYTES}-byte limit (reading stopped there)")]
+    TooLong { source_name: String },
     #[error("{source_name}: invalid YAML: {message}")]
     Yaml { source_name: String, message: String },
     #[error("{source_name}: {message}")]
@@ -89,15 +93,47 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContentError + '_ {
     }
 }
 
-fn read_bounded(path: &Path) -> Result<String, ContentError> {
+/// Reads a file of at most [`MAX_DOCUMENT_BYTES`] as UTF-8 text. Reading
+/// stops one byte past the limit, so a link to `/dev/zero` (whose size
+/// says 0) is refused, not read until memory runs out; anything but a
+/// regular file (a named pipe would block for ever, a device never ends)
+/// is refused before it is opened.
+pub fn read_bounded(path: &Path) -> Result<String, ContentError> {
+    let source_name = || path.display().to_string();
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
-    if meta.len() as usize > MAX_DOCUMENT_BYTES {
-        return Err(ContentError::TooLarge {
-            source_name: path.display().to_string(),
-            size: meta.len() as usize,
+    if !meta.is_file() {
+        return Err(ContentError::Invalid {
+            source_name: source_name(),
+            message: "not a regular file (devices, named pipes and sockets are not read)".into(),
         });
     }
-    std::fs::read_to_string(path).map_err(io_err(path))
+    if meta.len() > MAX_DOCUMENT_BYTES as u64 {
+        return Err(ContentError::TooLarge {
+            source_name: source_name(),
+            size: usize::try_from(meta.len()).unwrap_or(usize::MAX),
+        });
+    }
+    // The size can change between the look and the read (a file growing,
+    // a /proc file that says 0): the read itself stops past the limit.
+    let bytes = std::fs::File::open(path)
+        .and_then(|file| read_at_most(file, MAX_DOCUMENT_BYTES))
+        .map_err(io_err(path))?
+        .ok_or_else(|| ContentError::TooLong {
+            source_name: source_name(),
+        })?;
+    String::from_utf8(bytes).map_err(|_| ContentError::Invalid {
+        source_name: source_name(),
+        message: "not UTF-8 text".into(),
+    })
+}
+
+/// Everything `reader` holds when that is at most `limit` bytes; `None`
+/// once it holds more (reading stops one byte past the limit).
+fn read_at_most(reader: impl std::io::Read, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    reader.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= limit).then_some(bytes))
 }
 
 /// Deepest flow nesting (`[` / `{`) a document may have. The YAML scanner
@@ -258,12 +294,45 @@ fn scan(text: &str, max: usize) -> Option<Scanned> {
     None
 }
 
-/// Deserializes one already-parsed document into a typed resource,
-/// naming the field serde complained about.
+/// Deserializes one already-parsed document into a typed resource; a type
+/// error names the field it is in (`spec.environment: unknown variant ...`).
 pub fn typed<T: DeserializeOwned>(value: Value, source_name: &str) -> Result<T, ContentError> {
-    serde_json::from_value(value).map_err(|e| ContentError::Invalid {
+    typed_or_message(value).map_err(|message| ContentError::Invalid {
         source_name: source_name.to_string(),
-        message: e.to_string(),
+        message,
+    })
+}
+
+fn typed_or_message<T: DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        // serde quotes the value it refused: bound what is echoed back.
+        let mut message = if path == "." {
+            e.into_inner().to_string()
+        } else {
+            format!("{path}: {}", e.into_inner())
+        };
+        paver_crds::truncate_message(&mut message, crate::MAX_ERROR_MESSAGE_BYTES);
+        message
+    })
+}
+
+/// A ServiceRequest document read as the API server reads it: its unknown
+/// fields refused (strict field validation, kubectl's default), then its
+/// type errors, each naming the field.
+fn request(doc: Value, source_name: String) -> Result<ServiceRequest, ContentError> {
+    let mut problems: Vec<String> = crate::kubernetes::unknown_request_fields(&doc)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    match typed_or_message(doc) {
+        Ok(request) if problems.is_empty() => return Ok(request),
+        Ok(_) => {}
+        Err(message) => problems.push(message),
+    }
+    Err(ContentError::Invalid {
+        source_name,
+        message: problems.join("; "),
     })
 }
 
@@ -310,7 +379,7 @@ pub fn parse_requests(text: &str, source_name: &str) -> Result<Vec<ServiceReques
         .map(|(i, doc)| {
             let name = if i == 0 { source_name.to_string() } else { format!("{source_name} (document {})", i + 1) };
             match kind_of(&doc) {
-                ("paver.dev/v1alpha1", "ServiceRequest") => typed(doc, &name),
+                ("paver.dev/v1alpha1", "ServiceRequest") => request(doc, name),
                 (api, kind) => Err(ContentError::Invalid {
                     source_name: name,
                     message: format!(
@@ -602,6 +671,95 @@ mod tests {
         let err = parse_requests("kind: ServiceRequest\n  bad: [\n", "req.yaml").expect_err("bad yaml");
         let msg = err.to_string();
         assert!(msg.contains("req.yaml") && msg.contains("line"), "{msg}");
+    }
+
+    /// Type errors name their field, as the API server's do.
+    #[test]
+    fn type_errors_name_the_field() {
+        let head =
+            "apiVersion: paver.dev/v1alpha1\nkind: ServiceRequest\nmetadata: {name: web, namespace: shop}\n";
+        let spec = "spec: {route: r, team: t, owner: o, environment: Production}\n";
+        let msg = parse_requests(&format!("{head}{spec}"), "r.yaml")
+            .expect_err("capitalized")
+            .to_string();
+        assert!(
+            msg.starts_with("r.yaml: spec.environment: unknown variant `Production`, expected one of"),
+            "{msg}"
+        );
+        let msg = parse_requests(&format!("{head}spec: null\n"), "r.yaml")
+            .expect_err("null spec")
+            .to_string();
+        assert_eq!(
+            msg,
+            "r.yaml: spec: invalid type: null, expected struct ServiceRequestSpec"
+        );
+        let msg = parse_requests(
+            &format!("{head}spec: {{route: r, team: [t], owner: o, environment: staging}}\n"),
+            "r.yaml",
+        )
+        .expect_err("team list")
+        .to_string();
+        assert!(
+            msg.contains("spec.team: invalid type: sequence, expected a string"),
+            "{msg}"
+        );
+        // What serde echoes back is bounded.
+        let huge = format!(
+            "{head}spec: {{route: r, team: t, owner: o, environment: {}}}\n",
+            "P".repeat(100_000)
+        );
+        let msg = parse_requests(&huge, "r.yaml").expect_err("huge").to_string();
+        assert!(msg.len() < 2 * crate::MAX_ERROR_MESSAGE_BYTES, "{}", msg.len());
+    }
+
+    /// Unknown fields are refused, as kubectl's strict field validation
+    /// does, along with any type error; `spec.parameters` is the route's.
+    #[test]
+    fn unknown_request_fields_are_refused() {
+        let text = "apiVersion: paver.dev/v1alpha1\nkind: ServiceRequest\nmetadata: {name: web, namespace: shop}\n\
+                    spec: {route: r, routeversion: '^2.0', team: t, owner: o, environment: staging, parameters: {free: 1}}\n";
+        let msg = parse_requests(text, "r.yaml").expect_err("unknown").to_string();
+        assert_eq!(
+            msg,
+            "r.yaml: spec.routeversion: unknown field (did you mean routeVersion?)"
+        );
+        let both = text.replace("environment: staging", "enviroment: staging");
+        let msg = parse_requests(&both, "r.yaml").expect_err("both").to_string();
+        assert_eq!(
+            msg,
+            "r.yaml: spec.enviroment: unknown field (did you mean environment?); \
+             spec.routeversion: unknown field (did you mean routeVersion?); spec: missing field `environment`"
+        );
+        let fine = text.replace("routeversion", "routeVersion");
+        assert_eq!(parse_requests(&fine, "r.yaml").expect("valid").len(), 1);
+    }
+
+    /// A link to /dev/zero (its size says 0) or a named pipe is refused, not
+    /// read for ever; a reader is read one byte past the limit at most.
+    #[test]
+    fn only_regular_files_are_read_and_only_to_the_limit() {
+        let msg = read_bounded(Path::new("/dev/zero"))
+            .expect_err("a device")
+            .to_string();
+        assert_eq!(
+            msg,
+            "/dev/zero: not a regular file (devices, named pipes and sockets are not read)"
+        );
+        let endless = std::io::repeat(b'a');
+        assert_eq!(read_at_most(endless, 10).expect("read"), None);
+        assert_eq!(
+            read_at_most(&b"0123456789"[..], 10)
+                .expect("read")
+                .map(|b| b.len()),
+            Some(10)
+        );
+        let dir = std::env::temp_dir().join(format!("paver-read-bounded-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("latin1.yaml");
+        std::fs::write(&file, b"a: \xe9\n").expect("write");
+        let msg = read_bounded(&file).expect_err("latin-1").to_string();
+        assert!(msg.ends_with("latin1.yaml: not UTF-8 text"), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

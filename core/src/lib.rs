@@ -13,6 +13,7 @@
 pub mod content;
 pub mod escape;
 pub mod estimate;
+pub mod kubernetes;
 pub mod observed;
 pub mod paths;
 pub mod policy;
@@ -21,6 +22,12 @@ pub mod revision;
 pub mod score;
 pub mod validate;
 pub mod verdict;
+
+/// The longest [`FieldError::message`], in bytes: a refusal is a line, not
+/// the input echoed back (a message can quote user input).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// The longest [`FieldError::field`], in bytes (a path can hold user keys).
+pub const MAX_ERROR_FIELD_BYTES: usize = 512;
 
 /// A problem with one field of an input, named by its path
 /// (e.g. `spec.parameters.compute.replicas`).
@@ -33,16 +40,22 @@ pub struct FieldError {
 }
 
 impl FieldError {
+    /// The error, its field and message cut to [`MAX_ERROR_FIELD_BYTES`] and
+    /// [`MAX_ERROR_MESSAGE_BYTES`] (`... (N more bytes)`).
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
+        let (mut field, mut message) = (field.into(), message.into());
+        paver_crds::truncate_message(&mut field, MAX_ERROR_FIELD_BYTES);
+        paver_crds::truncate_message(&mut message, MAX_ERROR_MESSAGE_BYTES);
+        FieldError { field, message }
     }
 }
 
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // An error about no one field (`and 12 more ...`) is its message.
+        if self.field.is_empty() {
+            return f.write_str(&self.message);
+        }
         write!(f, "{}: {}", self.field, self.message)
     }
 }

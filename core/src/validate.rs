@@ -215,6 +215,9 @@ pub fn validate_request(req: &ServiceRequest, route: &CompiledRoute) -> Result<V
         "metadata.namespace",
         req.metadata.namespace.as_deref().unwrap_or(""),
     );
+    // Label values decide which rules apply (`paver.dev/data-classification:
+    // "pci "` is no PCI label): read them as the API server would have.
+    errors.extend(crate::kubernetes::metadata_errors(&req.metadata));
     check_name(&mut errors, "spec.team", &req.spec.team);
     if req.spec.owner.trim().is_empty() {
         errors.push(FieldError::new(
@@ -246,13 +249,29 @@ pub fn validate_request(req: &ServiceRequest, route: &CompiledRoute) -> Result<V
         return Err(errors);
     }
     if let Some(validator) = &route.validator {
-        let mut schema_errors: Vec<FieldError> = validator
-            .iter_errors(&parameters)
-            .map(|e| schema_error(&parameters, &e))
-            .collect();
+        let mut schema_errors = Vec::new();
+        let mut counts = Vec::new();
+        for e in validator.iter_errors(&parameters) {
+            let (named, count) = schema_error(&parameters, &e);
+            schema_errors.extend(named);
+            counts.extend(count);
+        }
         schema_errors.sort_by(|a, b| a.field.cmp(&b.field));
         schema_errors.dedup();
+        // Objects with unknown keys past those named are counted, a few
+        // of them; everything past the bounds is one count.
+        let more = schema_errors.len().saturating_sub(MAX_SCHEMA_ERRORS)
+            + counts.len().saturating_sub(MAX_UNKNOWN_KEY_COUNTS);
+        schema_errors.truncate(MAX_SCHEMA_ERRORS);
+        counts.truncate(MAX_UNKNOWN_KEY_COUNTS);
+        if more > 0 {
+            counts.push(FieldError::new(
+                "spec.parameters",
+                format!("and {more} more errors against route {}'s schema", route.id()),
+            ));
+        }
         errors.extend(schema_errors);
+        errors.extend(counts);
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -281,6 +300,12 @@ pub const MAX_PARAMETERS_DEPTH: usize = 32;
 pub const MAX_ARRAY_ITEMS: usize = 1000;
 /// The most size errors reported for one request: the rest are counted.
 const MAX_SIZE_ERRORS: usize = 20;
+/// The most schema errors reported for one request: the rest are counted.
+const MAX_SCHEMA_ERRORS: usize = 20;
+/// The unknown keys of one object named, one error each; the rest are counted.
+const MAX_UNKNOWN_KEYS_NAMED: usize = 3;
+/// The objects whose further unknown keys are counted, one error each.
+const MAX_UNKNOWN_KEY_COUNTS: usize = 5;
 
 /// Where a request's parameters are larger than Paver reads, before
 /// anything else looks at them: past [`MAX_PARAMETERS_BYTES`] as JSON, a
@@ -410,7 +435,13 @@ fn field_path(root: &Value, pointer: &str) -> String {
     out
 }
 
-fn schema_error(parameters: &Value, e: &jsonschema::ValidationError<'_>) -> FieldError {
+/// One schema error as field errors, and (second) the count of what it did
+/// not name: an object of 15,000 unknown keys is three errors and a count,
+/// not one error listing them all.
+fn schema_error(
+    parameters: &Value,
+    e: &jsonschema::ValidationError<'_>,
+) -> (Vec<FieldError>, Option<FieldError>) {
     let path = field_path(parameters, e.instance_path().as_str());
     match e.kind() {
         ValidationErrorKind::Required { property } => {
@@ -418,13 +449,32 @@ fn schema_error(parameters: &Value, e: &jsonschema::ValidationError<'_>) -> Fiel
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| property.to_string());
-            FieldError::new(format!("{path}.{prop}"), "is required")
+            (
+                vec![FieldError::new(format!("{path}.{prop}"), "is required")],
+                None,
+            )
         }
-        ValidationErrorKind::AdditionalProperties { unexpected } => FieldError::new(
-            format!("{path}.{}", unexpected.join(",")),
-            "is not a known parameter here (check the spelling against the route's schema)",
-        ),
-        _ => FieldError::new(path, e.to_string()),
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let named = unexpected
+                .iter()
+                .take(MAX_UNKNOWN_KEYS_NAMED)
+                .map(|key| {
+                    FieldError::new(
+                        format!("{path}.{key}"),
+                        "is not a known parameter here (check the spelling against the route's schema)",
+                    )
+                })
+                .collect();
+            let more = unexpected.len().saturating_sub(MAX_UNKNOWN_KEYS_NAMED);
+            let count = (more > 0).then(|| {
+                FieldError::new(
+                    path,
+                    format!("and {more} more keys that are not known parameters here"),
+                )
+            });
+            (named, count)
+        }
+        _ => (vec![FieldError::new(path, e.to_string())], None),
     }
 }
 

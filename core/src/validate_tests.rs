@@ -300,3 +300,92 @@ fn parameters_are_bounded_in_size() {
     let ok = json!({"compute": {"image": "i".repeat(16_384)}, "deps": (0..1000).map(|_| json!({})).collect::<Vec<_>>()});
     validate_request(&request(ok), &r).expect("at the limits");
 }
+
+/// `paver.dev/data-classification: "pci "` is no valid label value: the API
+/// server refuses the object, so the request is invalid, not judged as not PCI.
+#[test]
+fn labels_are_read_as_the_api_server_reads_them() {
+    let r = compiled("svc", "1.0.0", Lifecycle::Active);
+    let mut req = request(json!({}));
+    req.metadata.labels = Some([("paver.dev/data-classification".to_string(), "pci ".to_string())].into());
+    let errors = refused(validate_request(&req, &r));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].field,
+        "metadata.labels[\"paver.dev/data-classification\"]"
+    );
+    assert!(
+        errors[0].message.contains("is not a valid label value"),
+        "{}",
+        errors[0]
+    );
+    req.metadata.labels = Some([("paver.dev/data-classification".to_string(), "pci".to_string())].into());
+    validate_request(&req, &r).expect("a valid label");
+}
+
+/// 15,000 unknown keys were one error naming them all (94 KB): now three
+/// named and the rest counted; schema errors and every message are bounded.
+#[test]
+fn schema_errors_are_bounded() {
+    let r = compile(route("svc", "1.0.0", Lifecycle::Active, Some(schema()))).expect("compile");
+    let mut compute: Map<String, Value> = (0..15_000).map(|i| (format!("k{i}"), json!(1))).collect();
+    compute.insert("image".into(), json!("x"));
+    let schema_closed = {
+        let mut s = schema();
+        s["properties"]["compute"]["additionalProperties"] = json!(false);
+        s
+    };
+    let closed = compile(route("svc", "1.0.0", Lifecycle::Active, Some(schema_closed))).expect("compile");
+    let errors = refused(validate_request(&request(json!({"compute": compute})), &closed));
+    let found: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(
+        found[0].starts_with("spec.parameters.compute.k0: is not a known parameter"),
+        "{found:?}"
+    );
+    assert_eq!(
+        found[3],
+        "spec.parameters.compute: and 14997 more keys that are not known parameters here"
+    );
+
+    let deps: Vec<Value> = (0..100).map(|_| json!({"retries": "x"})).collect();
+    let errors = refused(validate_request(
+        &request(json!({"compute": {"image": "x"}, "deps": deps})),
+        &r,
+    ));
+    assert_eq!(errors.len(), 21, "{errors:?}");
+    assert_eq!(
+        errors[20].message,
+        "and 80 more errors against route svc@1.0.0's schema"
+    );
+
+    // A thousand objects of four unknown keys each: still a bounded list.
+    let deps: Vec<Value> = (0..1000)
+        .map(|_| json!({"a": 1, "b": 2, "c": 3, "d": 4}))
+        .collect();
+    let mut closed_deps = schema();
+    closed_deps["properties"]["deps"]["items"]["additionalProperties"] = json!(false);
+    let closed_deps = compile(route("svc", "1.0.0", Lifecycle::Active, Some(closed_deps))).expect("compile");
+    let errors = refused(validate_request(
+        &request(json!({"compute": {"image": "x"}, "deps": deps})),
+        &closed_deps,
+    ));
+    assert_eq!(errors.len(), 20 + 5 + 1, "{errors:?}");
+    assert_eq!(
+        errors[25].message,
+        "and 3975 more errors against route svc@1.0.0's schema"
+    );
+
+    let long = FieldError::new("f".repeat(10_000), "m".repeat(100_000));
+    assert!(
+        long.field.len() <= crate::MAX_ERROR_FIELD_BYTES,
+        "{}",
+        long.field.len()
+    );
+    assert!(
+        long.message.len() <= crate::MAX_ERROR_MESSAGE_BYTES,
+        "{}",
+        long.message.len()
+    );
+    assert!(long.message.ends_with("more bytes)"), "{}", &long.message[1000..]);
+}

@@ -185,20 +185,7 @@ fn request_files(path: &Path) -> Result<Vec<PathBuf>, ContentError> {
 }
 
 fn read_requests(path: &Path) -> Result<Vec<paver_crds::ServiceRequest>, ContentError> {
-    let text = std::fs::read(path).map_err(|source| ContentError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    if text.len() > content::MAX_DOCUMENT_BYTES {
-        return Err(ContentError::TooLarge {
-            source_name: path.display().to_string(),
-            size: text.len(),
-        });
-    }
-    let text = String::from_utf8(text).map_err(|_| ContentError::Invalid {
-        source_name: path.display().to_string(),
-        message: "not UTF-8 text".into(),
-    })?;
+    let text = content::read_bounded(path)?;
     content::parse_requests(&text, &path.display().to_string())
 }
 

@@ -677,7 +677,7 @@ mod tests {
         assert_eq!(synced.reason, "ArgoCDNotInstalled");
     }
 
-    /// 900 validation errors and a 100 KB Argo CD message: every condition
+    /// 900 schema violations and a 100 KB Argo CD message: every condition
     /// stays under Kubernetes' 32 KiB, the status far under etcd's 1.5 MiB.
     #[test]
     fn a_requests_status_is_bounded_whatever_its_errors() {
@@ -685,7 +685,8 @@ mod tests {
         let mut sr = example("orders-api", 1);
         sr.spec.parameters["repository"]["requiredChecks"] = (0..900).collect();
         let v = decide_request(&cat, &sr, &[], &RenderOptions::default(), Utc::now());
-        assert!(v.errors.len() >= 900, "{}", v.errors.len());
+        // The validation lists 20 errors and counts the rest.
+        assert!((20..=30).contains(&v.errors.len()), "{}", v.errors.len());
         let sync = SyncStatus {
             application: "argocd/commerce-orders-api".into(),
             status: "OutOfSync".into(),
@@ -711,11 +712,9 @@ mod tests {
             );
         }
         let validated = find_condition(&st.conditions, VALIDATED).expect("validated");
-        assert!(
-            validated.message.ends_with(" more bytes)"),
-            "{}",
-            validated.message.len()
-        );
+        // Bounded where the errors are made (20 named, the rest counted),
+        // and in any case by the condition's own cut.
+        assert!(validated.message.contains(" more "), "{}", validated.message);
         assert!(
             st.sync
                 .as_ref()
