@@ -307,6 +307,10 @@ fn base_env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
+    // Errors name the undefined value (`parameters.replicas` is
+    // undefined) in release builds too; minijinja keeps that for debug
+    // builds unless asked. It costs nothing until an error is made.
+    env.set_debug(true);
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
     env.set_auto_escape_callback(escape::for_template);
     env.set_formatter(escape::format);
