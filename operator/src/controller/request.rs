@@ -339,12 +339,13 @@ async fn commit(
 const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
 
 /// Before a render renames the request's Application (Paver 0.1 named it
-/// `<namespace>-<name>`, now `<namespace>.<name>`), every other
-/// Application rendered for the request lets go of its resources: its
-/// cascading finalizer is removed, so when the app of apps prunes it the
-/// workloads stay, and the new Application takes them over at its first
-/// sync instead of deleting and recreating them. Nothing is committed
-/// until that is done.
+/// `<namespace>-<name>`, now `<namespace>.<name>`), the old Application,
+/// if it is there and was rendered for this request, lets go of its
+/// resources: its cascading finalizer is removed, so when the app of apps
+/// prunes it the workloads stay, and the new Application takes them over
+/// at its first sync instead of deleting and recreating them. Nothing is
+/// committed until that is done. One lookup by name in the Application
+/// cache, not a scan of it (every reconcile passes here).
 async fn orphan_renamed(
     ctx: &Ctx,
     sr: &ServiceRequest,
@@ -357,44 +358,46 @@ async fn orphan_renamed(
         "v1alpha1",
         "Application",
     ));
-    for old in ctx.applications.state() {
-        let labels = old.labels();
-        let mine = labels.get(super::REQUEST_NAMESPACE_LABEL) == Some(&ns)
-            && labels.get(super::REQUEST_NAME_LABEL) == Some(&name);
-        let renamed = old.name_any() != app.name || old.namespace().as_deref() != Some(&app.namespace);
-        if !mine || !renamed || !old.finalizers().iter().any(|f| f == RESOURCES_FINALIZER) {
-            continue;
-        }
-        let finalizers: Vec<&String> = old
-            .finalizers()
-            .iter()
-            .filter(|f| *f != RESOURCES_FINALIZER)
-            .collect();
-        let patch =
-            json!({"metadata": {"finalizers": finalizers, "resourceVersion": old.resource_version()}});
-        let api: Api<kube::api::DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), &old.namespace().unwrap_or_default(), &ar);
-        match api
-            .patch(&old.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => continue,
-            Err(e) => {
-                return Err(format!(
-                    "the request's Application is renamed to {}/{}; the old one, {}/{}, keeps its \
+    let legacy = kube::runtime::reflector::ObjectRef::new_with(&format!("{ns}-{name}"), ar.clone())
+        .within(&app.namespace);
+    let Some(old) = ctx.applications.get(&legacy) else {
+        return Ok(());
+    };
+    let labels = old.labels();
+    let mine = labels.get(super::REQUEST_NAMESPACE_LABEL) == Some(&ns)
+        && labels.get(super::REQUEST_NAME_LABEL) == Some(&name);
+    let renamed = old.name_any() != app.name || old.namespace().as_deref() != Some(&app.namespace);
+    if !mine || !renamed || !old.finalizers().iter().any(|f| f == RESOURCES_FINALIZER) {
+        return Ok(());
+    }
+    let finalizers: Vec<&String> = old
+        .finalizers()
+        .iter()
+        .filter(|f| *f != RESOURCES_FINALIZER)
+        .collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": old.resource_version()}});
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &old.namespace().unwrap_or_default(), &ar);
+    match api
+        .patch(&old.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => {
+            return Err(format!(
+                "the request's Application is renamed to {}/{}; the old one, {}/{}, keeps its \
                      workloads only once its {RESOURCES_FINALIZER} is removed, which failed: {e} \
                      (the operator needs `patch` on Applications: manifests/argocd/rbac.yaml)",
-                    app.namespace,
-                    app.name,
-                    old.namespace().unwrap_or_default(),
-                    old.name_any()
-                ));
-            }
+                app.namespace,
+                app.name,
+                old.namespace().unwrap_or_default(),
+                old.name_any()
+            ));
         }
-        ctx.metrics.wrote("applications", "patch");
-        info!(old = %old.name_any(), new = %app.name, "renamed Application: its workloads are handed to the new one");
     }
+    ctx.metrics.wrote("applications", "patch");
+    info!(old = %old.name_any(), new = %app.name, "renamed Application: its workloads are handed to the new one");
     Ok(())
 }
 
