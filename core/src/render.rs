@@ -662,6 +662,9 @@ pub fn app_project(
                 labels::TEAM: label_value(team),
                 labels::MANAGED_BY: labels::MANAGED_BY_PAVER,
             },
+            // The team exactly (the label is cut to a label value): how a
+            // restarted operator finds the projects of teams that are gone.
+            "annotations": { labels::TEAM: team },
         },
         "spec": {
             "description": format!("Paver: the Applications of team {team}, limited to its namespaces"),

@@ -402,6 +402,28 @@ pub async fn argocd_syncs_requests_to_available_deployments(env: &mut Env) -> Re
         .delete(&old, &DeleteParams::default())
         .await?;
     deployment_available(c, ns, "orders")?;
+
+    // A team unbound while no operator ran: its AppProject goes at the
+    // next start; the projects of bound teams stay.
+    c.apply(
+        "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata:\n  name: paver-e2e-gone-team\n  \
+         namespace: argocd\n  labels: {app.kubernetes.io/managed-by: paver}\n  \
+         annotations: {paver.dev/team: e2e-gone-team}\nspec:\n  sourceRepos: [x]\n",
+    )?;
+    env.operator.restart()?;
+    env.operator.wait_ready().await?;
+    let projects = || c.kubectl(&["get", "appprojects", "-n", "argocd", "-o", "name"]);
+    wait_for(
+        "the gone team's AppProject deleted",
+        Duration::from_secs(60),
+        || async { Ok((!projects()?.contains("paver-e2e-gone-team")).then_some(())) },
+    )
+    .await?;
+    ensure!(
+        projects()?.contains(&format!("paver-{ns}")),
+        "a bound team's AppProject was deleted: {}",
+        projects()?
+    );
     Ok(())
 }
 

@@ -35,7 +35,7 @@ impl Namespaces {
         };
         if changed && let Some(projects) = &self.projects {
             for t in before.iter().map(String::as_str).chain(team) {
-                let _ = projects.send(t.to_string());
+                let _ = projects.send(super::projects::ProjectMsg::Team(t.to_string()));
             }
         }
         if changed && *self.ready.borrow() {
@@ -75,6 +75,9 @@ impl super::watch::Handler for Namespaces {
             .collect();
         for ns in gone {
             self.bind(&ns, None).await;
+        }
+        if let Some(projects) = &self.projects {
+            let _ = projects.send(super::projects::ProjectMsg::Sweep);
         }
         let _ = self.ready.send(true);
     }

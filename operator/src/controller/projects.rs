@@ -11,7 +11,7 @@
 //! operator manage AppProjects there and nowhere else).
 
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams},
 };
 use tokio::sync::mpsc;
@@ -23,8 +23,18 @@ use crate::core::render::{app_project, project_name};
 /// Where Argo CD keeps its AppProjects.
 pub const ARGOCD_NAMESPACE: &str = "argocd";
 
-/// Where the namespace watch sends the teams to bring up to date.
-pub type ProjectQueue = mpsc::UnboundedSender<String>;
+/// What the namespace watch asks of this task.
+#[derive(Debug)]
+pub enum ProjectMsg {
+    /// Bring one team's AppProject up to date.
+    Team(String),
+    /// The bindings are listed: delete the AppProjects of teams that have
+    /// no namespace any more (unbound while no operator ran).
+    Sweep,
+}
+
+/// Where the namespace watch sends its requests.
+pub type ProjectQueue = mpsc::UnboundedSender<ProjectMsg>;
 
 fn api(ctx: &Ctx) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AppProject"));
@@ -33,18 +43,28 @@ fn api(ctx: &Ctx) -> Api<DynamicObject> {
 
 /// Brings each team sent on `teams` to its AppProject, retrying a team
 /// whose write failed when the next team arrives or after 10 s.
-pub async fn run(ctx: Ctx, mut teams: mpsc::UnboundedReceiver<String>) {
+pub async fn run(ctx: Ctx, mut teams: mpsc::UnboundedReceiver<ProjectMsg>) {
     let mut failed: std::collections::BTreeSet<String> = Default::default();
     loop {
         let next = if failed.is_empty() {
             teams.recv().await
         } else {
             match tokio::time::timeout(std::time::Duration::from_secs(10), teams.recv()).await {
-                Ok(team) => team,
-                Err(_) => failed.pop_first(),
+                Ok(msg) => msg,
+                Err(_) => failed.pop_first().map(ProjectMsg::Team),
             }
         };
-        let Some(team) = next else { return };
+        let team = match next {
+            None => return,
+            Some(ProjectMsg::Team(team)) => team,
+            Some(ProjectMsg::Sweep) => {
+                match sweep(&ctx).await {
+                    Ok(gone) => failed.extend(gone),
+                    Err(e) => warn!(error = %e, "could not list the teams' AppProjects"),
+                }
+                continue;
+            }
+        };
         match sync(&ctx, &team).await {
             Ok(()) => {
                 failed.remove(&team);
@@ -55,6 +75,23 @@ pub async fn run(ctx: Ctx, mut teams: mpsc::UnboundedReceiver<String>) {
             }
         }
     }
+}
+
+/// The teams whose AppProject Paver wrote but that have no namespace now:
+/// each is synced (so deleted) in turn by the caller.
+async fn sweep(ctx: &Ctx) -> kube::Result<Vec<String>> {
+    use paver_crds::vocab::labels;
+    let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_PAVER);
+    let projects = api(ctx)
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    let catalog = ctx.catalog.read().await;
+    Ok(projects
+        .items
+        .iter()
+        .filter_map(|p| p.annotations().get(labels::TEAM).cloned())
+        .filter(|team| catalog.teams.namespaces_of(team).next().is_none())
+        .collect())
 }
 
 /// Writes, or deletes, one team's AppProject so it matches its bindings.
@@ -90,6 +127,11 @@ async fn sync(ctx: &Ctx, team: &str) -> kube::Result<()> {
             == serde_json::from_value(want["metadata"]["labels"].clone())
                 .ok()
                 .as_ref()
+        && current
+            .annotations()
+            .get(paver_crds::vocab::labels::TEAM)
+            .map(String::as_str)
+            == Some(team)
     {
         return Ok(());
     }
