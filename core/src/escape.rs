@@ -78,7 +78,7 @@ pub fn format(out: &mut Output, state: &mut State, value: &Value) -> Result<(), 
         YAML => {
             let text = yaml(value)?;
             if text.starts_with(['"', '[', '{']) {
-                state.get_or_insert_extension(Quoted(false)).0 = true;
+                state.get_or_insert_extension(Quoted);
             }
             text
         }
@@ -97,12 +97,11 @@ pub fn format(out: &mut Output, state: &mut State, value: &Value) -> Result<(), 
 /// Set on a render's state when a YAML value was written quoted or as
 /// JSON: only then can the template have put it where it does not parse,
 /// so only then is the rendered file parsed again.
-#[derive(Default)]
-pub struct Quoted(pub bool);
+pub struct Quoted;
 
 /// Whether a render wrote any value quoted (see [`Quoted`]).
 pub fn quoted(state: &State) -> bool {
-    state.get_extension::<Quoted>().is_some_and(|q| q.0)
+    state.get_extension::<Quoted>().is_some()
 }
 
 /// A plain word: safe unquoted in YAML (plain, single- or double-quoted

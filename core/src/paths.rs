@@ -52,6 +52,12 @@ pub fn check_relative_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Every directory holding `path`, outermost first: `""`, `a`, `a/b` for
+/// `a/b/file`.
+pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(path.match_indices('/').map(|(i, _)| &path[..i]))
+}
+
 /// Unicode's format characters (category Cf) and line separators that a
 /// path could carry unseen: zero-width spaces and joiners, bidirectional
 /// overrides and isolates (U+202E shows `exe.txt` as `txt.exe`), the BOM.
@@ -81,7 +87,13 @@ fn is_git_dir(segment: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::check_relative_path;
+    use super::{ancestors, check_relative_path};
+
+    #[test]
+    fn ancestors_of_a_path() {
+        assert_eq!(ancestors("a/b/f").collect::<Vec<_>>(), ["", "a", "a/b"]);
+        assert_eq!(ancestors("f").collect::<Vec<_>>(), [""]);
+    }
 
     #[test]
     fn plain_relative_paths_only() {

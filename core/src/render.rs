@@ -56,6 +56,15 @@ pub const MANIFESTS_DIR: &str = "manifests";
 /// root, is an Application.
 pub const APPLICATION_FILE: &str = "argocd-application.yaml";
 
+/// Argo CD's finalizer that deletes an Application's resources with it:
+/// on every Application Paver renders, and removed by the operator from
+/// an Application it renames (its workloads go to the new one).
+pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
+
+/// The cluster Argo CD runs in, as Argo CD names it: the destination
+/// when neither the operator nor the route names another.
+pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
+
 /// What a path may use — the output directory, a template's path, the
 /// Application's destination namespace: the request's identity (its name,
 /// its namespace, the team that namespace is bound to, its environment)
@@ -112,6 +121,13 @@ pub struct RenderedApplication {
     pub name: String,
     pub namespace: String,
     pub destination_namespace: String,
+}
+
+impl RenderedApplication {
+    /// `namespace/name`: what one request at most may own.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
 }
 
 /// The Application's name for the request `namespace/name`:
@@ -337,17 +353,7 @@ pub(crate) fn template_env(route: &PaveRoute) -> Result<Environment<'static>, Ve
             ));
             continue;
         }
-        match scratch.template_from_str(&t.path) {
-            Ok(tpl) => errors.extend(path_variables(
-                field("path"),
-                &t.path,
-                &tpl.undeclared_variables(false),
-            )),
-            Err(e) => errors.push(FieldError::new(
-                field("path"),
-                format!("failed to parse path {:?}: {}", t.path, describe(&e)),
-            )),
-        }
+        errors.extend(path_template_error(&scratch, field("path"), "path ", &t.path));
         if let Some(when) = &t.when
             && let Err(e) = scratch.compile_expression(when)
         {
@@ -371,27 +377,29 @@ pub(crate) fn template_env(route: &PaveRoute) -> Result<Environment<'static>, Ve
     });
     let output = route.spec.output.path.as_ref().map(|p| ("spec.output.path", p));
     for (field, source) in output.into_iter().chain(destination) {
-        match scratch.template_from_str(source) {
-            Ok(tpl) => errors.extend(path_variables(
-                field.to_string(),
-                source,
-                &tpl.undeclared_variables(false),
-            )),
-            Err(e) => errors.push(FieldError::new(
-                field,
-                format!("failed to parse {source:?}: {}", describe(&e)),
-            )),
-        }
+        errors.extend(path_template_error(&scratch, field.to_string(), "", source));
     }
     if errors.is_empty() { Ok(env) } else { Err(errors) }
 }
 
-/// The error for a path template that uses more than [`PATH_VARIABLES`].
-fn path_variables(
+/// Why `source`, a path template (`what` names it in the message), is
+/// refused, if it is: it does not parse, or it uses more than
+/// [`PATH_VARIABLES`].
+fn path_template_error(
+    scratch: &Environment<'static>,
     field: String,
+    what: &str,
     source: &str,
-    used: &std::collections::HashSet<String>,
 ) -> Option<FieldError> {
+    let used = match scratch.template_from_str(source) {
+        Ok(tpl) => tpl.undeclared_variables(false),
+        Err(e) => {
+            return Some(FieldError::new(
+                field,
+                format!("failed to parse {what}{source:?}: {}", describe(&e)),
+            ));
+        }
+    };
     let mut others: Vec<&str> = used
         .iter()
         .map(String::as_str)
@@ -509,13 +517,15 @@ pub fn render(
     })?;
     let dir = dir.trim().trim_end_matches('/').to_string();
     check_relative_path(&dir)
-        .and_then(|()| match dir.split('/').next() == Some(req.spec.team.as_str()) {
-            true => Ok(()),
-            false => Err(format!(
+        .and_then(|()| {
+            if dir.split('/').next() == Some(req.spec.team.as_str()) {
+                return Ok(());
+            }
+            Err(format!(
                 "a request of team {:?} writes only under {}/ (spec.output.path {pattern:?}): \
                  another team's folder, or the platform's, is not its to write",
                 req.spec.team, req.spec.team
-            )),
+            ))
         })
         .map_err(|reason| RenderError::OutputDir {
             path: shown_path(&dir),
@@ -579,15 +589,15 @@ pub fn render(
         let rel = render_str(env, &t.path, &ident).map_err(template_err)?;
         let rel = rel.trim();
         check_relative_path(rel)
-            .and_then(
-                |()| match rel.rsplit('/').next().unwrap_or(rel).ends_with(APPLICATION_FILE) {
-                    true => Err(format!(
-                        "a file named *{APPLICATION_FILE} is an Argo CD Application to the app of apps; \
+            .and_then(|()| {
+                if !rel.rsplit('/').next().unwrap_or(rel).ends_with(APPLICATION_FILE) {
+                    return Ok(());
+                }
+                Err(format!(
+                    "a file named *{APPLICATION_FILE} is an Argo CD Application to the app of apps; \
                      only Paver writes one, at the request directory's root"
-                    )),
-                    false => Ok(()),
-                },
-            )
+                ))
+            })
             .map_err(|reason| RenderError::Path {
                 template: t.path.clone(),
                 path: shown_path(rel),
@@ -680,16 +690,11 @@ pub fn app_project(
 }
 
 /// A path as an error shows it: at most 200 bytes (a refused path can be
-/// as long as a template makes it), then how long it was.
+/// as long as a template makes it), then how much was cut.
 fn shown_path(path: &str) -> String {
-    if path.len() <= 200 {
-        return path.to_string();
-    }
-    let mut cut = 200;
-    while !path.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}… ({} bytes)", &path[..cut], path.len())
+    let mut shown = path.to_string();
+    paver_crds::truncate_message(&mut shown, 200);
+    shown
 }
 
 /// A template's output, refused past `limit` bytes (see [`MAX_FILE_BYTES`]).
@@ -818,7 +823,7 @@ fn application(
             "namespace": rendered.namespace,
             "labels": app_labels,
             "annotations": { labels::ROUTE: route.id() },
-            "finalizers": ["resources-finalizer.argocd.argoproj.io"],
+            "finalizers": [RESOURCES_FINALIZER],
         },
         "spec": {
             "project": or(&app.project, &project_name(&req.spec.team)),
@@ -830,7 +835,7 @@ fn application(
             "destination": {
                 "server": match &options.destination_server {
                     Some(server) if !server.is_empty() => server.clone(),
-                    _ => or(&app.destination.server, "https://kubernetes.default.svc"),
+                    _ => or(&app.destination.server, IN_CLUSTER_SERVER),
                 },
                 "namespace": destination_namespace,
             },

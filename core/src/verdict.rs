@@ -51,7 +51,7 @@ pub enum TeamBindings {
 impl TeamBindings {
     /// Why a request in `namespace` may not claim `team`, naming the field.
     pub fn check(&self, namespace: &str, team: &str) -> Result<(), FieldError> {
-        let TeamBindings::Namespaces(bound) = self else {
+        let Some(bound) = self.bound() else {
             return Ok(());
         };
         let label = paver_crds::vocab::labels::TEAM;
@@ -76,7 +76,7 @@ impl TeamBindings {
     /// Why a request of `team` may not deploy into `namespace` (its
     /// Application's destination): only the team's own namespaces.
     pub fn check_destination(&self, namespace: &str, team: &str) -> Result<(), String> {
-        let TeamBindings::Namespaces(bound) = self else {
+        let Some(bound) = self.bound() else {
             return Ok(());
         };
         match bound.get(namespace) {
@@ -112,21 +112,22 @@ impl TeamBindings {
         }
     }
 
-    /// The team `namespace` is bound to.
-    pub fn team_of(&self, namespace: &str) -> Option<&str> {
+    /// Namespace → team, when bindings are checked.
+    fn bound(&self) -> Option<&BTreeMap<String, String>> {
         match self {
-            TeamBindings::Namespaces(bound) => bound.get(namespace).map(String::as_str),
+            TeamBindings::Namespaces(bound) => Some(bound),
             TeamBindings::Unchecked => None,
         }
     }
 
+    /// The team `namespace` is bound to.
+    pub fn team_of(&self, namespace: &str) -> Option<&str> {
+        self.bound()?.get(namespace).map(String::as_str)
+    }
+
     /// The namespaces bound to `team`, sorted.
     pub fn namespaces_of<'a>(&'a self, team: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        let bound = match self {
-            TeamBindings::Namespaces(bound) => Some(bound),
-            TeamBindings::Unchecked => None,
-        };
-        bound
+        self.bound()
             .into_iter()
             .flat_map(|b| b.iter())
             .filter(move |(_, t)| t.as_str() == team)
@@ -135,11 +136,9 @@ impl TeamBindings {
 
     /// Every bound namespace (each namespace with a team).
     pub fn namespaces(&self) -> impl Iterator<Item = &str> {
-        let bound = match self {
-            TeamBindings::Namespaces(bound) => Some(bound),
-            TeamBindings::Unchecked => None,
-        };
-        bound.into_iter().flat_map(|b| b.keys().map(String::as_str))
+        self.bound()
+            .into_iter()
+            .flat_map(|b| b.keys().map(String::as_str))
     }
 }
 

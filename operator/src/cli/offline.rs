@@ -352,10 +352,7 @@ pub fn render(file: &Path, out: Option<&Path>, repo_url: &str, sources: &Sources
             code = code.max(verdict.outcome.exit_code().max(1));
             continue;
         };
-        let app = rendered
-            .application
-            .as_ref()
-            .map(|a| format!("{}/{}", a.namespace, a.name));
+        let app = rendered.application.as_ref().map(|a| a.key());
         if let Err(owner) = claims.claim(&verdict.request, &rendered.dir, app.as_deref()) {
             eprintln!("{}: nothing rendered: {owner}", verdict.request);
             code = 2;

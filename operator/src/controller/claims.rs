@@ -84,7 +84,7 @@ impl Claims {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).release(key);
     }
 
-    /// How many directories are owned.
+    /// How many requests own a directory.
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).held.len()
     }
@@ -116,15 +116,13 @@ impl Inner {
                  this request cannot write over them (its route's output path gives both the same directory)"
             ));
         }
-        let mut at = dir;
-        while let Some((parent, _)) = at.rsplit_once('/') {
+        for parent in paver_core::paths::ancestors(dir) {
             if let Some(owner) = self.dirs.get(parent).filter(other) {
                 return Some(format!(
                     "directory {dir} lies inside {parent}, which belongs to request {owner}; \
                      this request cannot write into it"
                 ));
             }
-            at = parent;
         }
         let inside = format!("{dir}/");
         self.dirs

@@ -166,6 +166,11 @@ pub use paver_crds::vocab::labels::{
     APPLICATION_SELECTOR, REQUEST_NAME as REQUEST_NAME_LABEL, REQUEST_NAMESPACE as REQUEST_NAMESPACE_LABEL,
 };
 
+/// An Argo CD resource (`Application`, `AppProject`) for the dynamic API.
+pub fn argocd_resource(kind: &str) -> kube::api::ApiResource {
+    kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", kind))
+}
+
 /// The request an Application was rendered for.
 pub fn application_request(app: &DynamicObject) -> Option<ObjectRef<ServiceRequest>> {
     let labels = app.labels();
@@ -274,14 +279,14 @@ pub type Ctx = Arc<Context>;
 
 #[cfg(test)]
 mod tests {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    use kube::api::DynamicObject;
     use serde_json::json;
 
     use super::sync_status;
 
     #[test]
     fn unhealthy_resources_are_named_in_the_message() {
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
+        let ar = super::argocd_resource("Application");
         let mut app = DynamicObject::new("shop-web", &ar).within("argocd");
         app.data = json!({"status": {
             "sync": {"status": "Synced", "revision": "abc"},

@@ -12,13 +12,13 @@
 
 use kube::{
     Api, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, Patch, PatchParams},
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{Ctx, FIELD_MANAGER};
-use crate::core::render::{app_project, project_name};
+use crate::core::render::{IN_CLUSTER_SERVER, app_project, project_name};
 
 /// Where Argo CD keeps its AppProjects.
 pub const ARGOCD_NAMESPACE: &str = "argocd";
@@ -37,8 +37,11 @@ pub enum ProjectMsg {
 pub type ProjectQueue = mpsc::UnboundedSender<ProjectMsg>;
 
 fn api(ctx: &Ctx) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AppProject"));
-    Api::namespaced_with(ctx.client.clone(), ARGOCD_NAMESPACE, &ar)
+    Api::namespaced_with(
+        ctx.client.clone(),
+        ARGOCD_NAMESPACE,
+        &super::argocd_resource("AppProject"),
+    )
 }
 
 /// Brings each team sent on `teams` to its AppProject, retrying a team
@@ -119,7 +122,7 @@ async fn sync(ctx: &Ctx, team: &str) -> kube::Result<()> {
         .config
         .argocd_destination_server
         .clone()
-        .unwrap_or_else(|| "https://kubernetes.default.svc".into());
+        .unwrap_or_else(|| IN_CLUSTER_SERVER.into());
     let want = app_project(team, &refs, &ctx.config.repo_url, &server, ARGOCD_NAMESPACE);
     if let Some(current) = &current
         && same_spec(&current.data["spec"], &want["spec"])

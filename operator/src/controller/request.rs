@@ -24,6 +24,7 @@ use super::{
 use crate::{
     core::{
         observed::Observed,
+        render::RESOURCES_FINALIZER,
         verdict::{Outcome, Verdict, decide_request, scorecard_for},
     },
     git::Change,
@@ -262,10 +263,7 @@ async fn commit(
     let Some(rendered) = verdict.rendered.as_mut().filter(|_| allowed) else {
         return (CommitState::NotAttempted, None);
     };
-    let app = rendered
-        .application
-        .as_ref()
-        .map(|a| format!("{}/{}", a.namespace, a.name));
+    let app = rendered.application.as_ref().map(|a| a.key());
     if let Err(owner) = ctx.claims.claim(&key(sr), &rendered.dir, app.as_deref()) {
         // Nothing of another request's is touched: the request is told
         // whose directory or Application it names, and renders nothing.
@@ -335,9 +333,6 @@ async fn commit(
     }
 }
 
-/// Argo CD's finalizer that deletes an Application's resources with it.
-const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
-
 /// Before a render renames the request's Application (Paver 0.1 named it
 /// `<namespace>-<name>`, now `<namespace>.<name>`), the old Application,
 /// if it is there and was rendered for this request, lets go of its
@@ -353,11 +348,7 @@ async fn orphan_renamed(
 ) -> std::result::Result<(), String> {
     let ns = sr.namespace().unwrap_or_default();
     let name = sr.name_any();
-    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-        "argoproj.io",
-        "v1alpha1",
-        "Application",
-    ));
+    let ar = super::argocd_resource("Application");
     let legacy = kube::runtime::reflector::ObjectRef::new_with(&format!("{ns}-{name}"), ar.clone())
         .within(&app.namespace);
     let Some(old) = ctx.applications.get(&legacy) else {
@@ -366,8 +357,7 @@ async fn orphan_renamed(
     let labels = old.labels();
     let mine = labels.get(super::REQUEST_NAMESPACE_LABEL) == Some(&ns)
         && labels.get(super::REQUEST_NAME_LABEL) == Some(&name);
-    let renamed = old.name_any() != app.name || old.namespace().as_deref() != Some(&app.namespace);
-    if !mine || !renamed || !old.finalizers().iter().any(|f| f == RESOURCES_FINALIZER) {
+    if !mine || !old.finalizers().iter().any(|f| f == RESOURCES_FINALIZER) {
         return Ok(());
     }
     let finalizers: Vec<&String> = old

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, ResourceExt,
-    api::{ApiResource, DynamicObject, GroupVersionKind},
+    api::DynamicObject,
     runtime::{
         Controller, WatchStreamExt,
         reflector::{self, ObjectRef},
@@ -199,8 +199,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     }
 
     let (approvals, approvals_writer) = reflector::store::<Approval>();
-    let app_resource =
-        ApiResource::from_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"));
+    let app_resource = super::argocd_resource("Application");
     let applications_writer = reflector::store::Writer::<DynamicObject>::new(app_resource.clone());
     let applications = applications_writer.as_reader();
     let (requests, requests_writer) = reflector::store::<RequestMeta>();

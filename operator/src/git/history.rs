@@ -14,6 +14,7 @@ use std::{
 };
 
 use git2::{Delta, Oid, Repository, Sort, Tree};
+use paver_core::paths::ancestors;
 
 /// The newest commits read when the index is built from nothing (first
 /// use, or after the branch was rewritten).
@@ -137,11 +138,6 @@ impl History {
     }
 }
 
-/// Every directory holding `path`: `""`, `a`, `a/b` for `a/b/file`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    std::iter::once("").chain(path.match_indices('/').map(|(i, _)| &path[..i]))
-}
-
 fn exists(tree: &Tree<'_>, dir: &str) -> bool {
     dir.is_empty() || tree.get_path(std::path::Path::new(dir)).is_ok()
 }
@@ -149,12 +145,6 @@ fn exists(tree: &Tree<'_>, dir: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ancestors_of_a_path() {
-        assert_eq!(ancestors("a/b/f").collect::<Vec<_>>(), ["", "a", "a/b"]);
-        assert_eq!(ancestors("f").collect::<Vec<_>>(), [""]);
-    }
 
     #[test]
     fn each_author_keeps_their_latest_time() {
