@@ -7,7 +7,7 @@ BENCH_OUT ?= target/bench
 QUIET_SECONDS ?= 600
 BURST_TIMEOUT ?= 900
 
-.PHONY: help build test lint fmt crds pack demo demo-down deps e2e e2e-bins cluster-up cluster-down bench
+.PHONY: help build image test lint fmt crds pack manifests demo demo-down deps e2e e2e-bins cluster-up cluster-down bench
 .DEFAULT_GOAL := help
 
 help: ## Show this help
@@ -16,14 +16,19 @@ help: ## Show this help
 build: ## Build the paver binary (target/release/paver)
 	$(CARGO) build --release -p paver
 
-test: ## Run every test, e2e and Argo CD included (builds missing e2e binaries first, cached), and the hostile-input suite on the release binary
+image: ## Build the operator image (Containerfile, FROM scratch) with buildah: target/image/paver-<version>.oci.tar (CONTAINER_TOOL=docker for docker)
+	$(CARGO) build --release --locked -p paver
+	scripts/image.sh build
+
+test: ## Run every test, e2e and Argo CD included, the e2e's operator from the image (builds missing e2e binaries first, cached), and the hostile-input suite on the release binary
 	@if ! e2e/bin.sh build-all; then \
 	  case "$${CI:-}" in ""|false|0) ;; *) echo "make test: the e2e binaries could not be built (CI is set: failing)" >&2; exit 1 ;; esac; \
 	  echo "make test: the e2e binaries could not be built (above); the tests that need them will SKIP, saying what is missing" >&2; \
 	fi
-	$(CARGO) test --workspace --locked
-# The hostile-input suite (operator/tests/hostile/) again, on the binary that ships.
+# The image first: the e2e runs the operator from it (PAVER_E2E_IMAGE).
 	$(CARGO) build --release --locked -p paver
+	archive=$$(scripts/image.sh build) && PAVER_E2E_IMAGE=$(CURDIR)/$$archive $(CARGO) test --workspace --locked
+# The hostile-input suite (operator/tests/hostile/) again, on the binary that ships.
 	PAVER_HOSTILE_BIN=$(CURDIR)/target/release/paver $(CARGO) test -p paver --locked --test hostile
 
 lint: ## rustfmt check, clippy with warnings as errors, and the core's purity (no kube client, git2, tokio)
@@ -34,12 +39,16 @@ lint: ## rustfmt check, clippy with warnings as errors, and the core's purity (n
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate crds/*.yaml and manifests/crds.yaml from the Rust types
+crds: ## Regenerate crds/*.yaml, the chart's charts/paver/crds/ and manifests/crds.yaml from the Rust types
 	$(CARGO) run -q -p paver -- crds --out-dir crds
+	$(CARGO) run -q -p paver -- crds --out-dir charts/paver/crds
 	$(CARGO) run -q -p paver -- crds > manifests/crds.yaml
 
-pack: ## Pack routes/ and policy-bundles/ into manifests/ (embedded in the binary)
+pack: ## Pack routes/ and policy-bundles/ into manifests/ (embedded in the binary) and the chart's charts/paver/files/
 	$(CARGO) run -q -p paver -- pack
+
+manifests: ## Render manifests/ (and manifests/argocd/) from the Helm chart charts/paver, their one source (needs helm: e2e/bin.sh build)
+	scripts/manifests.sh
 
 bench: ## Benchmarks (policy vs OPA, render, Git, 1,000/10,000 burst, trickle) -> BENCHMARKS.md; ~30 min, not in CI
 	e2e/bin.sh build

@@ -3,8 +3,8 @@
 #
 #   e2e/bin.sh build          kube-apiserver, kube-controller-manager,
 #                             kube-scheduler, kubectl, etcd (one `go build`),
-#                             Argo CD's CRDs (module download), then kwok and
-#                             opa (`go install`)
+#                             Argo CD's and prometheus-operator's CRDs (module
+#                             downloads), then kwok, opa and helm (`go install`)
 #   e2e/bin.sh build-argocd   Argo CD (~20 min cold, fetches Go 1.27)
 #   e2e/bin.sh build-all      both of the above: what `make test` and
 #                             `make demo` need
@@ -28,6 +28,10 @@ ETCD_VERSION="v3.7.0"   # pinned in tools/go.mod, built into the k8s dir
 KWOK_VERSION="v0.8.0"
 OPA_VERSION="v1.22.2"
 ARGOCD_VERSION="v3.6.1" # pinned in argocd/go.mod
+HELM_VERSION="v4.3.2"
+# ServiceMonitor and PrometheusRule CRDs, for the chart's server-side dry-run
+# (the module proxy serves this one version of the root module).
+PROMETHEUS_OPERATOR_VERSION="v0.85.0"
 
 CACHE="${PAVER_E2E_CACHE:-$HOME/.cache/paver-e2e}"
 K8S_DIR="$CACHE/k8s-$K8S_VERSION"
@@ -35,6 +39,9 @@ KWOK_DIR="$CACHE/kwok-$KWOK_VERSION"
 OPA_DIR="$CACHE/opa-$OPA_VERSION"
 ARGOCD_DIR="$CACHE/argocd-$ARGOCD_VERSION"
 ARGOCD_CRDS_DIR="$CACHE/argocd-crds-$ARGOCD_VERSION"
+HELM_DIR="$CACHE/helm-$HELM_VERSION"
+PROMETHEUS_CRDS_DIR="$CACHE/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION"
+PROMETHEUS_CRDS=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
 LOG_DIR="$CACHE/logs"
 
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
@@ -145,13 +152,16 @@ build_k8s() {
   "$K8S_DIR/kubectl" version --client >&2 || true
 }
 
-# go_install DIR BIN MODULE@VERSION [env...]
+# go_install DIR BIN MODULE@VERSION [env...] [-- go-install-flags...]
 go_install() {
   local dir="$1" bin="$2" target="$3"; shift 3
+  local envs=() flags=()
+  while [ "$#" -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+  [ "${1:-}" = -- ] && { shift; flags=("$@"); }
   if [ -x "$dir/$bin" ]; then log "$bin: cached in $dir"; return 0; fi
   mkdir -p "$dir"
   (cd "$dir" && run_logged "install-$bin-${target##*@}" 0 \
-    env GOBIN="$dir" "$@" "${NICE[@]}" go install -v -trimpath "$target")
+    env GOBIN="$dir" "${envs[@]}" "${NICE[@]}" go install -v -trimpath "${flags[@]}" "$target")
 }
 
 # kwok exits "no stages found" without stage definitions: copy the YAML files
@@ -188,6 +198,25 @@ argocd_crds() {
   log "argocd CRDs: $(ls "$ARGOCD_CRDS_DIR" | tr '\n' ' ')"
 }
 
+# prometheus-operator's ServiceMonitor and PrometheusRule CRDs, from its
+# module (no build): the chart's e2e test installs them so that its
+# ServiceMonitor and PrometheusRule pass the server-side dry-run.
+prometheus_crds() {
+  local f missing=0
+  for f in "${PROMETHEUS_CRDS[@]}"; do [ -f "$PROMETHEUS_CRDS_DIR/$f" ] || missing=1; done
+  [ "$missing" -eq 0 ] && { log "prometheus-operator CRDs: cached in $PROMETHEUS_CRDS_DIR"; return 0; }
+  local moddir
+  moddir="$(cd "$CACHE" && GOTOOLCHAIN=auto GOFLAGS=-mod=mod go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$moddir/example/prometheus-operator-crd" ] || { log "prometheus-operator module dir not found"; return 1; }
+  mkdir -p "$PROMETHEUS_CRDS_DIR"
+  for f in "${PROMETHEUS_CRDS[@]}"; do
+    install -m 0644 "$moddir/example/prometheus-operator-crd/$f" "$PROMETHEUS_CRDS_DIR/"
+  done
+  log "prometheus-operator CRDs: $(ls "$PROMETHEUS_CRDS_DIR" | tr '\n' ' ')"
+}
+
 # plan [--argocd]: the build steps not cached yet, in order, as LEFT; logged
 # with their cold times on 2 cores. The step running is LEFT[0].
 plan() {
@@ -198,9 +227,10 @@ plan() {
   done
   [ -x "$KWOK_DIR/kwok" ] || LEFT+=(kwok)
   [ -x "$OPA_DIR/opa" ] || LEFT+=(opa)
+  [ -x "$HELM_DIR/helm" ] || LEFT+=(helm)
   if [ "${1:-}" = --argocd ] && [ ! -x "$ARGOCD_DIR/argocd" ]; then LEFT+=(argocd); fi
   [ "${#LEFT[@]}" -eq 0 ] ||
-    log "to build: ${LEFT[*]} (cold on 2 cores: k8s ~12 min, kwok ~2, opa ~2, argocd ~20); cache: $CACHE"
+    log "to build: ${LEFT[*]} (cold on 2 cores: k8s ~12 min, kwok ~2, opa ~2, helm ~4, argocd ~20); cache: $CACHE"
 }
 
 # step_done NAME: the step NAME is over; drop it from the front of LEFT.
@@ -213,8 +243,13 @@ build() {
   (cd "$CACHE" && kwok_stages); step_done kwok
   go_install "$OPA_DIR" opa "github.com/open-policy-agent/opa@$OPA_VERSION" GOTOOLCHAIN=auto
   step_done opa
+  prometheus_crds
+  # -X: `helm version` says v4.3.2, not the bare "v4.3" of its source.
+  go_install "$HELM_DIR" helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" GOTOOLCHAIN=auto \
+    -- -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+  step_done helm
   log "all built; binaries:"
-  ls -l "$K8S_DIR" "$KWOK_DIR" "$OPA_DIR" >&2
+  ls -l "$K8S_DIR" "$KWOK_DIR" "$OPA_DIR" "$HELM_DIR" >&2
 }
 
 ARGOCD_COMPONENTS=(argocd-server argocd-repo-server argocd-application-controller
@@ -257,6 +292,8 @@ KWOK_BIN_DIR=$KWOK_DIR
 OPA_BIN_DIR=$OPA_DIR
 ARGOCD_BIN_DIR=$ARGOCD_DIR
 ARGOCD_CRDS_DIR=$ARGOCD_CRDS_DIR
+HELM_BIN_DIR=$HELM_DIR
+PROMETHEUS_CRDS_DIR=$PROMETHEUS_CRDS_DIR
 EOF
 }
 
@@ -271,6 +308,10 @@ check() {
   [ -n "$(ls "$KWOK_DIR/stages/"*.yaml 2>/dev/null)" ] || { echo "missing $KWOK_DIR/stages/*.yaml" >&2; ok=1; }
   [ -x "$OPA_DIR/opa" ] || { echo "missing $OPA_DIR/opa" >&2; ok=1; }
   [ -f "$ARGOCD_CRDS_DIR/application-crd.yaml" ] || { echo "missing $ARGOCD_CRDS_DIR/application-crd.yaml" >&2; ok=1; }
+  [ -x "$HELM_DIR/helm" ] || { echo "missing $HELM_DIR/helm" >&2; ok=1; }
+  for b in "${PROMETHEUS_CRDS[@]}"; do
+    [ -f "$PROMETHEUS_CRDS_DIR/$b" ] || { echo "missing $PROMETHEUS_CRDS_DIR/$b" >&2; ok=1; }
+  done
   return "$ok"
 }
 

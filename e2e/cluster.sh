@@ -5,6 +5,9 @@
 #                          kube-controller-manager, kube-scheduler, kwok with
 #                          simulated nodes, and a smart-HTTP Git server
 #   e2e/cluster.sh git-stop|git-start   stop/start the Git server only
+#   e2e/cluster.sh apiserver-stop|apiserver-start, etcd-stop|etcd-start
+#                          stop a control-plane component / start it again as
+#                          it ran (same ports, flags, tokens, data): restarts
 #   e2e/cluster.sh env     print `export ...` lines (KUBECONFIG, GIT_URL, ...)
 #   e2e/cluster.sh status  show what runs
 #   e2e/cluster.sh down    stop everything (by pid files) and remove the state
@@ -57,10 +60,13 @@ free_port() {
 
 # start NAME CMD... : run CMD in the background, log to logs/NAME.log,
 # pid in pids/NAME.pid.
+# The command is kept in pids/NAME.cmd, so `NAME-start` (below) can start
+# the component again as it was; a restart appends to the log.
 start() {
   local name="$1"; shift
-  nohup "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  nohup "$@" >>"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name.pid"
+  printf '%q ' "$@" >"$STATE/pids/$name.cmd"
   log "started $name (pid $!, log $STATE/logs/$name.log)"
 }
 
@@ -397,6 +403,26 @@ cmd_git_start() {
     curl -fsS -u "paver:$(cat "$STATE/git-token")" "$GIT_URL/info/refs?service=git-upload-pack"
 }
 
+# A control-plane restart, as an upgrade does it: stop a component (SIGTERM,
+# SIGKILL after 20 s) and start it again with the command it ran with (same
+# ports, flags, tokens and data).
+cmd_component_stop() { # NAME
+  local f="$STATE/pids/$1.pid"
+  [ -f "$f" ] || die "no $1 running in $STATE"
+  kill -TERM "$(cat "$f")" 2>/dev/null || true
+  for _ in $(seq 1 80); do alive "$1" || break; sleep 0.25; done
+  alive "$1" && kill -KILL "$(cat "$f")" 2>/dev/null
+  rm -f "$f"
+  log "stopped $1"
+}
+
+cmd_component_start() { # NAME
+  local c="$STATE/pids/$1.cmd"
+  [ -f "$c" ] || die "no recorded command for $1 in $STATE"
+  alive "$1" && { log "$1 already running"; return 0; }
+  eval "start $1 $(cat "$c")"
+}
+
 # Sourcing the file (for debugging single steps) only defines the functions.
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 
@@ -407,5 +433,9 @@ case "${1:-}" in
   status) cmd_status ;;
   git-stop) cmd_git_stop ;;
   git-start) cmd_git_start ;;
+  apiserver-stop) cmd_component_stop kube-apiserver ;;
+  apiserver-start) cmd_component_start kube-apiserver ;;
+  etcd-stop) cmd_component_stop etcd ;;
+  etcd-start) cmd_component_start etcd ;;
   *) echo "usage: $0 up|down|env|status|git-stop|git-start" >&2; exit 2 ;;
 esac

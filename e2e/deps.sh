@@ -16,8 +16,10 @@ set -euo pipefail
 
 # Build: pkg-config libssl-dev (libgit2 over HTTPS), make cmake (jemalloc,
 # libgit2). e2e (e2e/README.md): git (and its git-http-backend), lighttpd,
-# openssl, curl; ca-certificates for the Go module proxy and crates.io.
-BASE_PKGS=(pkg-config libssl-dev git make cmake lighttpd openssl curl ca-certificates)
+# openssl, curl; ca-certificates for the Go module proxy and crates.io (and
+# the image's CA bundle). Image (make image, the e2e runs the operator from
+# it): buildah. Observability (the e2e scrapes the operator): prometheus.
+BASE_PKGS=(pkg-config libssl-dev git make cmake lighttpd openssl curl ca-certificates buildah prometheus)
 # Argo CD's cache (e2e/argocd.sh).
 ARGOCD_PKGS=(redis-server)
 

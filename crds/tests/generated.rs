@@ -22,6 +22,20 @@ fn crd_files_are_fresh() {
         "crds/{} out of date with the Rust types; run `make crds`",
         stale.join(", crds/")
     );
+    // The Helm chart installs the same files from its crds/.
+    let chart = dir.join("../charts/paver/crds");
+    let stale: Vec<_> = paver_crds::all()
+        .into_iter()
+        .filter(|(file, crd)| {
+            std::fs::read_to_string(chart.join(file)).unwrap_or_default() != paver_crds::to_yaml(crd)
+        })
+        .map(|(file, _)| file)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "charts/paver/crds/{} out of date with the Rust types; run `make crds`",
+        stale.join(", charts/paver/crds/")
+    );
     // The install kustomization holds the same CRDs as one stream.
     let manifests = dir.join("../manifests/crds.yaml");
     assert!(

@@ -13,7 +13,10 @@
 //! runs the scenarios whose names contain `a` or `b` (install always runs).
 
 mod argocd;
+mod chart;
 mod hostile;
+mod observability;
+mod pod;
 mod support;
 
 use std::{
@@ -27,9 +30,12 @@ use argocd::{
     argocd_reports_a_workload_that_cannot_become_healthy, argocd_syncs_every_other_shipped_route,
     argocd_syncs_requests_to_available_deployments,
 };
+use chart::helm_chart_lints_renders_manifests_and_passes_server_dry_run;
 use hostile::hostile_input_is_refused_by_the_operator;
 use kube::{Api, Client, ResourceExt, api::DeleteParams};
+use observability::dashboard_and_alerts_work_against_prometheus;
 use paver_crds::{PaveRoute, Phase, PolicyBundle, PolicyBundleStatus, Scorecard, ServiceRequest};
+use pod::{control_plane_restarts_under_load, operator_pod_probes_failover_and_sigterm};
 use support::{Cluster, ClusterExt as _, Operator, example, repo_root, wait_for, wait_phase};
 
 /// Resync period the operator runs with here (drift is restored within it).
@@ -39,6 +45,8 @@ struct Env {
     cluster: Cluster,
     operator: Operator,
     client: Client,
+    /// The flags the operator runs with beyond the defaults (Argo CD's).
+    operator_args: Vec<String>,
 }
 
 type Scenario =
@@ -112,10 +120,12 @@ async fn run_all() -> ExitCode {
         cluster,
         operator,
         client,
+        operator_args,
     };
     let only = std::env::var("PAVER_E2E_ONLY").unwrap_or_default();
     let list: Vec<(&str, Scenario)> = scenarios![
         operator_rbac_is_least_privilege,
+        helm_chart_lints_renders_manifests_and_passes_server_dry_run,
         payment_gateway_waits_for_approval_then_commits,
         denied_request_is_rejected_and_not_committed,
         bundle_rollout_warn_enforce_and_broken_update,
@@ -124,12 +134,15 @@ async fn run_all() -> ExitCode {
         hand_edit_is_restored_on_resync,
         deleting_a_request_removes_its_directory_and_scorecard,
         git_server_outage_ends_in_a_pushed_commit,
+        dashboard_and_alerts_work_against_prometheus,
         hostile_input_is_refused_by_the_operator,
         argocd_syncs_requests_to_available_deployments,
         argocd_syncs_every_other_shipped_route,
         argocd_reports_a_workload_that_cannot_become_healthy,
         argocd_prunes_a_deleted_request,
         argocd_and_paver_recover_from_a_git_outage,
+        operator_pod_probes_failover_and_sigterm,
+        control_plane_restarts_under_load,
         operator_killed_mid_flight_loses_and_duplicates_nothing,
         nothing_changed_means_nothing_written,
         // Last: its 30 requests (16 rendered) would add to the Argo CD and
@@ -1548,8 +1561,29 @@ async fn operator_killed_mid_flight_loses_and_duplicates_nothing(env: &mut Env) 
 
 /// At rest, resyncs make no commits and no API writes.
 async fn nothing_changed_means_nothing_written(env: &mut Env) -> Result<()> {
-    // Let whatever is in flight settle (two resync periods).
+    // Let whatever is in flight settle: at least two resync periods, and
+    // until no write happened for one more (Argo CD may still be reporting
+    // on the requests of the scenarios before, which is a change).
     tokio::time::sleep(Duration::from_secs(12)).await;
+    let settle = Instant::now();
+    let mut last = env.operator.counter("paver_api_writes_total").await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let now = env.operator.counter("paver_api_writes_total").await?;
+        if now == last {
+            break;
+        }
+        ensure!(
+            settle.elapsed() < Duration::from_secs(180),
+            "the operator kept writing for 3 minutes ({last} -> {now}): {:?}",
+            env.operator.counter_lines("paver_api_writes_total").await?
+        );
+        last = now;
+    }
+    eprintln!(
+        "     settled {:.0} s after the scenarios before",
+        settle.elapsed().as_secs_f64()
+    );
     let writes = env.operator.counter("paver_api_writes_total").await?;
     let reconciles = env.operator.counter("paver_reconciles_total").await?;
     let violations = env.operator.counter("paver_violations_total").await?;

@@ -32,19 +32,20 @@ fn example_with(replace: &str, with: &str) -> String {
     text.replace(replace, with)
 }
 
+/// manifests/ (embedded in the binary) and the Helm chart hold what
+/// `make pack` makes of routes/ and policy-bundles/.
 #[test]
 fn packed_manifests_are_fresh() {
-    let routes = std::fs::read_to_string(root().join("manifests/routes.yaml")).unwrap_or_default();
-    let bundles = std::fs::read_to_string(root().join("manifests/policy-bundles.yaml")).unwrap_or_default();
     let (want_routes, want_bundles) = paver::cli::packed(&root()).expect("pack routes and bundles");
-    assert!(
-        routes == want_routes,
-        "manifests/routes.yaml is stale: run `make pack`"
-    );
-    assert!(
-        bundles == want_bundles,
-        "manifests/policy-bundles.yaml is stale: run `make pack`"
-    );
+    for dir in ["manifests", "charts/paver/files"] {
+        for (file, want) in [
+            ("routes.yaml", &want_routes),
+            ("policy-bundles.yaml", &want_bundles),
+        ] {
+            let have = std::fs::read_to_string(root().join(dir).join(file)).unwrap_or_default();
+            assert!(&have == want, "{dir}/{file} is stale: run `make pack`");
+        }
+    }
 }
 
 /// The install's NetworkPolicy covers the operator's Pods and its one

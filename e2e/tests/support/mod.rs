@@ -62,13 +62,201 @@ impl ClusterExt for Cluster {
     }
 }
 
-/// The `paver operator` process, run as the operator's identity.
+/// The `paver operator` process, run as the operator's identity: the test
+/// build's binary with the operator's kubeconfig, or — when
+/// `PAVER_E2E_IMAGE` names the OCI archive `make image` writes (as
+/// `make test` does) — the image, run with buildah in the shape of the
+/// Deployment's Pod (see [`Pod`]).
 pub struct Operator {
     child: Option<Child>,
     pub metrics: String,
     pub log: PathBuf,
     args: Vec<String>,
-    kubeconfig: String,
+    launch: Launch,
+}
+
+enum Launch {
+    Process { kubeconfig: String },
+    Image(Pod),
+}
+
+/// The operator's image run as the Deployment runs it: uid 65532 with no
+/// capabilities, the ServiceAccount's token from the TokenRequest API with
+/// `ca.crt` and `namespace` at /var/run/secrets/kubernetes.io/serviceaccount
+/// and `KUBERNETES_SERVICE_HOST`/`PORT` (so the client's in-cluster
+/// configuration is what connects), the Git credentials written from the
+/// `paver-git` Secret's keys to /etc/paver/git, the root filesystem mounted
+/// read-only, and writable emptyDir-like volumes at /var/lib/paver and /tmp.
+/// The host's network, as buildah's chroot isolation shares it.
+pub struct Pod {
+    container: String,
+    rootfs: PathBuf,
+    volumes: Vec<String>,
+    env: Vec<String>,
+}
+
+/// The image archive the e2e runs the operator from, if it is asked to.
+pub fn operator_image() -> Option<PathBuf> {
+    std::env::var_os("PAVER_E2E_IMAGE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn buildah(args: &[&str]) -> Result<String> {
+    run(Command::new("buildah")
+        .arg("--storage-driver")
+        .arg("vfs")
+        .args(args))
+}
+
+impl Pod {
+    /// Prepares the Pod's volumes and a working container of `image`.
+    fn new(cluster: &Cluster, image: &std::path::Path, dir: &std::path::Path, port: u16) -> Result<Self> {
+        let owned = |p: &std::path::Path, mode: u32| -> Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(p)?;
+            std::os::unix::fs::chown(p, Some(65532), Some(65532))?;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+            Ok(())
+        };
+        // The projected ServiceAccount volume.
+        let sa = dir.join("serviceaccount");
+        std::fs::create_dir_all(&sa)?;
+        let token = cluster.kubectl(&[
+            "create",
+            "token",
+            "paver",
+            "-n",
+            "paver-system",
+            "--duration",
+            "24h",
+        ])?;
+        std::fs::write(sa.join("token"), token.trim())?;
+        std::fs::copy(cluster.try_var("PAVER_E2E_CA_FILE")?, sa.join("ca.crt"))?;
+        std::fs::write(sa.join("namespace"), "paver-system")?;
+        // The Git credentials: the Secret the Deployment mounts, its keys as files.
+        let git = dir.join("git-secret");
+        std::fs::create_dir_all(&git)?;
+        let token_file = cluster.try_var("GIT_TOKEN_FILE")?;
+        let secret = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "paver-git", "namespace": "paver-system"},
+            "stringData": {
+                "username": cluster.var("GIT_USER"),
+                "token": std::fs::read_to_string(token_file)?.trim(),
+            },
+        });
+        cluster.apply(&secret.to_string())?;
+        let stored: serde_json::Value = serde_json::from_str(&cluster.kubectl(&[
+            "get",
+            "secret",
+            "paver-git",
+            "-n",
+            "paver-system",
+            "-o",
+            "json",
+        ])?)?;
+        for key in ["username", "token"] {
+            use base64::Engine as _;
+            let encoded = stored["data"][key]
+                .as_str()
+                .with_context(|| format!("paver-git has no key {key}"))?;
+            let path = git.join(key);
+            let _ = std::fs::remove_file(&path);
+            std::fs::write(&path, base64::engine::general_purpose::STANDARD.decode(encoded)?)?;
+            std::os::unix::fs::chown(&path, Some(65532), Some(65532))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+        }
+        // emptyDirs.
+        let (data, tmp) = (dir.join("var-lib-paver"), dir.join("tmp"));
+        owned(&data, 0o755)?;
+        owned(&tmp, 0o1777)?;
+        let run_dir = dir.join("run");
+        std::fs::create_dir_all(&run_dir)?;
+
+        let container = format!("paver-e2e-{port}");
+        let _ = buildah(&["rm", &container]);
+        buildah(&[
+            "from",
+            "--quiet",
+            "--name",
+            &container,
+            &format!("oci-archive:{}", image.display()),
+        ])
+        .with_context(|| format!("buildah from {}", image.display()))?;
+        let rootfs = PathBuf::from(buildah(&["mount", &container])?.trim());
+        // A read-only root: the container's root bind-mounted read-only
+        // onto itself (buildah run has no --read-only of its own).
+        run(Command::new("mount").arg("--bind").arg(&rootfs).arg(&rootfs))?;
+        run(Command::new("mount").args(["-o", "remount,bind,ro"]).arg(&rootfs))?;
+        // buildah creates /run/.containerenv in every container it runs and
+        // removes it afterwards, outside the container's volumes (on a
+        // read-only /run that fails and buildah 1.28 loses the exit status):
+        // /run is a writable mount of its own, as a kubelet's runtime has.
+        run(Command::new("mount")
+            .arg("--bind")
+            .arg(&run_dir)
+            .arg(rootfs.join("run")))?;
+        let api = cluster.try_var("PAVER_E2E_APISERVER")?;
+        let api_port = api.rsplit(':').next().unwrap_or_default().to_string();
+        let volumes = vec![
+            format!(
+                "{}:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+                sa.display()
+            ),
+            format!("{}:/etc/paver/git:ro", git.display()),
+            format!("{}:/var/lib/paver", data.display()),
+            format!("{}:/tmp", tmp.display()),
+        ];
+        let env = [
+            "KUBERNETES_SERVICE_HOST=127.0.0.1".to_string(),
+            format!("KUBERNETES_SERVICE_PORT={api_port}"),
+            "PAVER_WORKDIR=/var/lib/paver/repo".into(),
+            "PAVER_GIT_USERNAME_FILE=/etc/paver/git/username".into(),
+            "PAVER_GIT_TOKEN_FILE=/etc/paver/git/token".into(),
+            format!("POD_NAME=paver-operator-{port}"),
+            "RUST_LOG=info".into(),
+            "NO_COLOR=1".into(),
+        ]
+        .into();
+        Ok(Pod {
+            container,
+            rootfs,
+            volumes,
+            env,
+        })
+    }
+
+    fn command(&self, args: &[String]) -> Command {
+        let mut cmd = Command::new("buildah");
+        cmd.args([
+            "--storage-driver",
+            "vfs",
+            "run",
+            "--isolation",
+            "chroot",
+            "--network",
+            "host",
+        ])
+        .args(["--user", "65532:65532", "--cap-drop", "ALL"]);
+        for v in &self.volumes {
+            cmd.arg("--volume").arg(v);
+        }
+        for e in &self.env {
+            cmd.arg("--env").arg(e);
+        }
+        cmd.arg(&self.container).arg("--").arg("/paver").args(args);
+        cmd
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.rootfs.join("run")).status();
+        let _ = Command::new("umount").arg(&self.rootfs).status();
+        let _ = buildah(&["rm", &self.container]);
+    }
 }
 
 impl Operator {
@@ -81,11 +269,18 @@ impl Operator {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_paver"))
-            .args(&self.args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+        let mut cmd = match &self.launch {
+            Launch::Process { kubeconfig } => {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_paver"));
+                cmd.args(&self.args)
+                    .env("KUBECONFIG", kubeconfig)
+                    .env("RUST_LOG", "info")
+                    .env("NO_COLOR", "1");
+                cmd
+            }
+            Launch::Image(pod) => pod.command(&self.args),
+        };
+        let child = cmd
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -96,11 +291,81 @@ impl Operator {
 
     /// SIGKILL: no chance to finish anything or release the lease.
     pub fn kill(&mut self) -> Result<()> {
+        self.signal("KILL");
         if let Some(mut child) = self.child.take() {
             child.kill()?;
             child.wait()?;
         }
+        if let Some(pattern) = self.image_process() {
+            let gone = (0..100).any(|_| {
+                let running = Command::new("pgrep").arg("-f").arg(&pattern).status();
+                if running.is_ok_and(|s| s.success()) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    false
+                } else {
+                    true
+                }
+            });
+            if !gone {
+                bail!("the operator's process in the image ({pattern}) outlived SIGKILL");
+            }
+        }
         Ok(())
+    }
+
+    /// Under buildah: a pattern matching only this operator's process.
+    fn image_process(&self) -> Option<String> {
+        let Launch::Image(_) = &self.launch else {
+            return None;
+        };
+        let addr = self.args.iter().skip_while(|a| *a != "--metrics-addr").nth(1)?;
+        Some(format!("^/paver operator .*--metrics-addr {addr}( |$)"))
+    }
+
+    /// Sends SIGNAL to the paver process itself (under buildah it is not
+    /// the child this test spawned, but a process in the chroot).
+    pub fn signal(&self, signal: &str) {
+        let Some(child) = &self.child else { return };
+        match &self.launch {
+            Launch::Process { .. } => {
+                let _ = Command::new("kill")
+                    .arg(format!("-{signal}"))
+                    .arg(child.id().to_string())
+                    .status();
+            }
+            Launch::Image(_) => {
+                // The only process running /paver with this metrics port.
+                if let Some(pattern) = self.image_process() {
+                    let _ = Command::new("pkill")
+                        .arg(format!("-{signal}"))
+                        .arg("-f")
+                        .arg(pattern)
+                        .status();
+                }
+            }
+        }
+    }
+
+    /// Waits up to `within` for the process to exit; its exit status, or
+    /// None if it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the operator runs from the image.
+    pub fn runs_from_image(&self) -> bool {
+        matches!(self.launch, Launch::Image(_))
     }
 
     pub fn restart(&mut self) -> Result<()> {
@@ -116,15 +381,30 @@ impl Operator {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Waits until /readyz answers 200: the process leads (or runs without
-    /// leader election) and has listed what it reconciles against.
+    /// Waits until /readyz says the process leads (or runs without leader
+    /// election) and has listed what it reconciles against. (A standby is
+    /// ready too, saying so: that is not enough here.)
     pub async fn wait_ready(&self) -> Result<()> {
-        let url = self.metrics.replace("/metrics", "/readyz");
-        wait_for("the operator to be ready", Duration::from_secs(60), || {
-            let url = url.clone();
-            async move { Ok(http_get(&url).await.is_ok().then_some(())) }
-        })
+        let url = self.readyz();
+        wait_for(
+            "the operator to lead, caches synced",
+            Duration::from_secs(60),
+            || {
+                let url = url.clone();
+                async move {
+                    Ok(http_get(&url)
+                        .await
+                        .is_ok_and(|body| body.starts_with("ready: leading"))
+                        .then_some(()))
+                }
+            },
+        )
         .await
+    }
+
+    /// The /readyz URL.
+    pub fn readyz(&self) -> String {
+        self.metrics.replace("/metrics", "/readyz")
     }
 
     /// A counter family from /metrics: each label set's line, for messages.
@@ -144,31 +424,26 @@ impl Operator {
             .await?
             .iter()
             .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-            .sum())
+            .fold(0.0, |sum, v| sum + v))
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            // A clean stop (SIGTERM) releases the lease.
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-        }
-        if let Some(mut child) = self.child.take() {
-            for _ in 0..50 {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
+        // A clean stop (SIGTERM) releases the lease.
+        self.signal("TERM");
+        if self.wait_exit(Duration::from_secs(5)).is_none() {
+            self.signal("KILL");
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
 
 /// Plain HTTP GET on loopback (the metrics endpoint) with curl.
-async fn http_get(url: &str) -> Result<String> {
+pub async fn http_get(url: &str) -> Result<String> {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || run(Command::new("curl").args(["-fsS", "--max-time", "5", &url])))
         .await?
@@ -367,30 +642,43 @@ impl Operator {
         let user_file = dir.join("git-username");
         std::fs::write(&user_file, cluster.var("GIT_USER"))?;
         let port = free_port();
+        let image = operator_image();
         let mut args = vec![
             "operator".to_string(),
             "--repo-url".into(),
             cluster.var("GIT_URL"),
-            "--git-username-file".into(),
-            user_file.display().to_string(),
-            "--git-token-file".into(),
-            cluster.var("GIT_TOKEN_FILE"),
-            "--workdir".into(),
-            dir.join("repo").display().to_string(),
+        ];
+        if image.is_none() {
+            args.extend([
+                "--git-username-file".into(),
+                user_file.display().to_string(),
+                "--git-token-file".into(),
+                cluster.var("GIT_TOKEN_FILE"),
+                "--workdir".into(),
+                dir.join("repo").display().to_string(),
+            ]);
+        }
+        args.extend([
             "--metrics-addr".into(),
             format!("127.0.0.1:{port}"),
             "--lease-namespace".into(),
             "paver-system".into(),
             "--resync".into(),
             resync.into(),
-        ];
+        ]);
         args.extend(extra.iter().cloned());
+        let launch = match image {
+            Some(image) => Launch::Image(Pod::new(cluster, &image, &dir, port)?),
+            None => Launch::Process {
+                kubeconfig: cluster.var("PAVER_E2E_OPERATOR_KUBECONFIG"),
+            },
+        };
         let mut op = Self {
             child: None,
             metrics: format!("http://127.0.0.1:{port}/metrics"),
             log: cluster.state.join("logs/paver-operator.log"),
             args,
-            kubeconfig: cluster.var("PAVER_E2E_OPERATOR_KUBECONFIG"),
+            launch,
         };
         op.spawn()?;
         Ok(op)

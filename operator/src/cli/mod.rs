@@ -110,9 +110,10 @@ pub enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Pack `routes/` and `policy-bundles/` into the PaveRoute and
-    /// PolicyBundle YAML under `manifests/` (what the binary embeds).
+    /// PolicyBundle YAML under `manifests/` (what the binary embeds) and
+    /// the Helm chart's `charts/paver/files/`.
     Pack {
-        /// Folder holding routes/, policy-bundles/ and manifests/.
+        /// Folder holding routes/, policy-bundles/, manifests/ and charts/.
         #[arg(long, value_name = "DIR", default_value = ".")]
         root: PathBuf,
     },

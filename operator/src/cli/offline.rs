@@ -524,12 +524,20 @@ pub fn pack(root: &Path) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
+    // manifests/ is what the binary embeds; the Helm chart's templates
+    // include its own copies (a chart reads no file outside its folder).
     for (file, text) in [
-        ("manifests/routes.yaml", routes),
-        ("manifests/policy-bundles.yaml", bundles),
+        ("manifests/routes.yaml", &routes),
+        ("manifests/policy-bundles.yaml", &bundles),
+        ("charts/paver/files/routes.yaml", &routes),
+        ("charts/paver/files/policy-bundles.yaml", &bundles),
     ] {
         let path = root.join(file);
-        if let Err(e) = std::fs::write(&path, text) {
+        let written = match path.parent() {
+            Some(dir) => std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, text)),
+            None => std::fs::write(&path, text),
+        };
+        if let Err(e) = written {
             return fail(format_args!("failed to write {}: {e}", path.display()));
         }
     }

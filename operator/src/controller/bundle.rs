@@ -233,6 +233,7 @@ pub async fn apply(
         let report = catalog.bundles.install(&name, &bundle.spec, activation);
         (report, catalog.bundles.get(&name))
     };
+    ctx.metrics.bundle(&name, active.is_some(), !report.activated);
     if report.activated {
         let evaluator = active.as_ref().map(|b| b.evaluator()).unwrap_or_default();
         let interpreted_because = active.as_ref().and_then(|b| b.interpreted_because.clone());
@@ -277,6 +278,7 @@ impl Bundles {
             catalog.bundle_touches(name, route, ns, labels)
         });
         catalog.bundles.remove(name);
+        self.ctx.metrics.forget_bundle(name);
         self.seen.forget(name);
         self.revisions.remove(name);
     }
@@ -345,16 +347,18 @@ impl super::watch::Handler for Bundles {
             ),
             &now_rfc3339(),
         );
+        let active_version = self
+            .ctx
+            .catalog
+            .read()
+            .await
+            .bundles
+            .get(name)
+            .map(|b| b.version.clone());
+        self.ctx.metrics.bundle(name, active_version.is_some(), true);
         let status = PolicyBundleStatus {
             conditions,
-            active_version: self
-                .ctx
-                .catalog
-                .read()
-                .await
-                .bundles
-                .get(name)
-                .map(|b| b.version.clone()),
+            active_version,
             active_revision: self.revisions.get(name).cloned(),
             ..Default::default()
         };

@@ -53,6 +53,17 @@ pub struct OperatorConfig {
     /// Name of the leader-election Lease.
     #[arg(long, env = "PAVER_LEASE_NAME", default_value = "paver-operator")]
     pub lease_name: String,
+    /// How long the leader's Lease lasts without renewal (whole seconds): a
+    /// standby takes over this long after a leader dies without releasing it.
+    #[arg(long, env = "PAVER_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How long the leader keeps leading without renewing the Lease before
+    /// it stops reconciling and campaigns again (shorter than the duration).
+    #[arg(long, env = "PAVER_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub lease_renew_deadline: Duration,
+    /// How often the leader renews the Lease and a standby tries to take it.
+    #[arg(long, env = "PAVER_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub lease_retry_period: Duration,
     /// Argo CD's address of this cluster, written into every rendered
     /// Application's `destination.server` instead of the route's (default:
     /// the route's, else `https://kubernetes.default.svc`).

@@ -1,7 +1,11 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that with more
-//! than one replica only one writes. The leader renews the lease; a replica
-//! that cannot renew within the lease duration stops leading (the process
-//! exits and restarts as a follower), so two replicas never write at once.
+//! than one replica only one writes. The leader renews the lease every
+//! retry period; a leader that has not renewed within the renew deadline
+//! (shorter than the lease duration, as in client-go) steps down before any
+//! other replica may take the lease, so two replicas never write at once.
+//! Stepping down does not end the process: it campaigns again and leads
+//! once the lease is free (an API server restart costs a term, not a Pod
+//! restart and its CrashLoopBackOff delays).
 
 use std::time::Duration;
 
@@ -22,8 +26,40 @@ pub struct LeaseConfig {
     pub namespace: String,
     pub name: String,
     pub identity: String,
+    /// How long a holder's lease lasts without renewal: how long a standby
+    /// waits after a leader dies without releasing it.
     pub duration: Duration,
-    pub renew_every: Duration,
+    /// How long the leader keeps leading without a successful renewal.
+    pub renew_deadline: Duration,
+    /// How often the leader renews and a standby tries to take the lease.
+    pub retry_period: Duration,
+}
+
+impl LeaseConfig {
+    /// The settings are consistent: retry < renew deadline < duration, so a
+    /// leader renews more than once per deadline and steps down before its
+    /// lease can expire for the others.
+    pub fn check(&self) -> Result<(), String> {
+        if self.duration.as_secs() < 1 || self.duration.subsec_nanos() != 0 {
+            return Err(format!(
+                "--lease-duration must be whole seconds, at least 1s (got {:?})",
+                self.duration
+            ));
+        }
+        if self.renew_deadline >= self.duration {
+            return Err(format!(
+                "--lease-renew-deadline ({:?}) must be shorter than --lease-duration ({:?})",
+                self.renew_deadline, self.duration
+            ));
+        }
+        if self.retry_period.is_zero() || self.retry_period >= self.renew_deadline {
+            return Err(format!(
+                "--lease-retry-period ({:?}) must be above zero and shorter than --lease-renew-deadline ({:?})",
+                self.retry_period, self.renew_deadline
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn lease_spec(
@@ -106,39 +142,96 @@ pub async fn release(client: Client, cfg: &LeaseConfig) {
 }
 
 /// Blocks until this replica leads, then keeps renewing in the background.
-/// The returned receiver turns `false` when leadership is lost.
+/// The returned receiver turns `false` when leadership is lost (another
+/// replica took the lease, or no renewal succeeded within the renew
+/// deadline); the renewing task ends then, or when the receiver is dropped.
 pub async fn lead(client: Client, cfg: LeaseConfig) -> watch::Receiver<bool> {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+    let (mut said_waiting, mut failures) = (false, 0u32);
     loop {
-        match try_acquire(&api, &cfg).await {
+        let attempt = tokio::time::timeout(cfg.renew_deadline, try_acquire(&api, &cfg));
+        match attempt.await.unwrap_or(Ok(false)) {
             Ok(true) => break,
-            Ok(false) => tracing::info!(lease = %cfg.name, "another replica leads; waiting"),
-            Err(e) => tracing::warn!(lease = %cfg.name, error = %e, "failed to acquire lease"),
+            // Said once per campaign: a standby retries every retry period.
+            Ok(false) if !said_waiting => {
+                said_waiting = true;
+                tracing::info!(lease = %cfg.name, "another replica leads; standing by");
+            }
+            Ok(false) => {}
+            // The first failure, then one line in 15 (an API server that is
+            // down for minutes does not fill the log).
+            Err(e) => {
+                if failures % 15 == 0 {
+                    tracing::warn!(lease = %cfg.name, error = %e, attempts = failures + 1, "failed to acquire lease");
+                }
+                failures += 1;
+            }
         }
-        tokio::time::sleep(cfg.renew_every).await;
+        tokio::time::sleep(cfg.retry_period).await;
     }
     tracing::info!(lease = %cfg.name, identity = %cfg.identity, "acquired leadership");
     let (tx, rx) = watch::channel(true);
     tokio::spawn(async move {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(cfg.renew_every).await;
-            match try_acquire(&api, &cfg).await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
-                Ok(false) => {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.retry_period) => {}
+                _ = tx.closed() => return,
+            }
+            // One attempt may not outlast the deadline (an API server that
+            // accepts connections and never answers).
+            let left = cfg.renew_deadline.saturating_sub(last_renewed.elapsed());
+            let attempt = tokio::time::timeout(left, try_acquire(&api, &cfg)).await;
+            match attempt {
+                Ok(Ok(true)) => last_renewed = tokio::time::Instant::now(),
+                Ok(Ok(false)) => {
                     tracing::error!(lease = %cfg.name, "lost leadership to another replica");
                     let _ = tx.send(false);
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(lease = %cfg.name, error = %e, "failed to renew lease");
-                    if last_renewed.elapsed() >= cfg.duration {
-                        let _ = tx.send(false);
-                        return;
-                    }
-                }
+                Ok(Err(e)) => tracing::warn!(lease = %cfg.name, error = %e, "failed to renew lease"),
+                Err(_) => tracing::warn!(lease = %cfg.name, "renewing the lease timed out"),
+            }
+            if last_renewed.elapsed() >= cfg.renew_deadline {
+                tracing::error!(
+                    lease = %cfg.name,
+                    deadline = ?cfg.renew_deadline,
+                    "no renewal within the renew deadline; stepping down"
+                );
+                let _ = tx.send(false);
+                return;
             }
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(duration: u64, deadline: u64, retry: u64) -> LeaseConfig {
+        LeaseConfig {
+            namespace: "paver-system".into(),
+            name: "paver-operator".into(),
+            identity: "a".into(),
+            duration: Duration::from_secs(duration),
+            renew_deadline: Duration::from_secs(deadline),
+            retry_period: Duration::from_secs(retry),
+        }
+    }
+
+    #[test]
+    fn lease_settings_must_nest() {
+        assert_eq!(cfg(15, 10, 2).check(), Ok(()));
+        let e = cfg(10, 10, 2).check().expect_err("deadline = duration");
+        assert!(e.contains("--lease-renew-deadline"), "{e}");
+        let e = cfg(15, 10, 10).check().expect_err("retry = deadline");
+        assert!(e.contains("--lease-retry-period"), "{e}");
+        let e = cfg(15, 10, 0).check().expect_err("retry zero");
+        assert!(e.contains("--lease-retry-period"), "{e}");
+        let mut c = cfg(15, 10, 2);
+        c.duration = Duration::from_millis(15_500);
+        assert!(c.check().expect_err("fractional").contains("whole seconds"));
+    }
 }

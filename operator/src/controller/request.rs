@@ -91,7 +91,9 @@ pub fn slim_meta(meta: &mut RequestMeta) {
 #[instrument(skip(meta, ctx), fields(request = %key(&*meta)))]
 pub async fn reconcile(meta: Arc<RequestMeta>, ctx: Ctx) -> Result<Action> {
     let started = std::time::Instant::now();
+    let in_flight = super::metrics::InFlight::new(&ctx.metrics.reconciles_in_flight);
     let result = read_and_reconcile(&meta, &ctx).await;
+    drop(in_flight);
     if result.is_ok() {
         let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
         if !failures.is_empty() {
@@ -112,6 +114,9 @@ async fn read_and_reconcile(meta: &RequestMeta, ctx: &Ctx) -> Result<Action> {
     let api: Api<ServiceRequest> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(mut sr) = api.get_opt(&name).await? else {
         ctx.routes.forget(&ns, &name);
+        ctx.metrics
+            .requests
+            .forget(&paver_crds::RequestKey::new(&ns, &name));
         return Ok(Action::await_change());
     };
     super::slim(&mut sr);
@@ -148,6 +153,12 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
     );
     let drift = status::is_drift(prev.render.as_ref(), &verdict, &commit);
     write(sr, ctx, api, &prev, &status, drift).await?;
+    ctx.metrics.requests.record(
+        &paver_crds::RequestKey::of(sr),
+        &sr.spec.team,
+        &status,
+        Utc::now().timestamp(),
+    );
     if let CommitState::Committed { revision, .. } = &commit
         && verdict.rendered.is_some()
     {
@@ -221,6 +232,7 @@ async fn decide(sr: &ServiceRequest, ctx: &Ctx, prev: &ServiceRequestStatus) -> 
         // A panic in the core is a bug; the request is held, not allowed.
         Err(e) => Verdict::unavailable(key(sr), format!("the decision failed: {e}")),
     };
+    ctx.metrics.decided(outcome_label(verdict.outcome), &sr.spec.team);
     for f in new_violations(&prev.violations, &verdict.policy.violations) {
         ctx.metrics
             .violations
@@ -232,6 +244,19 @@ async fn decide(sr: &ServiceRequest, ctx: &Ctx, prev: &ServiceRequestStatus) -> 
             .inc();
     }
     verdict
+}
+
+/// How `paver_policy_decisions_total` names an outcome.
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Invalid => "invalid",
+        Outcome::PolicyUnavailable => "policy_unavailable",
+        Outcome::Denied => "denied",
+        Outcome::NeedsApproval => "needs_approval",
+        Outcome::ApprovalRejected => "approval_rejected",
+        Outcome::Allowed => "allowed",
+        Outcome::RenderFailed => "render_failed",
+    }
 }
 
 /// The violations in `now` that `before` (the request's status) did not hold.
@@ -297,7 +322,10 @@ async fn commit(
         summary,
     };
     let started = std::time::Instant::now();
-    let submitted = ctx.writer.submit(change).await;
+    let submitted = {
+        let _waiting = super::metrics::InFlight::new(&ctx.metrics.git_pending);
+        ctx.writer.submit(change).await
+    };
     // The writer has dropped its copy by the time it answers.
     rendered.files = Arc::try_unwrap(files).unwrap_or_else(|shared| (*shared).clone());
     match submitted {
@@ -315,7 +343,7 @@ async fn commit(
         }
         Err(e) => {
             ctx.metrics
-                .git("commit", "failed", started.elapsed().as_secs_f64());
+                .git_failed("commit", e.label(), started.elapsed().as_secs_f64());
             let already = prev.render.as_ref().is_some_and(|r| {
                 r.digest == rendered.digest && r.generation == generation && r.path == rendered.dir
             });
@@ -555,6 +583,7 @@ fn summary(status: &ServiceRequestStatus) -> String {
 /// Deletion: remove the request's directory in a commit, then let go.
 async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> Result<Action> {
     ctx.would_deny.forget(&paver_crds::RequestKey::of(sr));
+    ctx.metrics.requests.forget(&paver_crds::RequestKey::of(sr));
     if !sr.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
@@ -577,9 +606,13 @@ async fn cleanup(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceRequest>) -> R
             summary: format!("remove {} (request deleted)", key(sr)),
         };
         let started = std::time::Instant::now();
-        if let Err(e) = ctx.writer.submit(change).await {
+        let submitted = {
+            let _waiting = super::metrics::InFlight::new(&ctx.metrics.git_pending);
+            ctx.writer.submit(change).await
+        };
+        if let Err(e) = submitted {
             ctx.metrics
-                .git("delete", "failed", started.elapsed().as_secs_f64());
+                .git_failed("delete", e.label(), started.elapsed().as_secs_f64());
             warn!(error = %e, "failed to remove the request's directory; retrying");
             return Ok(Action::requeue(PUSH_RETRY));
         }

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     hash::{Hash, Hasher},
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     time::Duration,
 };
 
@@ -142,7 +142,18 @@ async fn wait_ready(rx: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// Runs the operator until a signal, or until leadership is lost.
+/// How a leadership term ended.
+enum Ended {
+    /// SIGTERM or SIGINT: running reconciles finished, the process stops.
+    Stopped,
+    /// The Lease could not be renewed or another replica took it: the term
+    /// stopped at once and the replica campaigns again.
+    LostLease,
+}
+
+/// Runs the operator until SIGTERM or SIGINT. With leader election it
+/// stands by until it holds the Lease, leads until it loses it, and then
+/// campaigns again in the same process.
 pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let client = api_client(&config).await?;
     let metrics = Metrics::default();
@@ -160,28 +171,26 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             }
         });
     }
-    wait_for_crds(&client).await?;
-
     let lease = (!config.lease_namespace.is_empty()).then(|| leader::LeaseConfig {
         namespace: config.lease_namespace.clone(),
         name: config.lease_name.clone(),
         identity: std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("paver-{}", std::process::id())),
-        duration: Duration::from_secs(15),
-        renew_every: Duration::from_secs(5),
+        duration: config.lease_duration,
+        renew_deadline: config.lease_renew_deadline,
+        retry_period: config.lease_retry_period,
     });
-    // None: no leader election (one replica); never "lost".
-    let leadership = match &lease {
-        None => None,
-        Some(cfg) => {
-            tokio::select! {
-                rx = leader::lead(client.clone(), cfg.clone()) => Some(rx),
-                _ = shutdown_signal() => return Ok(()),
-            }
-        }
-    };
-
+    if let Some(cfg) = &lease {
+        cfg.check().map_err(anyhow::Error::msg)?;
+    }
+    let stop = stop_on_signal();
+    tokio::select! {
+        r = wait_for_crds(&client) => r?,
+        _ = stopped(stop.clone()) => return Ok(()),
+    }
+    // One writer for the process: its working clone outlives a term, and a
+    // change whose reconcile was dropped with its term is not committed.
     let writer = WriterHandle::spawn(
         GitConfig {
             url: config.repo_url.clone(),
@@ -193,7 +202,80 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         },
         WriterOptions::default(),
     );
-    let argocd = argocd_installed(&client).await;
+    loop {
+        // None: no leader election (one replica); never "lost".
+        let leadership = match &lease {
+            None => None,
+            Some(cfg) => {
+                health.set(http::Role::StandingBy);
+                tokio::select! {
+                    rx = leader::lead(client.clone(), cfg.clone()) => Some(rx),
+                    _ = stopped(stop.clone()) => return Ok(()),
+                }
+            }
+        };
+        health.set(http::Role::Syncing);
+        metrics.leader.set(1);
+        let ended = term(
+            &client,
+            &config,
+            &metrics,
+            &health,
+            &writer,
+            leadership,
+            stop.clone(),
+        )
+        .await;
+        metrics.leader.set(0);
+        // A standby reports nothing of the requests it no longer reconciles.
+        metrics.end_term();
+        health.set(http::Role::Starting);
+        match ended? {
+            Ended::Stopped => break,
+            Ended::LostLease => warn!("stepped down: reconciles stopped; campaigning for the Lease again"),
+        }
+    }
+    if let Some(cfg) = &lease {
+        leader::release(client, cfg).await;
+    }
+    Ok(())
+}
+
+/// One leadership term: watches, caches and the ServiceRequest controller,
+/// all dropped (and their tasks aborted) when the term ends. A reconcile cut
+/// short by a lost Lease is as safe as one cut short by SIGKILL: what it
+/// had pushed is found by its trailer in the next term.
+async fn term(
+    client: &Client,
+    config: &OperatorConfig,
+    metrics: &Metrics,
+    health: &http::Health,
+    writer: &WriterHandle,
+    leadership: Option<tokio::sync::watch::Receiver<bool>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Ended> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let body = lead(client, config, metrics, health, writer, &mut tasks, stop);
+    tokio::select! {
+        r = body => r,
+        _ = leadership_lost(leadership) => {
+            error!("leadership lost: stopping every reconcile now");
+            Ok(Ended::LostLease)
+        }
+    }
+    // `tasks` is dropped here: every task of the term is aborted.
+}
+
+async fn lead(
+    client: &Client,
+    config: &OperatorConfig,
+    metrics: &Metrics,
+    health: &http::Health,
+    writer: &WriterHandle,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Ended> {
+    let argocd = argocd_installed(client).await;
     if !argocd {
         warn!("the Argo CD Application CRD is not installed: requests stop at Rendered");
     }
@@ -211,7 +293,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         client: client.clone(),
         config: config.clone(),
         catalog: RwLock::new(catalog),
-        writer,
+        writer: writer.clone(),
         metrics: metrics.clone(),
         events: events::Events::new(client.clone(), "paver", std::env::var("POD_NAME").ok()),
         argocd,
@@ -231,10 +313,10 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let (namespaces_ready_tx, mut namespaces_ready) = tokio::sync::watch::channel(false);
     let projects = argocd.then(|| {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(super::projects::run(ctx.clone(), rx));
+        tasks.spawn(super::projects::run(ctx.clone(), rx));
         tx
     });
-    tokio::spawn(watch::guarded_watch(
+    tasks.spawn(watch::guarded_watch(
         Api::all(client.clone()),
         super::namespace::Namespaces {
             ctx: ctx.clone(),
@@ -244,7 +326,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             projects,
         },
     ));
-    tokio::spawn(watch::guarded_watch(
+    tasks.spawn(watch::guarded_watch(
         Api::all(client.clone()),
         route::Routes {
             ctx: ctx.clone(),
@@ -255,7 +337,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             revisions: Default::default(),
         },
     ));
-    tokio::spawn(watch::guarded_watch(
+    tasks.spawn(watch::guarded_watch(
         Api::all(client.clone()),
         bundle::Bundles {
             ctx: ctx.clone(),
@@ -276,7 +358,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             .modify(slim)
             .reflect(approvals_writer)
             .applied_objects();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(a) = stream.next().await {
                 if let Ok(a) = a
@@ -289,7 +371,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     }
     // A Scorecard deleted by hand is recreated by its request's reconcile.
     let (scorecards_ready_tx, mut scorecards_ready) = tokio::sync::watch::channel(false);
-    tokio::spawn(watch::guarded_watch(
+    tasks.spawn(watch::guarded_watch(
         Api::all(client.clone()),
         scorecards::Scorecards {
             ctx: ctx.clone(),
@@ -308,7 +390,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             .modify(slim)
             .reflect(applications_writer)
             .applied_objects();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut stream = std::pin::pin!(stream);
             // Argo CD rewrites an Application at every refresh (reconciledAt):
             // only a change in what Paver reads from it wakes the request.
@@ -328,26 +410,32 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         });
     }
 
-    wait_ready(&mut routes_ready).await;
-    wait_ready(&mut bundles_ready).await;
-    wait_ready(&mut namespaces_ready).await;
-    // What a reconcile compares its Scorecard with, and Argo CD's view of
-    // each request: judged before they are listed, every request would
-    // write a Scorecard (and status) after a restart with nothing changed.
-    wait_ready(&mut scorecards_ready).await;
-    if argocd && applications.wait_until_ready().await.is_err() {
-        warn!("the Application watch stopped before it listed anything");
-    }
-    // Who owns which directory, before any request may claim one.
-    while let Err(e) = load_claims(&client, &ctx.claims).await {
-        warn!(error = %e, "could not list the requests' directories; retrying");
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = async {
+        wait_ready(&mut routes_ready).await;
+        wait_ready(&mut bundles_ready).await;
+        wait_ready(&mut namespaces_ready).await;
+        // What a reconcile compares its Scorecard with, and Argo CD's view of
+        // each request: judged before they are listed, every request would
+        // write a Scorecard (and status) after a restart with nothing changed.
+        wait_ready(&mut scorecards_ready).await;
+        if argocd && applications.wait_until_ready().await.is_err() {
+            warn!("the Application watch stopped before it listed anything");
+        }
+        // Who owns which directory, before any request may claim one.
+        while let Err(e) = load_claims(client, &ctx.claims).await {
+            warn!(error = %e, "could not list the requests' directories; retrying");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    tokio::select! {
+        _ = loaded => {}
+        _ = stopped(stop.clone()) => return Ok(Ended::Stopped),
     }
     info!(
         directories = ctx.claims.len(),
         "routes, bundles, Scorecards, Applications and directories loaded; starting the ServiceRequest controller"
     );
-    health.ready.store(true, Ordering::Relaxed);
+    health.set(http::Role::Leading);
 
     // Metadata only: list and watch as PartialObjectMetadata.
     let api: Api<RequestMeta> = Api::all(client.clone());
@@ -359,44 +447,31 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .predicate_filter(generation_or_deletion, Default::default());
     {
         let (ctx, trigger) = (ctx.clone(), trigger.clone());
-        tokio::spawn(async move { ctx.resync.run(trigger).await });
+        tasks.spawn(async move { ctx.resync.run(trigger).await });
     }
-    tokio::spawn(super::would_deny::run(ctx.clone()));
+    tasks.spawn(super::would_deny::run(ctx.clone()));
     // Triggers name requests; the controller's cache holds their metadata.
     let trigger_stream = tokio_stream_from(trigger_rx)
         .map(|r| ObjectRef::<RequestMeta>::new(&r.name).within(r.namespace.as_deref().unwrap_or_default()));
-    let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel();
-    let controller = Controller::for_stream(stream, requests)
+    Controller::for_stream(stream, requests)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .reconcile_on(trigger_stream)
         .graceful_shutdown_on(async move {
-            tokio::select! {
-                _ = shutdown_signal() => info!("signalled; finishing running reconciles and stopping"),
-                _ = leadership_lost(leadership, lost_tx) => error!("leadership lost; stopping"),
-            }
+            stopped(stop).await;
+            info!("signalled; finishing running reconciles and stopping");
         })
         .run(request::reconcile, request::error_policy, ctx.clone())
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "reconcile did not complete");
             }
-        });
-    controller.await;
-    if lost_rx.try_recv().is_ok() {
-        // Exit non-zero: the Pod restarts and stands by as a follower.
-        anyhow::bail!("lost the leader Lease to another replica");
-    }
-    if let Some(cfg) = &lease {
-        leader::release(client, cfg).await;
-    }
-    Ok(())
+        })
+        .await;
+    Ok(Ended::Stopped)
 }
 
 /// Resolves when this replica stops leading; never without leader election.
-async fn leadership_lost(
-    leadership: Option<tokio::sync::watch::Receiver<bool>>,
-    lost: tokio::sync::oneshot::Sender<()>,
-) {
+async fn leadership_lost(leadership: Option<tokio::sync::watch::Receiver<bool>>) {
     let Some(mut rx) = leadership else {
         return std::future::pending().await;
     };
@@ -405,7 +480,25 @@ async fn leadership_lost(
             break;
         }
     }
-    let _ = lost.send(());
+}
+
+/// A flag that turns true at the first SIGTERM or SIGINT (one listener for
+/// the process, so a signal between two terms is not missed).
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves once the stop flag is set.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        // The signal listener is gone: no signal will come.
+        std::future::pending::<()>().await;
+    }
 }
 
 /// SIGINT or SIGTERM (what Kubernetes sends a Pod being stopped).

@@ -18,7 +18,8 @@ use super::index::{RequestKey, key_ref};
 
 /// Scorecards are named after their request: the request's reference →
 /// what its Scorecard reports (a digest of its status without
-/// `evaluatedAt`) and the team its score is labelled with on /metrics.
+/// `evaluatedAt`) and the team and level its score and level are labelled
+/// with on /metrics.
 #[derive(Debug, Default)]
 pub struct SeenScorecards {
     digests: RwLock<HashMap<RequestKey, Seen>>,
@@ -27,7 +28,30 @@ pub struct SeenScorecards {
 #[derive(Debug)]
 struct Seen {
     digest: u64,
-    team: Box<str>,
+    /// The labels of `paver_scorecard_score` and `paver_scorecard_level`.
+    labels: Labels,
+}
+
+/// What a Scorecard's metrics are labelled with besides its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Labels {
+    pub team: Box<str>,
+    pub level: Box<str>,
+}
+
+impl Labels {
+    fn of(sc: &Scorecard) -> Self {
+        Labels {
+            team: sc.spec.team.as_str().into(),
+            level: sc
+                .status
+                .as_ref()
+                .map(|s| s.level.as_str())
+                .filter(|l| !l.is_empty())
+                .unwrap_or(paver_core::score::NO_LEVEL)
+                .into(),
+        }
+    }
 }
 
 /// A digest of what a Scorecard reports, leaving out when it was evaluated.
@@ -53,33 +77,34 @@ impl SeenScorecards {
             .is_some_and(|seen| seen.digest == digest(status))
     }
 
-    /// Records what `sc` reports; returns the team it was seen with before
-    /// when that was another one.
-    fn saw(&self, sc: &Scorecard) -> Option<Box<str>> {
+    /// Records what `sc` reports; returns the labels it was seen with
+    /// before when they were others.
+    fn saw(&self, sc: &Scorecard) -> Option<Labels> {
         let seen = Seen {
             digest: sc.status.as_ref().map_or(0, digest),
-            team: sc.spec.team.as_str().into(),
+            labels: Labels::of(sc),
         };
+        let now = seen.labels.clone();
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
         digests
             .insert(RequestKey::of(sc), seen)
-            .map(|before| before.team)
-            .filter(|team| **team != *sc.spec.team)
+            .map(|before| before.labels)
+            .filter(|before| *before != now)
     }
 
-    /// Forgets the Scorecard of `key`; returns its team, if it was known.
-    fn forget(&self, key: &RequestKey) -> Option<Box<str>> {
+    /// Forgets the Scorecard of `key`; returns its labels, if it was known.
+    fn forget(&self, key: &RequestKey) -> Option<Labels> {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
-        digests.remove(key).map(|seen| seen.team)
+        digests.remove(key).map(|seen| seen.labels)
     }
 
     /// Keep only the requests in `listed` (after a relist); returns the
-    /// ones dropped, with their teams.
-    fn retain(&self, listed: &HashSet<RequestKey>) -> Vec<(RequestKey, Box<str>)> {
+    /// ones dropped, with their labels.
+    fn retain(&self, listed: &HashSet<RequestKey>) -> Vec<(RequestKey, Labels)> {
         let mut digests = self.digests.write().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<RequestKey> = digests.keys().filter(|k| !listed.contains(*k)).cloned().collect();
         gone.into_iter()
-            .filter_map(|k| digests.remove(&k).map(|seen| (k, seen.team)))
+            .filter_map(|k| digests.remove(&k).map(|seen| (k, seen.labels)))
             .collect()
     }
 }
@@ -104,14 +129,30 @@ fn score_labels(key: &RequestKey, team: &str) -> super::metrics::ServiceLabels {
     }
 }
 
+fn level_labels(key: &RequestKey, labels: &Labels) -> super::metrics::LevelLabels {
+    let (namespace, name) = key.parts();
+    super::metrics::LevelLabels {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        team: labels.team.to_string(),
+        level: labels.level.to_string(),
+    }
+}
+
 impl Scorecards {
-    /// The Scorecard of `key` is gone: so is its score, and its request
-    /// (if it still exists) writes it again.
-    fn gone(&self, key: &RequestKey, team: Option<Box<str>>) {
-        if let Some(team) = team {
-            self.ctx.metrics.scores.remove(&score_labels(key, &team));
+    /// The Scorecard of `key` is gone: so are its score and level, and its
+    /// request (if it still exists) writes it again.
+    fn gone(&self, key: &RequestKey, labels: Option<Labels>) {
+        if let Some(labels) = labels {
+            self.forget_metrics(key, &labels);
         }
         let _ = self.trigger.send(key_ref(key));
+    }
+
+    fn forget_metrics(&self, key: &RequestKey, labels: &Labels) {
+        let metrics = &self.ctx.metrics;
+        metrics.scores.remove(&score_labels(key, &labels.team));
+        metrics.levels.remove(&level_labels(key, labels));
     }
 }
 
@@ -119,24 +160,29 @@ impl super::watch::Handler for Scorecards {
     type K = Scorecard;
     const KIND: &'static str = "scorecard";
 
-    /// Also `paver_scorecard_score`, from every Scorecard listed or
-    /// changed: present after a restart for the ones nothing rewrites.
+    /// Also `paver_scorecard_score` and `paver_scorecard_level`, from
+    /// every Scorecard listed or changed: present after a restart for the
+    /// ones nothing rewrites.
     async fn apply(&mut self, sc: Scorecard) {
         let key = RequestKey::of(&sc);
-        if let Some(old_team) = self.ctx.scorecards.saw(&sc) {
-            self.ctx.metrics.scores.remove(&score_labels(&key, &old_team));
+        if let Some(before) = self.ctx.scorecards.saw(&sc) {
+            self.forget_metrics(&key, &before);
         }
         let score = sc.status.as_ref().map_or(0, |s| i64::from(s.score));
-        self.ctx
-            .metrics
+        let metrics = &self.ctx.metrics;
+        metrics
             .scores
             .get_or_create(&score_labels(&key, &sc.spec.team))
             .set(score);
+        metrics
+            .levels
+            .get_or_create(&level_labels(&key, &Labels::of(&sc)))
+            .set(1);
     }
 
     async fn delete(&mut self, key: RequestKey) {
-        let team = self.ctx.scorecards.forget(&key);
-        self.gone(&key, team);
+        let labels = self.ctx.scorecards.forget(&key);
+        self.gone(&key, labels);
     }
 
     /// Paver's own object, unreadable (edited by hand): its request writes
@@ -147,8 +193,8 @@ impl super::watch::Handler for Scorecards {
 
     async fn listed(&mut self, listed: HashSet<RequestKey>) {
         // Deleted while the watch was down.
-        for (key, team) in self.ctx.scorecards.retain(&listed) {
-            self.gone(&key, Some(team));
+        for (key, labels) in self.ctx.scorecards.retain(&listed) {
+            self.gone(&key, Some(labels));
         }
         self.ready.send_replace(true);
     }
@@ -187,17 +233,32 @@ mod tests {
         seen.saw(&sc);
         assert!(seen.reports("team", "svc", &later));
         assert!(!seen.reports("team", "svc", &changed));
-        assert_eq!(seen.forget(&RequestKey::of(&sc)).as_deref(), Some(""));
+        let labels = |team: &str, level: &str| Labels {
+            team: team.into(),
+            level: level.into(),
+        };
+        assert_eq!(seen.forget(&RequestKey::of(&sc)), Some(labels("", "bronze")));
         assert!(!seen.reports("team", "svc", &status));
 
-        // The team its score is labelled with is kept beside the digest,
-        // and a new team hands back the old one (its label goes).
+        // The team and level its score and level are labelled with are
+        // kept beside the digest, and a new team or level hands back the
+        // old ones (their labels go).
         sc.spec.team = "a".into();
         assert_eq!(seen.saw(&sc), None);
-        assert_eq!(seen.saw(&sc), None, "same team");
+        assert_eq!(seen.saw(&sc), None, "same team and level");
         sc.spec.team = "b".into();
-        assert_eq!(seen.saw(&sc).as_deref(), Some("a"));
-        seen.forget(&RequestKey::of(&sc));
+        assert_eq!(seen.saw(&sc), Some(labels("a", "bronze")));
+        if let Some(s) = sc.status.as_mut() {
+            s.level = "silver".into();
+        }
+        assert_eq!(seen.saw(&sc), Some(labels("b", "bronze")));
+        sc.status = None;
+        assert_eq!(seen.saw(&sc), Some(labels("b", "silver")));
+        assert_eq!(
+            seen.forget(&RequestKey::of(&sc)),
+            Some(labels("b", "none")),
+            "no status: no level"
+        );
 
         // A relist that no longer lists a Scorecard hands back its request.
         let mut kept = Scorecard::new("kept", Default::default());

@@ -169,4 +169,24 @@ pub enum Error {
     WriterStopped,
 }
 
+impl Error {
+    /// What failed, for metrics (`paver_git_failures_total{error}`): the
+    /// remote could not be fetched or pushed, kept rejecting the push, the
+    /// credentials could not be read, the local cache could not be opened,
+    /// one change was invalid, another git operation failed, or the writer
+    /// has stopped.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Open { .. } => "open",
+            Error::Fetch { .. } => "fetch",
+            Error::Push { .. } => "push",
+            Error::PushRejected { .. } => "rejected",
+            Error::Credentials { .. } => "credentials",
+            Error::InvalidChange { .. } => "change",
+            Error::Git { .. } => "git",
+            Error::WriterStopped => "writer",
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -145,6 +145,12 @@ async fn run(config: GitConfig, options: WriterOptions, mut rx: mpsc::UnboundedR
                 Ok(None) | Err(_) => break,
             }
         }
+        // A change whose reconcile is gone (dropped with a leadership term
+        // that ended) is not committed: the next leader decides it again.
+        batch.retain(|(_, reply)| !reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let (changes, replies): (Vec<Change>, Vec<Reply<ChangeOutcome>>) = batch.into_iter().unzip();
         tracing::debug!(size = changes.len(), "committing a batch");
         let (r, outcome) = blocking(repo, &config, options.retry, move |repo| {
