@@ -102,6 +102,11 @@ pub fn operator_image() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// The operator's log filter: `PAVER_E2E_RUST_LOG`, else `info`.
+fn log_filter() -> String {
+    std::env::var("PAVER_E2E_RUST_LOG").unwrap_or_else(|_| "info".into())
+}
+
 fn buildah(args: &[&str]) -> Result<String> {
     run(Command::new("buildah")
         .arg("--storage-driver")
@@ -216,7 +221,7 @@ impl Pod {
             "PAVER_GIT_USERNAME_FILE=/etc/paver/git/username".into(),
             "PAVER_GIT_TOKEN_FILE=/etc/paver/git/token".into(),
             format!("POD_NAME=paver-operator-{port}"),
-            "RUST_LOG=info".into(),
+            format!("RUST_LOG={}", log_filter()),
             "NO_COLOR=1".into(),
         ]
         .into();
@@ -274,7 +279,7 @@ impl Operator {
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_paver"));
                 cmd.args(&self.args)
                     .env("KUBECONFIG", kubeconfig)
-                    .env("RUST_LOG", "info")
+                    .env("RUST_LOG", log_filter())
                     .env("NO_COLOR", "1");
                 cmd
             }

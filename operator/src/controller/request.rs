@@ -471,12 +471,37 @@ async fn write(
         .await;
     }
     if status != prev {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(changed = ?changed_fields(prev, status), "writing the status");
+        }
         super::apply_status(api, &sr.name_any(), status, &ctx.metrics).await?;
         if status.phase != prev.phase || sr.status.is_none() {
             announce(ctx, sr, status).await;
         }
     }
     Ok(())
+}
+
+/// The status fields (conditions by type) that differ: why a status is
+/// written, in the debug log.
+fn changed_fields(prev: &ServiceRequestStatus, now: &ServiceRequestStatus) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(prev), serde_json::to_value(now))
+    else {
+        return Vec::new();
+    };
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let mut changed: Vec<String> = keys
+        .into_iter()
+        .filter(|k| *k != "conditions" && a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    for c in &now.conditions {
+        if prev.conditions.iter().find(|p| p.type_ == c.type_) != Some(c) {
+            changed.push(format!("conditions[{}]", c.type_));
+        }
+    }
+    changed
 }
 
 /// Writes the request's Scorecard when its content differs from what is there.
@@ -486,6 +511,7 @@ async fn apply_scorecard(ctx: &Ctx, sr: &ServiceRequest, mut status: ScorecardSt
     if ctx.scorecards.reports(&ns, &name, &status) {
         return Ok(());
     }
+    tracing::debug!(score = status.score, level = %status.level, "writing the Scorecard");
     if status.evaluated_at.is_empty() {
         status.evaluated_at = now_rfc3339();
     }
@@ -673,6 +699,24 @@ fn retry_after(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_fields_name_what_a_status_write_changes() {
+        let before = ServiceRequestStatus {
+            phase: Phase::Rendered,
+            conditions: vec![paver_crds::Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut after = before.clone();
+        assert!(changed_fields(&before, &after).is_empty());
+        after.phase = Phase::Synced;
+        after.conditions[0].status = "True".into();
+        assert_eq!(changed_fields(&before, &after), ["phase", "conditions[Ready]"]);
+    }
 
     #[test]
     fn violations_count_once_not_at_every_resync() {
