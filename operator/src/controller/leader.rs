@@ -12,13 +12,13 @@ use std::time::Duration;
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::MicroTime,
-    jiff::{SignedDuration, Timestamp},
+    jiff::Timestamp,
 };
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 /// Lease settings.
 #[derive(Clone, Debug)]
@@ -79,15 +79,44 @@ fn lease_spec(
     }
 }
 
-fn expired(spec: &LeaseSpec) -> bool {
-    let (Some(renew), Some(secs)) = (&spec.renew_time, spec.lease_duration_seconds) else {
-        return true;
-    };
-    Timestamp::now() > renew.0 + SignedDuration::from_secs(i64::from(secs))
+/// What a replica last saw of another holder's Lease record, and when by
+/// its own clock. Like client-go, a record counts as expired once it has
+/// not changed for its duration *as this replica observed it*: the
+/// holder's `renewTime` comes from another node's clock, and comparing it
+/// with ours would shorten or stretch a failover by the skew between them.
+#[derive(Debug, Default)]
+struct Observed {
+    record: Option<(Option<String>, Option<MicroTime>)>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// Whether `spec`'s holder has let it lapse, as of `now`.
+    fn expired(&mut self, spec: &LeaseSpec, now: Instant) -> bool {
+        if spec.holder_identity.is_none() || spec.renew_time.is_none() {
+            // Released (or never held).
+            return true;
+        }
+        let record = (spec.holder_identity.clone(), spec.renew_time.clone());
+        let since = match (&self.record, self.since) {
+            (Some(seen), Some(since)) if *seen == record => since,
+            _ => {
+                self.record = Some(record);
+                self.since = Some(now);
+                now
+            }
+        };
+        let secs = u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0);
+        now.duration_since(since) > Duration::from_secs(secs)
+    }
 }
 
 /// Tries once to take or renew the lease. Returns whether we hold it.
-async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::Error> {
+async fn try_acquire(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    observed: &mut Observed,
+) -> Result<bool, kube::Error> {
     match api.get_opt(&cfg.name).await? {
         None => {
             let lease = Lease {
@@ -106,7 +135,7 @@ async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, kube::
         Some(mut lease) => {
             let spec = lease.spec.clone().unwrap_or_default();
             let ours = spec.holder_identity.as_deref() == Some(cfg.identity.as_str());
-            if !ours && !expired(&spec) {
+            if !ours && !observed.expired(&spec, Instant::now()) {
                 return Ok(false);
             }
             let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -148,8 +177,9 @@ pub async fn release(client: Client, cfg: &LeaseConfig) {
 pub async fn lead(client: Client, cfg: LeaseConfig) -> watch::Receiver<bool> {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let (mut said_waiting, mut failures) = (false, 0u32);
+    let mut observed = Observed::default();
     loop {
-        let attempt = tokio::time::timeout(cfg.renew_deadline, try_acquire(&api, &cfg));
+        let attempt = tokio::time::timeout(cfg.renew_deadline, try_acquire(&api, &cfg, &mut observed));
         match attempt.await.unwrap_or(Ok(false)) {
             Ok(true) => break,
             // Said once per campaign: a standby retries every retry period.
@@ -172,6 +202,7 @@ pub async fn lead(client: Client, cfg: LeaseConfig) -> watch::Receiver<bool> {
     tracing::info!(lease = %cfg.name, identity = %cfg.identity, "acquired leadership");
     let (tx, rx) = watch::channel(true);
     tokio::spawn(async move {
+        let mut observed = Observed::default();
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -181,7 +212,7 @@ pub async fn lead(client: Client, cfg: LeaseConfig) -> watch::Receiver<bool> {
             // One attempt may not outlast the deadline (an API server that
             // accepts connections and never answers).
             let left = cfg.renew_deadline.saturating_sub(last_renewed.elapsed());
-            let attempt = tokio::time::timeout(left, try_acquire(&api, &cfg)).await;
+            let attempt = tokio::time::timeout(left, try_acquire(&api, &cfg, &mut observed)).await;
             match attempt {
                 Ok(Ok(true)) => last_renewed = tokio::time::Instant::now(),
                 Ok(Ok(false)) => {
@@ -219,6 +250,32 @@ mod tests {
             renew_deadline: Duration::from_secs(deadline),
             retry_period: Duration::from_secs(retry),
         }
+    }
+
+    #[test]
+    fn expiry_is_timed_by_the_observers_clock() {
+        let t0 = Instant::now();
+        let spec = |holder: Option<&str>, renewed_secs: i64| LeaseSpec {
+            holder_identity: holder.map(str::to_string),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(
+                Timestamp::UNIX_EPOCH + k8s_openapi::jiff::SignedDuration::from_secs(renewed_secs),
+            )),
+            ..Default::default()
+        };
+        let mut seen = Observed::default();
+        // A renewTime from 1970 (a skewed clock) is not expired at first sight.
+        assert!(!seen.expired(&spec(Some("a"), 0), t0));
+        assert!(!seen.expired(&spec(Some("a"), 0), t0 + Duration::from_secs(15)));
+        assert!(seen.expired(&spec(Some("a"), 0), t0 + Duration::from_secs(16)));
+        // A renewal restarts the wait.
+        assert!(!seen.expired(&spec(Some("a"), 2), t0 + Duration::from_secs(17)));
+        assert!(!seen.expired(&spec(Some("a"), 2), t0 + Duration::from_secs(31)));
+        assert!(seen.expired(&spec(Some("a"), 2), t0 + Duration::from_secs(33)));
+        // Released: free at once.
+        let mut released = spec(None, 2);
+        released.renew_time = None;
+        assert!(Observed::default().expired(&released, t0));
     }
 
     #[test]
