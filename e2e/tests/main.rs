@@ -1548,16 +1548,7 @@ async fn operator_killed_mid_flight_loses_and_duplicates_nothing(env: &mut Env) 
     // The new process waits out the old Lease before it reconciles; the
     // statuses may already say Rendered (written before the kill).
     env.operator.wait_ready().await?;
-    for n in &names {
-        wait_phase(&env.client, ns, n, Phase::Rendered).await?;
-    }
-    let clone = env.cluster.remote().clone_repo()?;
-    for n in &names {
-        let commits = clone.commits_for(&format!("{ns}/{n}"))?;
-        if commits.len() != 1 {
-            bail!("{ns}/{n} has {} commits, want exactly 1", commits.len());
-        }
-    }
+    support::rendered_and_committed_once(&env.client, &env.cluster.remote(), ns, &names).await?;
     Ok(())
 }
 

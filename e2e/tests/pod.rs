@@ -10,7 +10,7 @@ use anyhow::{Result, bail, ensure};
 use paver_crds::Phase;
 
 use crate::{
-    Env, RESYNC, namespace,
+    Env, RESYNC, namespace, support,
     support::{ClusterExt as _, Operator, example, http_get, operator_image, wait_for, wait_phase},
 };
 
@@ -22,6 +22,14 @@ async fn readyz(op: &Operator) -> String {
     http_get(&op.readyz())
         .await
         .unwrap_or_else(|e| format!("not ready: {e:#}"))
+}
+
+/// Waits until the API server's /readyz answers (after a restart).
+async fn api_server_ready(env: &Env, what: &str) -> Result<()> {
+    wait_for(what, Duration::from_secs(90), || async {
+        Ok(env.cluster.kubectl(&["get", "--raw", "/readyz"]).ok().map(drop))
+    })
+    .await
 }
 
 /// Waits until `op`'s /readyz body starts with `want`; how long it took.
@@ -154,12 +162,7 @@ pub async fn control_plane_restarts_under_load(env: &mut Env) -> Result<()> {
         "the operator exited while the API server was down"
     );
     env.cluster.script("apiserver-start")?;
-    wait_for(
-        "the API server to answer again",
-        Duration::from_secs(90),
-        || async { Ok(env.cluster.kubectl(&["get", "--raw", "/readyz"]).ok().map(drop)) },
-    )
-    .await?;
+    api_server_ready(env, "the API server to answer again").await?;
     let back = wait_readyz(&env.operator, "ready: leading", Duration::from_secs(60)).await?;
     eprintln!(
         "     API server down 20 s: the operator led again {:.1} s after it answered ({:.1} s after the stop)",
@@ -171,28 +174,14 @@ pub async fn control_plane_restarts_under_load(env: &mut Env) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     ensure!(env.operator.alive(), "the operator exited while etcd was down");
     env.cluster.script("etcd-start")?;
-    wait_for(
-        "the API server to be ready on etcd again",
-        Duration::from_secs(90),
-        || async { Ok(env.cluster.kubectl(&["get", "--raw", "/readyz"]).ok().map(drop)) },
-    )
-    .await?;
+    api_server_ready(env, "the API server to be ready on etcd again").await?;
     wait_readyz(&env.operator, "ready: leading", Duration::from_secs(60)).await?;
     ensure!(
         env.operator.alive(),
         "the operator exited after the control-plane restarts"
     );
 
-    for n in &names {
-        wait_phase(&env.client, ns, n, Phase::Rendered).await?;
-    }
-    let clone = env.cluster.remote().clone_repo()?;
-    for n in &names {
-        let commits = clone.commits_for(&format!("{ns}/{n}"))?;
-        if commits.len() != 1 {
-            bail!("{ns}/{n} has {} commits, want exactly 1", commits.len());
-        }
-    }
+    support::rendered_and_committed_once(&env.client, &env.cluster.remote(), ns, &names).await?;
     let log = std::fs::read(&env.operator.log)?;
     let log = String::from_utf8_lossy(&log[log_before.min(log.len() as u64) as usize..]);
     ensure!(

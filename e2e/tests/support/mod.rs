@@ -554,6 +554,27 @@ where
 }
 
 /// Waits until the request reports `phase` for its current generation.
+/// Waits for each of `names` in `ns` to be Rendered, then checks that the
+/// output repository holds exactly one commit for each (by its trailer).
+pub async fn rendered_and_committed_once(
+    client: &Client,
+    remote: &Remote,
+    ns: &str,
+    names: &[String],
+) -> Result<()> {
+    for n in names {
+        wait_phase(client, ns, n, Phase::Rendered).await?;
+    }
+    let clone = remote.clone_repo()?;
+    for n in names {
+        let commits = clone.commits_for(&format!("{ns}/{n}"))?;
+        if commits.len() != 1 {
+            bail!("{ns}/{n} has {} commits, want exactly 1", commits.len());
+        }
+    }
+    Ok(())
+}
+
 pub async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> Result<ServiceRequest> {
     let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));

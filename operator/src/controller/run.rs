@@ -255,7 +255,7 @@ async fn term(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Ended> {
     let mut tasks = tokio::task::JoinSet::new();
-    let body = lead(client, config, metrics, health, writer, &mut tasks, stop);
+    let body = reconcile_while_leading(client, config, metrics, health, writer, &mut tasks, stop);
     tokio::select! {
         r = body => r,
         _ = leadership_lost(leadership) => {
@@ -266,7 +266,9 @@ async fn term(
     // `tasks` is dropped here: every task of the term is aborted.
 }
 
-async fn lead(
+/// The term's work: its watches and caches, then the controller until
+/// SIGTERM (the caller drops it when the Lease is lost).
+async fn reconcile_while_leading(
     client: &Client,
     config: &OperatorConfig,
     metrics: &Metrics,
