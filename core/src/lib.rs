@@ -17,6 +17,7 @@ pub mod kubernetes;
 pub mod observed;
 pub mod paths;
 pub mod policy;
+pub mod preview;
 pub mod render;
 pub mod revision;
 pub mod score;

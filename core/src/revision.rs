@@ -78,6 +78,8 @@ pub struct Stored<S> {
     pub generation: i64,
     pub hash: String,
     pub spec: S,
+    /// When it was created (Unix seconds), if the server said.
+    pub created: Option<i64>,
 }
 
 /// Why a stored revision cannot be put in force.
@@ -144,6 +146,62 @@ pub fn to_prune<S>(revisions: &[Stored<S>], owner: &str, active: &str) -> Vec<St
         .collect()
 }
 
+/// The older versions of route `owner` its revisions hold, besides the
+/// head at `head`: for each version below the head, the sound revision
+/// with the highest generation (a version republished with other content
+/// is held as it was last published). Versions above the head are
+/// withdrawn and not held.
+pub fn versions_held<'a, S: Serialize>(
+    revisions: &'a [Stored<S>],
+    owner: &str,
+    owner_uid: Option<&str>,
+    head: &semver::Version,
+    version_of: impl Fn(&S) -> &str,
+) -> Vec<(semver::Version, &'a Stored<S>)> {
+    let mut held: std::collections::BTreeMap<semver::Version, &Stored<S>> = Default::default();
+    for rev in revisions.iter().filter(|r| r.owner == owner) {
+        let Ok(version) = semver::Version::parse(version_of(&rev.spec).trim()) else {
+            continue;
+        };
+        if version >= *head || refused(rev, owner, owner_uid).is_some() {
+            continue;
+        }
+        let newer = held
+            .get(&version)
+            .is_none_or(|h| (rev.generation, &rev.name) > (h.generation, &h.name));
+        if newer {
+            held.insert(version, rev);
+        }
+    }
+    held.into_iter().rev().collect()
+}
+
+/// The revisions of route `owner` to delete: those not in `keep` (the
+/// head's, and those of the versions requests or a rollout are on) that
+/// were created more than `retention_secs` before `now`, and beyond the
+/// [`KEEP_REVISIONS`] newest of the rest whatever their age.
+pub fn unused_to_prune<S>(
+    revisions: &[Stored<S>],
+    owner: &str,
+    keep: &std::collections::BTreeSet<String>,
+    now: i64,
+    retention_secs: i64,
+) -> Vec<String> {
+    let mut unused: Vec<&Stored<S>> = revisions
+        .iter()
+        .filter(|r| r.owner == owner && !keep.contains(&r.name))
+        .collect();
+    unused.sort_by_key(|r| std::cmp::Reverse((r.generation, r.created)));
+    unused
+        .into_iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            *i >= KEEP_REVISIONS || r.created.is_some_and(|c| now.saturating_sub(c) > retention_secs)
+        })
+        .map(|(_, r)| r.name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +215,7 @@ mod tests {
             generation,
             hash: spec_hash(&spec),
             spec,
+            created: Some(1_000 + generation),
         }
     }
 
@@ -214,5 +273,57 @@ mod tests {
         let revs: Vec<_> = (0..15).map(|g| rev(&format!("web-{g}"), g, json!(g))).collect();
         let pruned = to_prune(&revs, "web", "web-0");
         assert_eq!(pruned, ["web-4", "web-3", "web-2", "web-1"]);
+    }
+
+    fn versioned(name: &str, generation: i64, version: &str) -> Stored<Value> {
+        rev(
+            name,
+            generation,
+            json!({"version": version, "generation": generation}),
+        )
+    }
+
+    #[test]
+    fn versions_held_are_the_latest_publication_of_each_version_below_the_head() {
+        let mut edited = versioned("web-e", 7, "1.1.0");
+        edited.spec["version"] = json!("1.1.0");
+        edited.spec["x"] = json!(1);
+        let revs = vec![
+            versioned("web-a", 1, "1.0.0"),
+            versioned("web-b", 3, "1.0.0"),
+            versioned("web-c", 2, "1.1.0"),
+            edited,
+            versioned("web-d", 5, "2.0.0"),
+            versioned("web-f", 6, "3.0.0"),
+            versioned("web-g", 4, "not semver"),
+        ];
+        let head = semver::Version::new(2, 0, 0);
+        let held = versions_held(&revs, "web", Some("u1"), &head, |s| {
+            s["version"].as_str().unwrap_or("")
+        });
+        let names: Vec<(String, &str)> = held
+            .iter()
+            .map(|(v, r)| (v.to_string(), r.name.as_str()))
+            .collect();
+        // 1.0.0 republished at generation 3; 1.1.0's newest is edited, so
+        // refused; 2.0.0 is the head and 3.0.0 withdrawn above it.
+        assert_eq!(
+            names,
+            [("1.1.0".to_string(), "web-c"), ("1.0.0".to_string(), "web-b")]
+        );
+    }
+
+    #[test]
+    fn unused_revisions_go_after_the_retention_and_beyond_the_cap() {
+        let revs: Vec<_> = (0..15).map(|g| rev(&format!("web-{g}"), g, json!(g))).collect();
+        let keep: std::collections::BTreeSet<String> = ["web-0".to_string(), "web-14".to_string()].into();
+        // Created at 1000 + generation; now 1010, retention 5 s: 0..=4 are
+        // old (web-0 is kept); the cap of 10 unused (13 down to 4) drops 3..1.
+        let pruned = unused_to_prune(&revs, "web", &keep, 1_010, 5);
+        assert_eq!(pruned, ["web-4", "web-3", "web-2", "web-1"]);
+        // A long retention: only the cap.
+        let pruned = unused_to_prune(&revs, "web", &keep, 1_010, 1_000_000);
+        assert_eq!(pruned, ["web-3", "web-2", "web-1"]);
+        assert!(unused_to_prune(&revs, "other", &keep, 1_010, 0).is_empty());
     }
 }

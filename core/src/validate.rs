@@ -27,6 +27,8 @@ pub struct CompiledRoute {
     pub name: String,
     /// `spec.version`, parsed.
     pub version: semver::Version,
+    /// The PaveRouteRevision it was compiled from, when the shell named one.
+    pub revision: Option<String>,
     validator: Option<Validator>,
     pub(crate) env: minijinja::Environment<'static>,
 }
@@ -129,6 +131,7 @@ pub fn compile(route: PaveRoute) -> Result<CompiledRoute, Vec<FieldError>> {
             route,
             name,
             version,
+            revision: None,
             validator,
             env,
         }),
@@ -138,12 +141,18 @@ pub fn compile(route: PaveRoute) -> Result<CompiledRoute, Vec<FieldError>> {
 
 /// Chooses the route a request names: the highest non-retired version of
 /// `spec.route` that satisfies `spec.routeVersion` (any version when absent).
+///
+/// `head` is the version the PaveRoute's spec publishes now: versions above
+/// it are withdrawn (a route set back from 2.0.0 to 1.4.0 offers 1.4.0 and
+/// below), and a retired head retires the whole route. With no head, the
+/// highest version given is the head.
 pub fn select_route<'a>(
     routes: &'a [CompiledRoute],
     spec: &ServiceRequestSpec,
-) -> Result<&'a CompiledRoute, FieldError> {
-    let candidates: Vec<&CompiledRoute> = routes.iter().filter(|r| r.name == spec.route).collect();
-    if candidates.is_empty() {
+    head: Option<&semver::Version>,
+) -> Result<&'a CompiledRoute, Unselected> {
+    let all: Vec<&CompiledRoute> = routes.iter().filter(|r| r.name == spec.route).collect();
+    if all.is_empty() {
         let mut known: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
         known.sort_unstable();
         known.dedup();
@@ -154,7 +163,23 @@ pub fn select_route<'a>(
                 spec.route,
                 known.join(", ")
             ),
-        ));
+        )
+        .into());
+    }
+    let head = head.or_else(|| all.iter().map(|r| &r.version).max());
+    let candidates: Vec<&CompiledRoute> = all
+        .into_iter()
+        .filter(|r| head.is_none_or(|h| r.version <= *h))
+        .collect();
+    if let Some(h) = candidates
+        .iter()
+        .find(|r| Some(&r.version) == head && r.route.spec.lifecycle == Lifecycle::Retired)
+    {
+        return Err(FieldError::new(
+            "spec.route",
+            format!("route {} is retired and accepts no new requests", h.id()),
+        )
+        .into());
     }
     let range = match spec.route_version.as_deref().map(str::trim) {
         None | Some("") => semver::VersionReq::STAR,
@@ -173,14 +198,17 @@ pub fn select_route<'a>(
         .collect();
     if matching.is_empty() {
         let available: Vec<String> = available.iter().map(|v| v.to_string()).collect();
-        return Err(FieldError::new(
-            "spec.routeVersion",
-            format!(
-                "no version of route {:?} satisfies {range}; available: {}",
-                spec.route,
-                available.join(", ")
+        return Err(Unselected {
+            error: FieldError::new(
+                "spec.routeVersion",
+                format!(
+                    "no version of route {:?} satisfies {range}; available: {}",
+                    spec.route,
+                    available.join(", ")
+                ),
             ),
-        ));
+            no_match: true,
+        });
     }
     let best = matching
         .iter()
@@ -196,7 +224,26 @@ pub fn select_route<'a>(
                     "route {} is retired and accepts no new requests",
                     retired.join(", ")
                 ),
-            ))
+            )
+            .into())
+        }
+    }
+}
+
+/// Why no route was selected: the error, naming its field, and whether it
+/// is that `routeVersion` matches no version held (the request keeps its
+/// last render; its Validated condition says `NoMatchingRouteVersion`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unselected {
+    pub error: FieldError,
+    pub no_match: bool,
+}
+
+impl From<FieldError> for Unselected {
+    fn from(error: FieldError) -> Self {
+        Unselected {
+            error,
+            no_match: false,
         }
     }
 }

@@ -127,31 +127,73 @@ fn selects_highest_matching_non_retired_version() {
     ];
     let mut spec = request(json!({})).spec;
     assert_eq!(
-        select_route(&routes, &spec).expect("any").version.to_string(),
+        select_route(&routes, &spec, None)
+            .expect("any")
+            .version
+            .to_string(),
         "2.0.0"
     );
     spec.route_version = Some("^1".into());
     assert_eq!(
-        select_route(&routes, &spec).expect("^1").version.to_string(),
+        select_route(&routes, &spec, None)
+            .expect("^1")
+            .version
+            .to_string(),
         "1.4.2"
     );
     spec.route_version = Some("^3".into());
-    let err = select_route(&routes, &spec).expect_err("none");
+    let unselected = select_route(&routes, &spec, None).expect_err("none");
+    assert!(unselected.no_match);
+    let err = unselected.error;
     assert_eq!(err.field, "spec.routeVersion");
     assert!(err.message.contains("1.0.0, 1.4.2, 1.5.0, 2.0.0"), "{err}");
     spec.route_version = Some("=1.5.0".into());
-    let err = select_route(&routes, &spec).expect_err("retired");
+    let err = select_route(&routes, &spec, None).expect_err("retired").error;
     assert_eq!(err.field, "spec.route");
     assert!(err.message.contains("retired"), "{err}");
     spec.route_version = Some("not a range".into());
     assert_eq!(
-        select_route(&routes, &spec).expect_err("bad range").field,
+        select_route(&routes, &spec, None)
+            .expect_err("bad range")
+            .error
+            .field,
         "spec.routeVersion"
     );
     spec.route = "nope".into();
-    let err = select_route(&routes, &spec).expect_err("unknown");
+    let err = select_route(&routes, &spec, None).expect_err("unknown").error;
     assert_eq!(err.field, "spec.route");
     assert!(err.message.contains("known routes: other, svc"), "{err}");
+}
+
+/// The head (the version the PaveRoute's spec publishes) bounds what is
+/// offered: versions above it are withdrawn, and a retired head retires
+/// every version.
+#[test]
+fn the_head_withdraws_higher_versions_and_retires_the_route() {
+    let routes = vec![
+        compiled("svc", "1.0.0", Lifecycle::Active),
+        compiled("svc", "1.4.0", Lifecycle::Active),
+        compiled("svc", "2.0.0", Lifecycle::Active),
+    ];
+    let mut spec = request(json!({})).spec;
+    let head = semver::Version::new(1, 4, 0);
+    let pick = select_route(&routes, &spec, Some(&head)).expect("1.4.0");
+    assert_eq!(pick.version, head);
+    spec.route_version = Some("^2".into());
+    let unselected = select_route(&routes, &spec, Some(&head)).expect_err("2.0.0 is withdrawn");
+    assert!(unselected.no_match);
+    assert!(
+        unselected.error.message.contains("available: 1.0.0, 1.4.0"),
+        "{unselected:?}"
+    );
+    let retired = vec![
+        compiled("svc", "1.0.0", Lifecycle::Active),
+        compiled("svc", "2.0.0", Lifecycle::Retired),
+    ];
+    spec.route_version = Some("^1".into());
+    let err = select_route(&retired, &spec, None).expect_err("the route is retired");
+    assert!(!err.no_match);
+    assert!(err.error.message.contains("svc@2.0.0 is retired"), "{err:?}");
 }
 
 #[test]

@@ -21,11 +21,19 @@ use super::{
 use crate::content::Content;
 
 /// Routes and bundles in force: what a request is judged against.
+///
+/// A route may be held at several versions: its head (the version its
+/// PaveRoute's spec publishes now) and the older versions still kept as
+/// revisions, which requests pinned by `routeVersion` keep rendering with.
 #[derive(Default)]
 pub struct Catalog {
+    /// Every version of every route held, heads and older ones.
     routes: Vec<CompiledRoute>,
-    /// `input.route` of each route (the route without its templates), built once.
+    /// `input.route` of each version (the route without its templates),
+    /// built once, by `name@version`.
     route_docs: BTreeMap<String, RouteDoc>,
+    /// The head version of each route.
+    heads: BTreeMap<String, semver::Version>,
     /// Routes whose latest version does not compile, with why.
     route_errors: BTreeMap<String, Vec<FieldError>>,
     pub bundles: BundleSet,
@@ -178,7 +186,9 @@ impl Catalog {
     }
 
     /// Puts in force what [`compile_route`] made of route `name` (compile it
-    /// first, away from whatever guards this catalog).
+    /// first, away from whatever guards this catalog) as its head. The
+    /// versions held before stay, as older versions, until
+    /// [`Catalog::set_older_versions`] says which are kept.
     pub fn install_route(
         &mut self,
         name: &str,
@@ -187,9 +197,12 @@ impl Catalog {
         let name = name.to_string();
         match compiled {
             Ok(CompiledRouteDoc(doc, compiled)) => {
-                self.remove_route(&name);
-                self.route_docs.insert(name, doc);
+                let version = compiled.version.clone();
+                self.routes.retain(|r| !(r.name == name && r.version == version));
+                self.route_docs.insert(compiled.id(), doc);
                 self.routes.push(compiled);
+                self.route_errors.remove(&name);
+                self.heads.insert(name, version);
                 Vec::new()
             }
             // The version in force before (if any) stays in force.
@@ -200,18 +213,63 @@ impl Catalog {
         }
     }
 
-    /// The version of route `name` in force, if any.
-    pub fn route_version(&self, name: &str) -> Option<&str> {
-        self.routes
+    /// Holds exactly `older` besides route `name`'s head: the versions its
+    /// revisions keep (one each; one at the head's version is left out,
+    /// the head is that version).
+    pub fn set_older_versions(&mut self, name: &str, older: Vec<CompiledRouteDoc>) {
+        let head = self.heads.get(name).cloned();
+        let dropped: Vec<String> = self
+            .routes
             .iter()
-            .find(|r| r.name == name)
-            .map(|r| r.route.spec.version.as_str())
+            .filter(|r| r.name == name && Some(&r.version) != head.as_ref())
+            .map(CompiledRoute::id)
+            .collect();
+        for id in &dropped {
+            self.route_docs.remove(id);
+        }
+        self.routes
+            .retain(|r| r.name != name || Some(&r.version) == head.as_ref());
+        for CompiledRouteDoc(doc, compiled) in older {
+            if compiled.name != name
+                || Some(&compiled.version) == head.as_ref()
+                || self
+                    .routes
+                    .iter()
+                    .any(|r| r.name == name && r.version == compiled.version)
+            {
+                continue;
+            }
+            self.route_docs.insert(compiled.id(), doc);
+            self.routes.push(compiled);
+        }
     }
 
-    /// Takes a route out of force.
+    /// The head version of route `name` (what its spec publishes, or the
+    /// last good one when that does not compile), if any.
+    pub fn route_version(&self, name: &str) -> Option<&str> {
+        self.head(name).map(|r| r.route.spec.version.as_str())
+    }
+
+    /// The head of route `name`.
+    pub fn head(&self, name: &str) -> Option<&CompiledRoute> {
+        let head = self.heads.get(name)?;
+        self.routes.iter().find(|r| r.name == name && r.version == *head)
+    }
+
+    /// Every version of route `name` held, highest first.
+    pub fn versions(&self, name: &str) -> Vec<&CompiledRoute> {
+        let mut versions: Vec<&CompiledRoute> = self.routes.iter().filter(|r| r.name == name).collect();
+        versions.sort_by(|a, b| b.version.cmp(&a.version));
+        versions
+    }
+
+    /// Takes a route out of force, every version of it.
     pub fn remove_route(&mut self, name: &str) {
+        for r in self.routes.iter().filter(|r| r.name == name) {
+            self.route_docs.remove(&r.id());
+        }
         self.routes.retain(|r| r.name != name);
-        self.route_docs.remove(name);
+        self.heads.remove(name);
         self.route_errors.remove(name);
     }
 
@@ -229,20 +287,34 @@ impl Catalog {
         namespace: &str,
         labels: &BTreeMap<String, String>,
     ) -> bool {
-        let route_bundles = self
+        let mut route_bundles: Vec<String> = self
             .routes
             .iter()
-            .find(|r| r.name == route)
-            .map(|r| r.route.spec.policy_bundles.clone());
-        let (found, missing) =
-            self.bundles
-                .applicable(route, &route_bundles.unwrap_or_default(), namespace, labels);
+            .filter(|r| r.name == route)
+            .flat_map(|r| r.route.spec.policy_bundles.iter().cloned())
+            .collect();
+        route_bundles.sort();
+        route_bundles.dedup();
+        let (found, missing) = self.bundles.applicable(route, &route_bundles, namespace, labels);
         found.iter().any(|b| b.name == name) || missing.iter().any(|m| m == name)
     }
 }
 
 /// A route compiled, with its `input.route` document.
 pub struct CompiledRouteDoc(RouteDoc, CompiledRoute);
+
+impl CompiledRouteDoc {
+    /// Names the PaveRouteRevision this version was compiled from.
+    pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
+        self.1.revision = Some(revision.into());
+        self
+    }
+
+    /// The version compiled.
+    pub fn version(&self) -> &semver::Version {
+        &self.1.version
+    }
+}
 
 /// Compiles a route (its schema, its templates) and converts its
 /// `input.route` document: all of [`Catalog::upsert_route`]'s work.
@@ -312,6 +384,13 @@ pub struct Verdict {
     pub route: Option<String>,
     #[serde(skip)]
     pub route_version: Option<String>,
+    /// The PaveRouteRevision of the version used, when the shell named it.
+    #[serde(skip)]
+    pub route_revision: Option<String>,
+    /// The request's `routeVersion` matches no version held: it keeps its
+    /// last render.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_matching_version: bool,
     /// Parameters with the route's defaults applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
@@ -360,6 +439,8 @@ impl Verdict {
             notices: Vec::new(),
             route: None,
             route_version: None,
+            route_revision: None,
+            no_matching_version: false,
             parameters: None,
             estimate: None,
             policy: PolicyOutcome::default(),
@@ -449,6 +530,8 @@ pub struct Prepared<'c> {
 pub struct Unprepared<'c> {
     pub route: Option<&'c CompiledRoute>,
     pub errors: Vec<FieldError>,
+    /// Its `routeVersion` matches no version held.
+    pub no_match: bool,
 }
 
 /// Selects the request's route, validates its parameters (defaults
@@ -458,7 +541,11 @@ pub fn prepare_request<'c>(
     catalog: &'c Catalog,
     req: &ServiceRequest,
 ) -> Result<Prepared<'c>, Unprepared<'c>> {
-    let unprepared = |route, errors| Unprepared { route, errors };
+    let unprepared = |route, errors| Unprepared {
+        route,
+        errors,
+        no_match: false,
+    };
     // A route whose latest version is broken is judged with the version
     // in force before; with none, its requests are told why.
     let in_force = catalog.routes.iter().any(|r| r.name == req.spec.route);
@@ -478,12 +565,24 @@ pub fn prepare_request<'c>(
             )],
         ));
     }
-    let route = select_route(&catalog.routes, &req.spec).map_err(|e| unprepared(None, vec![e]))?;
+    let head = catalog.heads.get(&req.spec.route);
+    let route = select_route(&catalog.routes, &req.spec, head).map_err(|u| Unprepared {
+        route: None,
+        errors: vec![u.error],
+        no_match: u.no_match,
+    })?;
     catalog
         .teams
         .check(&req.namespace().unwrap_or_default(), &req.spec.team)
         .map_err(|e| unprepared(Some(route), vec![e]))?;
-    let validated = validate_request(req, route).map_err(|errors| unprepared(Some(route), errors))?;
+    let mut validated = validate_request(req, route).map_err(|errors| unprepared(Some(route), errors))?;
+    if let Some(head) = head.filter(|h| **h != route.version) {
+        validated.warnings.push(format!(
+            "on {} as routeVersion {:?} asks; the route's latest version is {head}",
+            route.id(),
+            req.spec.route_version.as_deref().unwrap_or_default().trim()
+        ));
+    }
     let estimate = estimate(
         route.route.spec.cost.as_ref(),
         &validated.parameters,
@@ -493,7 +592,7 @@ pub fn prepare_request<'c>(
     let input = PolicyInput {
         request: request_doc(req),
         parameters: validated.parameters.clone(),
-        route: catalog.route_docs.get(&route.name).cloned().unwrap_or_default(),
+        route: catalog.route_docs.get(&route.id()).cloned().unwrap_or_default(),
         estimate: serde_json::to_value(&estimate).unwrap_or(Value::Null),
         ..Default::default()
     };
@@ -521,9 +620,14 @@ pub fn decide_request(
 
     let prepared = match prepare_request(catalog, req) {
         Ok(p) => p,
-        Err(Unprepared { route, errors }) => {
+        Err(Unprepared {
+            route,
+            errors,
+            no_match,
+        }) => {
             v.route = route.map(CompiledRoute::id);
             v.route_version = route.map(|r| r.version.to_string());
+            v.no_matching_version = no_match;
             return v.invalid(errors);
         }
     };
@@ -536,6 +640,7 @@ pub fn decide_request(
     } = prepared;
     v.route = Some(route.id());
     v.route_version = Some(route.version.to_string());
+    v.route_revision = route.revision.clone();
     v.notices = notices;
 
     let (bundles, missing) = catalog.bundles.applicable(
@@ -702,6 +807,59 @@ mod tests {
         let errors = prepare_request(&fresh, &req).err().expect("unusable").errors;
         assert!(errors[0].message.contains("is not usable"), "{errors:?}");
         assert_eq!(fresh.route_version("svc"), None);
+    }
+
+    /// Versions coexist: the head and the older versions held. A request
+    /// pinned by `routeVersion` stays on the older one (saying so); one
+    /// whose range matches nothing is flagged; one without a range is on
+    /// the head; dropping an older version leaves the head alone.
+    #[test]
+    fn pinned_requests_stay_on_the_version_they_ask_for() {
+        let mut catalog = Catalog::default();
+        let v1 = route("svc", "1.2.0", Lifecycle::Active, None);
+        let mut v2 = v1.clone();
+        v2.spec.version = "2.0.0".into();
+        assert!(catalog.upsert_route(v2).is_empty());
+        let Ok(older) = super::compile_route(v1) else {
+            panic!("1.2.0 does not compile")
+        };
+        catalog.set_older_versions("svc", vec![older.with_revision("svc-abc")]);
+        assert_eq!(catalog.route_version("svc"), Some("2.0.0"));
+        let held: Vec<String> = catalog
+            .versions("svc")
+            .iter()
+            .map(|r| r.version.to_string())
+            .collect();
+        assert_eq!(held, ["2.0.0", "1.2.0"]);
+        let decide = |req: &paver_crds::ServiceRequest| {
+            super::decide_request(&catalog, req, &[], &Default::default(), chrono::Utc::now())
+        };
+        let mut req = request(json!({"replicas": 2}));
+        req.spec.route = "svc".into();
+        assert_eq!(decide(&req).route.as_deref(), Some("svc@2.0.0"));
+        req.spec.route_version = Some("^1.0".into());
+        let pinned = decide(&req);
+        assert_eq!(pinned.route.as_deref(), Some("svc@1.2.0"));
+        assert_eq!(pinned.route_revision.as_deref(), Some("svc-abc"));
+        assert!(
+            pinned
+                .notices
+                .iter()
+                .any(|n| n.contains("latest version is 2.0.0")),
+            "{:?}",
+            pinned.notices
+        );
+        req.spec.route_version = Some("^3".into());
+        let none = decide(&req);
+        assert_eq!(none.outcome, super::Outcome::Invalid);
+        assert!(none.no_matching_version, "{:?}", none.errors);
+        catalog.set_older_versions("svc", Vec::new());
+        let held: Vec<String> = catalog
+            .versions("svc")
+            .iter()
+            .map(|r| r.version.to_string())
+            .collect();
+        assert_eq!(held, ["2.0.0"]);
     }
 
     /// A route's Application deploys only into the team's namespaces: a

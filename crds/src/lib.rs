@@ -33,10 +33,11 @@ pub use revision::{
 };
 pub use route::{
     ApplicationDestination, ApplicationTemplate, CostItem, CostModel, LevelDefinition, Lifecycle, PaveRoute,
-    PaveRouteSpec, PaveRouteStatus, RouteOutput, RouteTemplates, ScorecardLevels, SyncPolicy, TemplateFile,
+    PaveRouteSpec, PaveRouteStatus, RouteOutput, RouteTemplates, RouteVersionStatus, ScorecardLevels,
+    SyncPolicy, TemplateFile,
 };
 pub use scorecard::{CheckResult, Scorecard, ScorecardSpec, ScorecardStatus};
-pub use vocab::{API_VERSION, FIELD_MANAGER, FINALIZER, RequestKey};
+pub use vocab::{API_VERSION, CENSUS_FIELD_MANAGER, FIELD_MANAGER, FINALIZER, RequestKey};
 
 /// The API group of every Paver resource.
 pub const GROUP: &str = "paver.dev";

@@ -174,6 +174,10 @@ pub struct RenderStatus {
     pub path: String,
     /// Version of the route used.
     pub route_version: String,
+    /// The PaveRouteRevision holding that version (immutable: the exact
+    /// templates this render came from).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub route_revision: String,
     /// Bundles evaluated, as `name@version`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bundle_versions: Vec<String>,

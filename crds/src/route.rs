@@ -20,6 +20,7 @@ use crate::{
     status = "PaveRouteStatus",
     printcolumn = r#"{"name":"VERSION","type":"string","jsonPath":".spec.version"}"#,
     printcolumn = r#"{"name":"ACTIVE","type":"string","jsonPath":".status.activeVersion"}"#,
+    printcolumn = r#"{"name":"REQUESTS","type":"string","jsonPath":".status.requests"}"#,
     printcolumn = r#"{"name":"READY","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"LIFECYCLE","type":"string","jsonPath":".spec.lifecycle"}"#,
     printcolumn = r#"{"name":"OWNER","type":"string","jsonPath":".spec.owner"}"#,
@@ -227,4 +228,37 @@ pub struct PaveRouteStatus {
     /// The PaveRouteRevision holding the version in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_revision: Option<String>,
+    /// Every version requests can be on, highest first: the head and the
+    /// older versions kept as revisions, with how many requests' committed
+    /// renders are on each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<RouteVersionStatus>,
+    /// Requests per version, for `kubectl get paveroutes` (e.g. `2.0.0=15 1.0.0=5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+}
+
+impl PaveRouteStatus {
+    /// The status without what the route census writes (`versions`,
+    /// `requests`), which has a field manager of its own.
+    pub fn without_census(&self) -> PaveRouteStatus {
+        PaveRouteStatus {
+            versions: Vec::new(),
+            requests: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// One version of a route that requests can be on.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteVersionStatus {
+    /// The semver version.
+    pub version: String,
+    /// The PaveRouteRevision holding it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+    /// Requests whose committed render is on this version.
+    pub requests: u32,
 }

@@ -11,6 +11,9 @@ pub const API_VERSION: &str = "paver.dev/v1alpha1";
 
 /// The field manager of every server-side apply Paver makes.
 pub const FIELD_MANAGER: &str = "paver";
+/// The field manager of the route census (`status.versions` and
+/// `status.requests` of a PaveRoute), apart from the route's other status.
+pub const CENSUS_FIELD_MANAGER: &str = "paver-census";
 
 /// The finalizer that removes a request's directory before it goes.
 pub const FINALIZER: &str = "paver.dev/cleanup";

@@ -453,3 +453,97 @@ fn validate_reads_every_request_of_a_folder() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("holds no .yaml or .yml file"), "{err}");
 }
+
+/// `paver diff` previews a new version of a route against request files:
+/// the unpinned request's files change (the diff shows the template
+/// change), the one pinned to 1.x stays, one the new schema refuses would
+/// fail (exit 1), and `-o json` gives the same summary.
+#[test]
+fn diff_previews_a_new_route_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let route = std::fs::read_to_string(root().join("routes/microservice/route.yaml")).expect("route");
+    assert!(
+        route.contains("version: \"1.0.0\""),
+        "the shipped route is at 1.0.0"
+    );
+    let new_dir = dir.path().join("microservice");
+    std::fs::create_dir(&new_dir).expect("mkdir");
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        for entry in walk(from) {
+            let rel = entry.strip_prefix(from).expect("under");
+            let target = to.join(rel);
+            std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(&entry, &target).expect("copy");
+        }
+    };
+    copy(&root().join("routes/microservice"), &new_dir);
+    let new_route = route
+        .replace("version: \"1.0.0\"", "version: \"2.0.0\"")
+        .replace("maximum: 100, default: 2}", "maximum: 3, default: 2}");
+    assert_ne!(new_route, route, "the schema line is there to change");
+    std::fs::write(new_dir.join("route.yaml"), &new_route).expect("write");
+    let slo = new_dir.join("templates/slo.yaml");
+    let text = std::fs::read_to_string(&slo).expect("slo template");
+    std::fs::write(&slo, format!("{text}# reviewed for 2.0.0\n")).expect("write");
+
+    let moves = write(
+        &dir,
+        "moves.yaml",
+        &example_with("name: orders-api", "name: orders-moves"),
+    );
+    let pinned = write(
+        &dir,
+        "pinned.yaml",
+        &example_with("name: orders-api", "name: orders-pinned").replace(
+            "  route: microservice\n",
+            "  route: microservice\n  routeVersion: \"^1.0\"\n",
+        ),
+    );
+    let text = example_with("name: orders-api", "name: orders-big");
+    let big = write(&dir, "big.yaml", &text.replacen("replicas: ", "replicas: 5 #", 1));
+    let new = new_dir.display().to_string();
+    let (code, out, err) = paver(&["diff", "--route", &new, "-f", &moves, "-f", &pinned, "-f", &big]);
+    assert_eq!(code, 1, "a request would fail: {out}\n{err}");
+    assert!(
+        out.contains("1 changed, 1 unchanged, 1 would fail (3 requests)"),
+        "{out}"
+    );
+    assert!(out.contains("commerce/orders-moves: "), "{out}");
+    assert!(
+        out.contains("(microservice@1.0.0 -> microservice@2.0.0)"),
+        "{out}"
+    );
+    assert!(out.contains("+# reviewed for 2.0.0"), "{out}");
+    assert!(out.contains("commerce/orders-big: WOULD FAIL"), "{out}");
+    assert!(out.contains("spec.parameters.compute.replicas"), "{out}");
+    assert!(
+        !out.contains("orders-pinned: "),
+        "an unchanged request is listed only with --stat: {out}"
+    );
+    let (_, out, _) = paver(&["diff", "--route", &new, "-f", &pinned, "--stat"]);
+    assert!(
+        out.contains("commerce/orders-pinned: unchanged (microservice@1.0.0)"),
+        "{out}"
+    );
+    let (code, out, _) = paver(&["diff", "--route", &new, "-f", &moves, "-o", "json"]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["summary"]["changed"], 1, "{doc}");
+    assert_eq!(doc["entries"][0]["after"], "microservice@2.0.0");
+    let (code, _, err) = paver(&["diff", "--route", &new]);
+    assert_eq!(code, 2);
+    assert!(err.contains("give the requests to preview with -f"), "{err}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -57,7 +57,7 @@ fn render_example(routes: &[CompiledRoute], file: &str) -> Rendered {
     let path = root().join("examples").join(file);
     let text = std::fs::read_to_string(&path).expect("example");
     let req = content::parse_requests(&text, file).expect("parse").remove(0);
-    let route = select_route(routes, &req.spec).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let route = select_route(routes, &req.spec, None).unwrap_or_else(|e| panic!("{file}: {}", e.error));
     let validated = validate_request(&req, route).unwrap_or_else(|e| panic!("{file}: {e:#?}"));
     let est = estimate(
         route.route.spec.cost.as_ref(),
@@ -273,7 +273,7 @@ fn shipped_schemas_name_bad_fields() {
     req.spec.parameters["compute"]["replicas"] = serde_json::json!("three");
     req.spec.parameters["compute"]["memoryGB"] = serde_json::json!(2);
     req.spec.parameters["networking"]["dependencies"][0]["url"] = serde_json::json!("inventory:8080");
-    let route = select_route(&routes, &req.spec).expect("route");
+    let route = select_route(&routes, &req.spec, None).expect("route");
     let errors = validate_request(&req, route).expect_err("invalid");
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
     for expected in [

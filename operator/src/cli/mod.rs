@@ -1,6 +1,7 @@
 //! The `paver` command line: the offline verdict (`validate`, `render`,
-//! `test`) and the operator, over the same core.
+//! `diff`, `test`) and the operator, over the same core.
 
+mod diff;
 mod offline;
 
 pub use offline::packed;
@@ -88,6 +89,40 @@ pub enum Command {
         #[command(flatten)]
         sources: Sources,
     },
+    /// Preview a route change before it is applied: every request on the
+    /// route judged and rendered with the version in force and with the new
+    /// one, the unified diff of each request's files that change, the
+    /// requests that would newly fail validation, policy or the render, and
+    /// a summary (N changed, N unchanged, N would fail). Requests pinned by
+    /// `routeVersion` to the version in force stay on it, as they do in the
+    /// cluster. Exit status: 0 none would fail, 1 some would, 2 unusable
+    /// input.
+    Diff {
+        /// The new version: a route folder or PaveRoute YAML (repeatable,
+        /// one route each).
+        #[arg(long = "route", value_name = "PATH", required = true)]
+        new_routes: Vec<PathBuf>,
+        /// ServiceRequest YAML files or folders; with --cluster and none
+        /// given, every ServiceRequest in the cluster.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        sources: Sources,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Format,
+        /// One line per file instead of the diffs, and unchanged requests listed.
+        #[arg(long)]
+        stat: bool,
+        /// Output repository URL written into the Argo CD Application (the
+        /// operator's `--repo-url`, for a preview byte-identical to its commits).
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "https://git.example.com/platform/gitops.git"
+        )]
+        repo_url: String,
+    },
     /// Compile policy bundles and run their tests, like `opa test`, and
     /// lint routes' templates for values printed unescaped (`safe`, or an
     /// `autoescape` block, in YAML, workflow and CODEOWNERS files).
@@ -136,6 +171,21 @@ pub fn run(cli: Cli) -> ExitCode {
             repo_url,
             sources,
         } => offline::render(&file, out.as_deref(), &repo_url, &sources),
+        Command::Diff {
+            new_routes: routes,
+            files,
+            sources,
+            output,
+            stat,
+            repo_url,
+        } => diff::diff(&diff::DiffArgs {
+            routes,
+            files,
+            sources,
+            output,
+            stat,
+            repo_url,
+        }),
         Command::Test { paths, verbose } => offline::test(&paths, verbose),
         Command::Crds { out_dir: None } => {
             print!("{}", paver_crds::stream());

@@ -17,9 +17,9 @@ use crate::{
     },
 };
 
-const UNUSABLE: u8 = 2;
+pub(super) const UNUSABLE: u8 = 2;
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(UNUSABLE)
 }
@@ -45,18 +45,45 @@ fn load_sources(sources: &Sources) -> Result<Content, ContentError> {
     content.unique("--routes/--bundles")
 }
 
-/// A catalog from the sources; problems with routes or bundles are printed
-/// as warnings (the requests that need them will say so).
-fn catalog(sources: &Sources) -> Result<Catalog, ContentError> {
-    let (content, teams) = if sources.cluster {
-        let (content, teams) = from_cluster().map_err(|message| ContentError::Invalid {
+/// What the sources hold: routes and bundles, the older versions of
+/// routes the cluster keeps as revisions (with their revision names), and
+/// which team each namespace is bound to (the cluster's only).
+pub(super) struct Loaded {
+    pub content: Content,
+    pub older: Vec<(paver_crds::PaveRoute, String)>,
+    pub teams: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Loads the sources: the built-in routes and bundles, those given, or
+/// the cluster's.
+pub(super) fn load(sources: &Sources) -> Result<Loaded, ContentError> {
+    if sources.cluster {
+        let (content, older, teams) = from_cluster().map_err(|message| ContentError::Invalid {
             source_name: "--cluster".into(),
             message,
         })?;
-        (content, Some(teams))
-    } else {
-        (load_sources(sources)?, None)
-    };
+        return Ok(Loaded {
+            content,
+            older,
+            teams: Some(teams),
+        });
+    }
+    Ok(Loaded {
+        content: load_sources(sources)?,
+        older: Vec::new(),
+        teams: None,
+    })
+}
+
+/// The catalog of `content` with the `older` route versions held beside
+/// their heads (problems with routes or bundles are printed as warnings;
+/// the requests that need them will say so).
+pub(super) fn build(
+    content: Content,
+    older: &[(paver_crds::PaveRoute, String)],
+    teams: Option<std::collections::BTreeMap<String, String>>,
+) -> Catalog {
+    use kube::ResourceExt;
     let (mut catalog, problems) = Catalog::from_content(content, chrono::Utc::now());
     if let Some(teams) = teams {
         catalog.teams = crate::core::verdict::TeamBindings::Namespaces(teams);
@@ -64,12 +91,52 @@ fn catalog(sources: &Sources) -> Result<Catalog, ContentError> {
     for p in problems {
         eprintln!("warning: {p}");
     }
-    Ok(catalog)
+    let mut by_route: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for (route, revision) in older {
+        match crate::core::verdict::compile_route(route.clone()) {
+            Ok(c) => by_route
+                .entry(route.name_any())
+                .or_default()
+                .push(c.with_revision(revision.clone())),
+            Err(errors) => eprintln!(
+                "warning: route {}@{} (revision {revision}) does not compile: {}",
+                route.name_any(),
+                route.spec.version,
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+    for (name, versions) in by_route {
+        catalog.set_older_versions(&name, versions);
+    }
+    catalog
 }
 
-/// The routes, bundles and namespace teams of the current kubeconfig
-/// context's cluster.
-fn from_cluster() -> Result<(Content, std::collections::BTreeMap<String, String>), String> {
+/// A catalog from the sources.
+fn catalog(sources: &Sources) -> Result<Catalog, ContentError> {
+    let Loaded {
+        content,
+        older,
+        teams,
+    } = load(sources)?;
+    Ok(build(content, &older, teams))
+}
+
+/// What the cluster reads with: its routes (with the older versions its
+/// revisions hold), bundles and namespace teams.
+type ClusterContent = (
+    Content,
+    Vec<(paver_crds::PaveRoute, String)>,
+    std::collections::BTreeMap<String, String>,
+);
+
+/// The routes, bundles, older route versions and namespace teams of the
+/// current kubeconfig context's cluster.
+fn from_cluster() -> Result<ClusterContent, String> {
     use k8s_openapi::api::core::v1::Namespace;
     use kube::{Api, Client, ResourceExt, api::ListParams};
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -101,6 +168,7 @@ fn from_cluster() -> Result<(Content, std::collections::BTreeMap<String, String>
             b.status.as_ref()?.active_revision.clone()
         })
         .await;
+        let older = older_versions(&client, &routes).await;
         let team_label = paver_crds::vocab::labels::TEAM;
         let teams = Api::<Namespace>::all(client)
             .list(&ListParams::default().labels(team_label))
@@ -113,8 +181,51 @@ fn from_cluster() -> Result<(Content, std::collections::BTreeMap<String, String>
                 Some((ns.name_any(), team))
             })
             .collect();
-        Ok((Content { routes, bundles }, teams))
+        Ok((Content { routes, bundles }, older, teams))
     })
+}
+
+/// The older versions of `routes` that their revisions hold, as the
+/// operator holds them (one per version below the head), as routes named
+/// after their owner, each with its revision's name.
+async fn older_versions(
+    client: &kube::Client,
+    routes: &[paver_crds::PaveRoute],
+) -> Vec<(paver_crds::PaveRoute, String)> {
+    use kube::{Api, ResourceExt, api::ListParams};
+    let revisions: Vec<_> = match Api::<paver_crds::PaveRouteRevision>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .map(<paver_crds::PaveRoute as crate::controller::revision::Revisioned>::stored)
+            .collect(),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read paverouterevisions ({e}): only each route's head version is used"
+            );
+            return Vec::new();
+        }
+    };
+    let mut older = Vec::new();
+    for route in routes {
+        let Ok(head) = semver::Version::parse(route.spec.version.trim()) else {
+            continue;
+        };
+        let name = route.name_any();
+        let uid = route.uid();
+        for (_, rev) in crate::core::revision::versions_held(&revisions, &name, uid.as_deref(), &head, |s| {
+            s.version.as_str()
+        }) {
+            older.push((
+                paver_crds::PaveRoute::new(&name, rev.spec.clone()),
+                rev.name.clone(),
+            ));
+        }
+    }
+    older
 }
 
 /// Each route or bundle as the operator enforces it: where its latest spec
@@ -161,7 +272,7 @@ async fn in_force<K: crate::controller::revision::Revisioned>(
 
 /// `path` itself, or for a folder its `*.yaml` and `*.yml` files (not
 /// below it), sorted: `paver validate -f examples/`.
-fn request_files(path: &Path) -> Result<Vec<PathBuf>, ContentError> {
+pub(super) fn request_files(path: &Path) -> Result<Vec<PathBuf>, ContentError> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -184,7 +295,7 @@ fn request_files(path: &Path) -> Result<Vec<PathBuf>, ContentError> {
     Ok(files)
 }
 
-fn read_requests(path: &Path) -> Result<Vec<paver_crds::ServiceRequest>, ContentError> {
+pub(super) fn read_requests(path: &Path) -> Result<Vec<paver_crds::ServiceRequest>, ContentError> {
     let text = content::read_bounded(path)?;
     content::parse_requests(&text, &path.display().to_string())
 }

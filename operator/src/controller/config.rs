@@ -64,6 +64,16 @@ pub struct OperatorConfig {
     /// How often the leader renews the Lease and a standby tries to take it.
     #[arg(long, env = "PAVER_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     pub lease_retry_period: Duration,
+    /// How long a route revision no request uses is kept after it was
+    /// published (requests may still pin its version until then); the
+    /// head's revision and any a request or rollout uses are always kept.
+    #[arg(long, env = "PAVER_ROUTE_REVISION_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub route_revision_retention: Duration,
+    /// How often each route's status counts the requests on each of its
+    /// versions and unused revisions are collected (written only when
+    /// something changed).
+    #[arg(long, env = "PAVER_ROUTE_STATUS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub route_status_interval: Duration,
     /// Argo CD's address of this cluster, written into every rendered
     /// Application's `destination.server` instead of the route's (default:
     /// the route's, else `https://kubernetes.default.svc`).
@@ -74,7 +84,7 @@ pub struct OperatorConfig {
     pub log_json: bool,
 }
 
-/// Parses `30s`, `5m`, `1h` or a number of seconds.
+/// Parses `30s`, `5m`, `1h`, `7d` or a number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -83,14 +93,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
-    let secs = match unit {
+    let scale = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m, h or d")),
     };
-    Ok(Duration::from_secs(secs))
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 #[cfg(test)]
@@ -103,5 +116,11 @@ mod tests {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(
+            parse_duration("999999999999999999d").is_err(),
+            "overflows, never wraps"
+        );
     }
 }

@@ -48,7 +48,14 @@ pub fn trigger_requests(
     }
 }
 
-/// Request → the route its spec names.
+/// A route and one of its versions.
+type RouteAt = (Arc<str>, Arc<str>);
+
+/// Requests per version, per route.
+pub type Census = HashMap<Arc<str>, HashMap<Arc<str>, u32>>;
+
+/// Request → the route its spec names, and the route version its
+/// committed render is on.
 #[derive(Debug, Default)]
 pub struct RouteIndex {
     inner: RwLock<Inner>,
@@ -57,8 +64,24 @@ pub struct RouteIndex {
 #[derive(Debug, Default)]
 struct Inner {
     routes: HashMap<RequestKey, Arc<str>>,
-    /// Every route name once, shared by the entries naming it.
+    /// The `(route, version)` of each reconciled request's committed
+    /// render; `None` for one reconciled with nothing committed.
+    rendered: HashMap<RequestKey, Option<RouteAt>>,
+    /// Every route name and version once, shared by the entries naming it.
     names: HashSet<Arc<str>>,
+}
+
+impl Inner {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        match self.names.get(s) {
+            Some(name) => name.clone(),
+            None => {
+                let name: Arc<str> = Arc::from(s);
+                self.names.insert(name.clone());
+                name
+            }
+        }
+    }
 }
 
 impl RouteIndex {
@@ -69,21 +92,48 @@ impl RouteIndex {
         if inner.routes.get(&key).is_some_and(|r| **r == *sr.spec.route) {
             return;
         }
-        let name = match inner.names.get(sr.spec.route.as_str()) {
-            Some(name) => name.clone(),
-            None => {
-                let name: Arc<str> = Arc::from(sr.spec.route.as_str());
-                inner.names.insert(name.clone());
-                name
-            }
-        };
+        let name = inner.intern(&sr.spec.route);
         inner.routes.insert(key, name);
+    }
+
+    /// Records, after a reconcile, the route and version of the request's
+    /// committed render (`None`: nothing committed).
+    pub fn set_rendered(&self, key: &RequestKey, rendered: Option<(&str, &str)>) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let same = inner
+            .rendered
+            .get(key)
+            .is_some_and(|r| r.as_ref().map(|(a, b)| (&**a, &**b)) == rendered);
+        if same {
+            return;
+        }
+        let value = rendered.map(|(route, version)| (inner.intern(route), inner.intern(version)));
+        inner.rendered.insert(key.clone(), value);
+    }
+
+    /// Requests per version of `route`, by their committed renders, and
+    /// whether every one of `requests` has been reconciled since the
+    /// operator started (until then the counts are incomplete).
+    pub fn census(&self, requests: &[RequestKey]) -> (Census, bool) {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut counts = Census::new();
+        for (route, version) in inner.rendered.values().flatten() {
+            *counts
+                .entry(route.clone())
+                .or_default()
+                .entry(version.clone())
+                .or_default() += 1;
+        }
+        let complete = requests.iter().all(|k| inner.rendered.contains_key(k));
+        (counts, complete)
     }
 
     /// Forgets a request that is gone.
     pub fn forget(&self, namespace: &str, name: &str) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        inner.routes.remove(&RequestKey::new(namespace, name));
+        let key = RequestKey::new(namespace, name);
+        inner.routes.remove(&key);
+        inner.rendered.remove(&key);
     }
 
     /// The route of request `namespace/name`; `None` before its first reconcile.
@@ -147,6 +197,36 @@ mod tests {
         index.forget("shop", "orders");
         assert_eq!(index.route("shop", "orders"), None);
         assert_eq!(index.route("shop", "web").as_deref(), Some("microservice"));
+    }
+
+    #[test]
+    fn the_census_counts_committed_renders_by_version() {
+        let index = RouteIndex::default();
+        let keys: Vec<RequestKey> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| RequestKey::new("shop", n))
+            .collect();
+        index.set_rendered(&keys[0], Some(("microservice", "1.0.0")));
+        index.set_rendered(&keys[1], Some(("microservice", "2.0.0")));
+        index.set_rendered(&keys[2], Some(("microservice", "2.0.0")));
+        let (counts, complete) = index.census(&keys);
+        assert!(!complete, "d was never reconciled");
+        let ms = &counts[&Arc::<str>::from("microservice")];
+        assert_eq!(ms[&Arc::<str>::from("2.0.0")], 2);
+        assert_eq!(ms[&Arc::<str>::from("1.0.0")], 1);
+        index.set_rendered(&keys[3], None);
+        index.set_rendered(&keys[0], Some(("microservice", "2.0.0")));
+        let (counts, complete) = index.census(&keys);
+        assert!(complete);
+        let ms = &counts[&Arc::<str>::from("microservice")];
+        assert_eq!(ms.get(&Arc::<str>::from("1.0.0")), None);
+        assert_eq!(ms[&Arc::<str>::from("2.0.0")], 3);
+        index.forget("shop", "b");
+        let (counts, _) = index.census(&keys[2..]);
+        assert_eq!(
+            counts[&Arc::<str>::from("microservice")][&Arc::<str>::from("2.0.0")],
+            2
+        );
     }
 
     #[test]

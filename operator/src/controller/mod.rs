@@ -7,6 +7,7 @@
 //! status or Scorecard is written only when it differs from what is there.
 
 pub mod bundle;
+pub mod census;
 pub mod claims;
 pub mod config;
 pub mod events;

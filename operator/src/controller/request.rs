@@ -153,6 +153,13 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
     );
     let drift = status::is_drift(prev.render.as_ref(), &verdict, &commit);
     write(sr, ctx, api, &prev, &status, drift).await?;
+    ctx.routes.set_rendered(
+        &paver_crds::RequestKey::of(sr),
+        status
+            .render
+            .as_ref()
+            .map(|r| (sr.spec.route.as_str(), r.route_version.as_str())),
+    );
     ctx.metrics.requests.record(
         &paver_crds::RequestKey::of(sr),
         &sr.spec.team,

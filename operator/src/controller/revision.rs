@@ -33,6 +33,10 @@ pub trait Revisioned: Resource<DynamicType = ()> + Clone + DeserializeOwned + st
     type Rev: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug;
     /// The label naming the owner on its revisions.
     const LABEL: &'static str;
+    /// Whether [`record`] deletes all but the newest revisions (bundles);
+    /// route revisions are collected by the route census instead, when no
+    /// request uses them.
+    const PRUNE_ON_RECORD: bool;
     fn spec_of(&self) -> &Self::Spec;
     fn set_spec(&mut self, spec: Self::Spec);
     fn new_rev(meta: ObjectMeta, owner: &str, generation: i64, hash: String, spec: Self::Spec) -> Self::Rev;
@@ -43,6 +47,7 @@ impl Revisioned for PaveRoute {
     type Spec = PaveRouteSpec;
     type Rev = PaveRouteRevision;
     const LABEL: &'static str = labels::ROUTE;
+    const PRUNE_ON_RECORD: bool = false;
     fn spec_of(&self) -> &PaveRouteSpec {
         &self.spec
     }
@@ -74,6 +79,7 @@ impl Revisioned for PaveRoute {
             generation: rev.spec.generation,
             hash: rev.spec.hash,
             spec: rev.spec.spec,
+            created: created(&rev.metadata),
         }
     }
 }
@@ -82,6 +88,7 @@ impl Revisioned for PolicyBundle {
     type Spec = PolicyBundleSpec;
     type Rev = PolicyBundleRevision;
     const LABEL: &'static str = labels::BUNDLE;
+    const PRUNE_ON_RECORD: bool = true;
     fn spec_of(&self) -> &PolicyBundleSpec {
         &self.spec
     }
@@ -113,8 +120,13 @@ impl Revisioned for PolicyBundle {
             generation: rev.spec.generation,
             hash: rev.spec.hash,
             spec: rev.spec.spec,
+            created: created(&rev.metadata),
         }
     }
+}
+
+fn created(meta: &ObjectMeta) -> Option<i64> {
+    meta.creation_timestamp.as_ref().map(|t| t.0.as_second())
 }
 
 fn owner_uid(meta: &ObjectMeta) -> Option<String> {
@@ -126,7 +138,7 @@ fn owner_uid(meta: &ObjectMeta) -> Option<String> {
 
 /// Label values hold at most 63 characters: a longer owner name is found
 /// by listing every revision of its kind.
-fn selector<K: Revisioned>(owner: &str) -> ListParams {
+pub fn selector<K: Revisioned>(owner: &str) -> ListParams {
     if owner.len() <= 63 {
         ListParams::default().labels(&format!("{}={owner}", K::LABEL))
     } else {
@@ -193,6 +205,9 @@ pub async fn record<K: Revisioned>(ctx: &Ctx, owner: &K, active: Option<&str>) -
     .await?;
     ctx.metrics.wrote(&K::Rev::plural(&()), "apply");
     info!(kind = %K::kind(&()), owner = %owner_name, revision = %name, generation, "kept the version in force as a revision");
+    if !K::PRUNE_ON_RECORD {
+        return Ok(name);
+    }
     let revisions: Vec<Stored<K::Spec>> = api
         .list(&selector::<K>(&owner_name))
         .await?
@@ -233,4 +248,18 @@ pub async fn last_good<K: Revisioned>(
         warn!(kind = %K::kind(&()), %owner, revision = %name, %why, "revision refused");
     }
     pick.cloned()
+}
+
+/// Every revision of `owner` (the list is filtered by owner: a label
+/// selector matches the owner's label, not `spec.route`).
+pub async fn list<K: Revisioned>(ctx: &Ctx, owner: &str) -> Result<Vec<Stored<K::Spec>>> {
+    let api: Api<K::Rev> = Api::all(ctx.client.clone());
+    Ok(api
+        .list(&selector::<K>(owner))
+        .await?
+        .items
+        .into_iter()
+        .map(K::stored)
+        .filter(|r| r.owner == owner)
+        .collect())
 }

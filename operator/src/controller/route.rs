@@ -71,6 +71,9 @@ pub fn route_status(
         observed_generation: route.metadata.generation,
         active_version: in_force.version.clone(),
         active_revision: in_force.revision.clone(),
+        // The census's fields, as they are (it writes them itself).
+        versions: prev.versions.clone(),
+        requests: prev.requests.clone(),
     }
 }
 
@@ -86,6 +89,7 @@ async fn fall_back(ctx: &Ctx, name: &str, uid: Option<&str>, active: Option<&str
     good.metadata.uid = uid.map(str::to_string);
     match crate::core::verdict::compile_route(good) {
         Ok(compiled) => {
+            let compiled = compiled.with_revision(rev.name.clone());
             ctx.catalog.write().await.install_route(name, Ok(compiled));
             info!(route = %name, revision = %rev.name, "the latest version is broken: its last good revision is in force");
             Some(rev.name)
@@ -105,7 +109,8 @@ pub async fn apply(ctx: &Ctx, route: &PaveRoute, in_force: Option<String>) -> Re
     let name = route.name_any();
     let prev = route.status.clone().unwrap_or_default();
     // Compiled before the catalog's lock is taken: reconciles read the catalog.
-    let compiled = crate::core::verdict::compile_route(route.clone());
+    let compiled = crate::core::verdict::compile_route(route.clone())
+        .map(|c| c.with_revision(revision::name_for(route)));
     let mut revision = in_force.or_else(|| prev.active_revision.clone());
     if compiled.is_err()
         && let Some(r) = fall_back(ctx, &name, route.uid().as_deref(), revision.as_deref()).await
@@ -122,6 +127,9 @@ pub async fn apply(ctx: &Ctx, route: &PaveRoute, in_force: Option<String>) -> Re
             }
         };
     }
+    if let Err(e) = hold_older_versions(ctx, &name, route.uid().as_deref()).await {
+        warn!(route = %name, error = %e, "cannot read the route's revisions: only its head version is held");
+    }
     let version = ctx.catalog.read().await.route_version(&name).map(str::to_string);
     let in_force = InForce {
         revision: version.as_ref().and(revision),
@@ -130,9 +138,51 @@ pub async fn apply(ctx: &Ctx, route: &PaveRoute, in_force: Option<String>) -> Re
     let status = route_status(&prev, route, &errors, &in_force, &now_rfc3339());
     if status != prev {
         let api: Api<PaveRoute> = Api::all(ctx.client.clone());
-        apply_status(&api, &name, &status, &ctx.metrics).await?;
+        apply_status(&api, &name, &status.without_census(), &ctx.metrics).await?;
     }
     Ok(in_force.revision)
+}
+
+/// Holds route `name`'s older versions beside its head in the catalog, as
+/// its revisions keep them (one per version below the head: what requests
+/// pinned there render with). Compiles only when the revisions held
+/// changed. Whether they did.
+pub async fn hold_older_versions(ctx: &Ctx, name: &str, uid: Option<&str>) -> Result<bool> {
+    let Some(head) = ctx.catalog.read().await.head(name).map(|r| r.version.clone()) else {
+        return Ok(false);
+    };
+    let revisions = revision::list::<PaveRoute>(ctx, name).await?;
+    let held = crate::core::revision::versions_held(&revisions, name, uid, &head, |s| s.version.as_str());
+    let wanted: Vec<(semver::Version, Option<String>)> = held
+        .iter()
+        .map(|(v, r)| (v.clone(), Some(r.name.clone())))
+        .collect();
+    let holding: Vec<(semver::Version, Option<String>)> = ctx
+        .catalog
+        .read()
+        .await
+        .versions(name)
+        .into_iter()
+        .filter(|r| r.version != head)
+        .map(|r| (r.version.clone(), r.revision.clone()))
+        .collect();
+    if wanted == holding {
+        return Ok(false);
+    }
+    let mut compiled = Vec::new();
+    for (version, rev) in held {
+        let mut old = PaveRoute::new(name, rev.spec.clone());
+        old.metadata.uid = uid.map(str::to_string);
+        match crate::core::verdict::compile_route(old) {
+            Ok(c) => compiled.push(c.with_revision(rev.name.clone())),
+            Err(errors) => {
+                warn!(route = %name, %version, revision = %rev.name, ?errors, "an older version no longer compiles: not held")
+            }
+        }
+    }
+    info!(route = %name, versions = ?compiled.iter().map(|c| c.version().to_string()).collect::<Vec<_>>(), "holding the route's older versions");
+    ctx.catalog.write().await.set_older_versions(name, compiled);
+    Ok(true)
 }
 
 /// The status of a route Paver cannot read: not Ready, saying why; the
@@ -158,6 +208,7 @@ pub fn unreadable_status(error: &str, in_force: &InForce, now: &str) -> PaveRout
         observed_generation: None,
         active_version: in_force.version.clone(),
         active_revision: in_force.revision.clone(),
+        ..Default::default()
     }
 }
 

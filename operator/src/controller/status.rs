@@ -158,6 +158,7 @@ fn render_status(
             short_revision: revision.chars().take(8).collect(),
             path: r.dir.clone(),
             route_version: verdict.route_version.clone().unwrap_or_default(),
+            route_revision: verdict.route_revision.clone().unwrap_or_default(),
             bundle_versions: verdict.policy.bundle_versions.clone(),
             files: r.files.len() as u32,
             digest: r.digest.clone(),
@@ -182,7 +183,12 @@ fn validated(verdict: &Verdict) -> Condition {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        Condition::new(VALIDATED, false, "InvalidSpec", msg)
+        let reason = if verdict.no_matching_version {
+            "NoMatchingRouteVersion"
+        } else {
+            "InvalidSpec"
+        };
+        Condition::new(VALIDATED, false, reason, msg)
     }
 }
 

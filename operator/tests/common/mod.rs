@@ -80,7 +80,7 @@ pub fn monthly_estimate(request: &Value) -> f64 {
     assert!(problems.is_empty(), "{problems:?}");
     match prepare_request(&catalog, &sr) {
         Ok(prepared) => prepared.estimate.monthly,
-        Err(Unprepared { route, errors }) => {
+        Err(Unprepared { route, errors, .. }) => {
             let route = route.unwrap_or_else(|| panic!("no route for the request: {errors:?}"));
             estimate(
                 route.route.spec.cost.as_ref(),
