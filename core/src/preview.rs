@@ -217,7 +217,7 @@ pub fn preview(
 ) -> Preview {
     let on: Vec<&ServiceRequest> = requests
         .iter()
-        .filter(|r| routes.iter().any(|name| *name == r.spec.route))
+        .filter(|r| routes.contains(&r.spec.route))
         .collect();
     let chunk = on.len().div_ceil(threads.max(1)).max(1);
     let mut entries: Vec<Entry> = std::thread::scope(|scope| {
