@@ -317,6 +317,25 @@ fn typed_or_message<T: DeserializeOwned>(value: Value) -> Result<T, String> {
     })
 }
 
+/// A PaveRoute or PolicyBundle document read as the API server reads it:
+/// its unknown fields refused (a misspelt `policyBundles` is not silently
+/// no bundles), then its type errors, each naming the field.
+fn strict<T: DeserializeOwned>(doc: Value, source_name: &str) -> Result<T, ContentError> {
+    let mut problems: Vec<String> = crate::kubernetes::unknown_content_fields(&doc)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    match typed_or_message(doc) {
+        Ok(value) if problems.is_empty() => return Ok(value),
+        Ok(_) => {}
+        Err(message) => problems.push(message),
+    }
+    Err(ContentError::Invalid {
+        source_name: source_name.to_string(),
+        message: problems.join("; "),
+    })
+}
+
 /// A ServiceRequest document read as the API server reads it: its unknown
 /// fields refused (strict field validation, kubectl's default), then its
 /// type errors, each naming the field.
@@ -349,8 +368,8 @@ pub fn parse_stream(text: &str, source_name: &str) -> Result<Content, ContentErr
     for (i, doc) in yaml_documents(text, source_name)?.into_iter().enumerate() {
         let name = format!("{source_name} (document {})", i + 1);
         match kind_of(&doc) {
-            ("paver.dev/v1alpha1", "PaveRoute") => content.routes.push(typed(doc, &name)?),
-            ("paver.dev/v1alpha1", "PolicyBundle") => content.bundles.push(typed(doc, &name)?),
+            ("paver.dev/v1alpha1", "PaveRoute") => content.routes.push(strict(doc, &name)?),
+            ("paver.dev/v1alpha1", "PolicyBundle") => content.bundles.push(strict(doc, &name)?),
             (api, kind) => {
                 return Err(ContentError::Invalid {
                     source_name: name,
@@ -449,7 +468,7 @@ pub fn load_route_dir(dir: &Path) -> Result<PaveRoute, ContentError> {
         source_name: file.display().to_string(),
         message: "expected exactly one PaveRoute document".into(),
     })?;
-    let mut route: PaveRoute = typed(doc, &file.display().to_string())?;
+    let mut route: PaveRoute = strict(doc, &file.display().to_string())?;
     let templates = dir.join("templates");
     if templates.is_dir() {
         let mut files = Vec::new();
@@ -482,7 +501,7 @@ pub fn load_bundle_dir(dir: &Path) -> Result<PolicyBundle, ContentError> {
     if let Some(spec) = doc.get_mut("spec").and_then(Value::as_object_mut) {
         spec.entry("modules").or_insert_with(|| Value::Array(vec![]));
     }
-    let mut bundle: PolicyBundle = typed(doc, &file.display().to_string())?;
+    let mut bundle: PolicyBundle = strict(doc, &file.display().to_string())?;
     for path in sorted_entries(dir)? {
         let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue;
@@ -674,6 +693,29 @@ mod tests {
     }
 
     /// Type errors name their field, as the API server's do.
+    #[test]
+    fn unknown_route_and_bundle_fields_are_refused() {
+        let route = "apiVersion: paver.dev/v1alpha1\nkind: PaveRoute\nmetadata: {name: web}\n\
+                     spec:\n  version: 1.0.0\n  policybundles: [security]\n  templates:\n    git: {url: https://x}\n";
+        let msg = parse_stream(route, "r.yaml")
+            .expect_err("unknown fields")
+            .to_string();
+        assert!(
+            msg.contains("spec.policybundles: unknown field (did you mean policyBundles?)"),
+            "{msg}"
+        );
+        assert!(msg.contains("spec.templates.git: unknown field"), "{msg}");
+        let bundle = "apiVersion: paver.dev/v1alpha1\nkind: PolicyBundle\nmetadata: {name: b}\n\
+                      spec: {version: 1.0.0, modules: [], enforceafter: x}\n";
+        let msg = parse_stream(bundle, "b.yaml")
+            .expect_err("unknown field")
+            .to_string();
+        assert!(
+            msg.contains("spec.enforceafter: unknown field (did you mean enforceAfter?)"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn type_errors_name_the_field() {
         let head =

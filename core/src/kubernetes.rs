@@ -181,25 +181,42 @@ fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
 /// (written through its subresource; what a file says there is dropped).
 fn request_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        let crd = serde_json::to_value(ServiceRequest::crd()).unwrap_or_default();
-        let mut schema = crd
-            .pointer("/spec/versions/0/schema/openAPIV3Schema")
-            .cloned()
-            .unwrap_or_default();
-        if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-            let any = json!({"x-kubernetes-preserve-unknown-fields": true});
-            let meta: Map<String, Value> = struct_fields::<ObjectMeta>()
-                .iter()
-                .map(|f| (f.to_string(), any.clone()))
-                .collect();
-            props.insert("apiVersion".into(), json!({"type": "string"}));
-            props.insert("kind".into(), json!({"type": "string"}));
-            props.insert("metadata".into(), json!({"type": "object", "properties": meta}));
-            props.insert("status".into(), any);
-        }
-        schema
-    })
+    SCHEMA.get_or_init(|| document_schema::<ServiceRequest>())
+}
+
+/// A CRD's schema as a document is checked against it (see [`request_schema`]).
+fn document_schema<K: CustomResourceExt>() -> Value {
+    let crd = serde_json::to_value(K::crd()).unwrap_or_default();
+    let mut schema = crd
+        .pointer("/spec/versions/0/schema/openAPIV3Schema")
+        .cloned()
+        .unwrap_or_default();
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        let any = json!({"x-kubernetes-preserve-unknown-fields": true});
+        let meta: Map<String, Value> = struct_fields::<ObjectMeta>()
+            .iter()
+            .map(|f| (f.to_string(), any.clone()))
+            .collect();
+        props.insert("apiVersion".into(), json!({"type": "string"}));
+        props.insert("kind".into(), json!({"type": "string"}));
+        props.insert("metadata".into(), json!({"type": "object", "properties": meta}));
+        props.insert("status".into(), any);
+    }
+    schema
+}
+
+/// The fields of a PaveRoute or PolicyBundle document (by its `kind`) that
+/// its schema does not know, as [`unknown_request_fields`] finds them: what
+/// `kubectl apply` refuses, refused offline too (`paver pack`, `--routes`).
+pub fn unknown_content_fields(doc: &Value) -> Vec<FieldError> {
+    static ROUTE: OnceLock<Value> = OnceLock::new();
+    static BUNDLE: OnceLock<Value> = OnceLock::new();
+    let schema = match doc["kind"].as_str() {
+        Some("PaveRoute") => ROUTE.get_or_init(|| document_schema::<paver_crds::PaveRoute>()),
+        Some("PolicyBundle") => BUNDLE.get_or_init(|| document_schema::<paver_crds::PolicyBundle>()),
+        _ => return Vec::new(),
+    };
+    unknown_fields(schema, doc)
 }
 
 /// The fields of a ServiceRequest document that its schema does not know
@@ -207,8 +224,12 @@ fn request_schema() -> &'static Value {
 /// with the known field it most likely means; at most [`MAX_REPORTED`],
 /// then a count. What the API server's strict field validation refuses.
 pub fn unknown_request_fields(doc: &Value) -> Vec<FieldError> {
+    unknown_fields(request_schema(), doc)
+}
+
+fn unknown_fields(schema: &Value, doc: &Value) -> Vec<FieldError> {
     let mut found = Unknown::default();
-    found.walk(request_schema(), doc, String::new());
+    found.walk(schema, doc, String::new());
     let mut errors = found.errors;
     if found.more > 0 {
         errors.push(FieldError::new(

@@ -17,9 +17,6 @@ use super::{FieldError, render};
 
 /// A route ready for use: its schema compiled, its version parsed and its
 /// templates parsed into a minijinja environment.
-///
-/// Templates from a Git source are expected to have been added to
-/// `spec.templates.inline` before compiling.
 pub struct CompiledRoute {
     /// The route as given.
     pub route: PaveRoute,

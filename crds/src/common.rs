@@ -48,20 +48,6 @@ impl LabelSelector {
     }
 }
 
-/// A Git location: repository URL, ref and a path inside it.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct GitSource {
-    /// Repository URL (https:// or ssh://).
-    pub url: String,
-    /// Branch, tag or commit to read; the remote's default branch when empty.
-    #[serde(default, rename = "ref", skip_serializing_if = "String::is_empty")]
-    pub ref_: String,
-    /// Folder inside the repository; the repository root when empty.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub path: String,
-}
-
 /// A schema for a free-form JSON object whose fields Kubernetes keeps as given.
 pub fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({

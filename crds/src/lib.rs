@@ -20,7 +20,7 @@ pub use bundle::{
     BundleError, BundleMatch, PolicyBundle, PolicyBundleSpec, PolicyBundleStatus, PolicyException,
     PolicyMode, RegoModule, TestResult,
 };
-pub use common::{GitSource, LabelSelector, LabelSelectorRequirement};
+pub use common::{LabelSelector, LabelSelectorRequirement};
 pub use condition::{
     Condition, MAX_CONDITION_MESSAGE_BYTES, find_condition, now_rfc3339, set_condition, truncate_message,
 };

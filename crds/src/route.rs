@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    common::{GitSource, optional_free_form_object},
+    common::optional_free_form_object,
     condition::{Condition, conditions_schema},
 };
 
@@ -74,15 +74,16 @@ pub enum Lifecycle {
 }
 
 /// The route's template files.
+///
+/// Inline only: a route folder in Git (`route.yaml` + `templates/`) becomes
+/// inline templates with `paver pack`, so the route object, and each
+/// revision of it, holds every byte it renders with and needs no fetch.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteTemplates {
     /// Templates given inline in the route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inline: Vec<TemplateFile>,
-    /// Templates read from a folder of a Git repository, added to the inline ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub git: Option<GitSource>,
 }
 
 /// One template file.
@@ -105,9 +106,6 @@ pub struct RouteOutput {
     /// Directory pattern inside the output repository; defaults to `{{ team }}/{{ namespace }}/{{ name }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Output repository URL overriding the operator's default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repo: Option<String>,
     /// The Argo CD Application rendered beside the files; none is rendered when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application: Option<ApplicationTemplate>,
