@@ -181,7 +181,7 @@ fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
 /// (written through its subresource; what a file says there is dropped).
 fn request_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| document_schema::<ServiceRequest>())
+    SCHEMA.get_or_init(document_schema::<ServiceRequest>)
 }
 
 /// A CRD's schema as a document is checked against it (see [`request_schema`]).
@@ -212,8 +212,8 @@ pub fn unknown_content_fields(doc: &Value) -> Vec<FieldError> {
     static ROUTE: OnceLock<Value> = OnceLock::new();
     static BUNDLE: OnceLock<Value> = OnceLock::new();
     let schema = match doc["kind"].as_str() {
-        Some("PaveRoute") => ROUTE.get_or_init(|| document_schema::<paver_crds::PaveRoute>()),
-        Some("PolicyBundle") => BUNDLE.get_or_init(|| document_schema::<paver_crds::PolicyBundle>()),
+        Some("PaveRoute") => ROUTE.get_or_init(document_schema::<paver_crds::PaveRoute>),
+        Some("PolicyBundle") => BUNDLE.get_or_init(document_schema::<paver_crds::PolicyBundle>),
         _ => return Vec::new(),
     };
     unknown_fields(schema, doc)
