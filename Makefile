@@ -50,13 +50,14 @@ pack: ## Pack routes/ and policy-bundles/ into manifests/ (embedded in the binar
 manifests: ## Render manifests/ (and manifests/argocd/) from the Helm chart charts/paver, their one source (needs helm: e2e/bin.sh build)
 	scripts/manifests.sh
 
-bench: ## Benchmarks (policy vs OPA, render, Git, 1,000/10,000 burst, trickle) -> BENCHMARKS.md; ~30 min, not in CI
+bench: ## Benchmarks (policy vs OPA, render, Git, route preview, 1,000/10,000 burst, trickle) -> BENCHMARKS.md; ~30 min, not in CI
 	e2e/bin.sh build
 	$(CARGO) build --release --locked -p paver -p paver-bench
 	mkdir -p $(BENCH_OUT)
 	target/release/paver-bench --json $(BENCH_OUT)/policy.json policy
 	target/release/paver-bench --json $(BENCH_OUT)/render.json render
 	target/release/paver-bench --json $(BENCH_OUT)/git.json git
+	target/release/paver-bench --json $(BENCH_OUT)/preview.json preview --requests 10000
 	target/release/paver-bench --json $(BENCH_OUT)/burst-1000.json burst --requests 1000 --quiet-seconds $(QUIET_SECONDS)
 	target/release/paver-bench --json $(BENCH_OUT)/trickle.json burst --trickle 50
 	target/release/paver-bench --json $(BENCH_OUT)/trickle-activate.json burst --trickle 50 --activate-rules 2000

@@ -4,6 +4,8 @@
 //!   OPA on the same modules, data, input and queries; bundle activation
 //!   and the cold first evaluation.
 //! - `render`: files rendered per second for every shipped route.
+//! - `preview`: the migration preview of a route version over N requests
+//!   (`paver diff`'s core), seconds and peak memory.
 //! - `git`: commits per second and requests per commit when a burst of
 //!   renders reaches the operator's Git writer, against a local bare
 //!   repository and a loopback smart-HTTP Git server.
@@ -25,6 +27,7 @@ mod burst;
 mod env;
 mod git;
 mod policy;
+mod preview;
 mod render;
 mod report;
 mod stats;
@@ -53,6 +56,8 @@ enum Command {
     Policy(policy::Args),
     /// Files rendered per second per shipped route.
     Render(render::Args),
+    /// The migration preview of a route version over N requests.
+    Preview(preview::Args),
     /// Git writer burst: commits/s and requests per commit, local and HTTP.
     Git(git::Args),
     /// End to end: a burst (or trickle) of ServiceRequests on the e2e control plane.
@@ -66,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     let report = match &cli.command {
         Command::Policy(args) => policy::run(&cli.root, args)?,
         Command::Render(args) => render::run(&cli.root, args)?,
+        Command::Preview(args) => preview::run(&cli.root, args)?,
         Command::Git(args) => git::run(&cli.root, args)?,
         Command::Burst(args) => burst::run(&cli.root, args)?,
         Command::Report(args) => report::run(args)?,

@@ -133,6 +133,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let b10k = load(&args.dir, "burst-10000.json")?;
     let trickle = load(&args.dir, "trickle.json")?;
     let trickle_act = load(&args.dir, "trickle-activate.json")?;
+    let preview = load(&args.dir, "preview.json")?;
     let all: Vec<(&str, &Value)> = [
         ("policy", &policy),
         ("render", &render),
@@ -141,6 +142,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         ("burst 10,000", &b10k),
         ("trickle", &trickle),
         ("trickle, bundle activating", &trickle_act),
+        ("preview", &preview),
     ]
     .into_iter()
     .filter_map(|(n, v)| v.as_ref().map(|v| (n, v)))
@@ -444,6 +446,9 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     }
     if let Some(g) = &git {
         git_section(&mut md, g)?;
+    }
+    if let Some(p) = &preview {
+        preview_section(&mut md, p)?;
     }
     if let Ok(profiles) = std::fs::read_to_string(&args.profiles) {
         writeln!(md, "## Profiles taken by hand\n")?;
@@ -941,6 +946,41 @@ fn render_section(md: &mut String, r: &Value) -> anyhow::Result<()> {
         )?;
     }
     writeln!(md)?;
+    Ok(())
+}
+
+fn preview_section(md: &mut String, p: &Value) -> anyhow::Result<()> {
+    writeln!(md, "## Route version preview\n")?;
+    writeln!(
+        md,
+        "`paver-bench preview`: microservice 2.0.0 (a template change) previewed over {} copies of \
+         the orders-api example, a fifth pinned to `^1.0`: two decisions (validate, estimate, \
+         policy, render) and a file-by-file unified diff per request, on {} thread(s) — \
+         `core::preview`, what `paver diff` and the operator's rollout run. Target: under 30 s \
+         for 10,000 requests on 2 cores.\n",
+        thousands(f(p, "/requests").unwrap_or(0.0)),
+        f(p, "/threads").unwrap_or(0.0)
+    )?;
+    writeln!(
+        md,
+        "| requests | changed | unchanged | would fail | time | requests/s | diffs | peak RSS | target |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    let seconds = f(p, "/seconds").unwrap_or(f64::NAN);
+    let per_10k = seconds * 10_000.0 / f(p, "/requests").unwrap_or(f64::NAN);
+    writeln!(
+        md,
+        "| {} | {} | {} | {} | {} | {} | {:.1} MiB | {:.0} MiB | {} |\n",
+        thousands(f(p, "/requests").unwrap_or(0.0)),
+        thousands(f(p, "/changed").unwrap_or(0.0)),
+        thousands(f(p, "/unchanged").unwrap_or(0.0)),
+        thousands(f(p, "/would_fail").unwrap_or(0.0)),
+        secs(seconds),
+        thousands(f(p, "/requests_per_sec").unwrap_or(0.0)),
+        f(p, "/diff_bytes").unwrap_or(0.0) / (1024.0 * 1024.0),
+        f(p, "/peak_rss_mib").unwrap_or(f64::NAN),
+        stand_max(per_10k, 30.0),
+    )?;
     Ok(())
 }
 

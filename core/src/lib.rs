@@ -20,6 +20,7 @@ pub mod policy;
 pub mod preview;
 pub mod render;
 pub mod revision;
+pub mod rollout;
 pub mod score;
 pub mod validate;
 pub mod verdict;

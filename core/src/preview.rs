@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{
     render::RenderOptions,
-    verdict::{Catalog, Outcome, Verdict, decide_request},
+    verdict::{Catalog, Gates, Outcome, Verdict, decide_request_with},
 };
 
 /// What a new route version does to one request.
@@ -215,6 +215,47 @@ pub fn preview(
     now: DateTime<Utc>,
     threads: usize,
 ) -> Preview {
+    preview_with(
+        (before, Gates::Apply),
+        (after, Gates::Apply),
+        requests,
+        routes,
+        options,
+        now,
+        threads,
+    )
+}
+
+/// The preview of a rollout on `catalog`: each request as it is now
+/// (gates applied) against where the rollouts take it (gates open).
+pub fn preview_rollout(
+    catalog: &Catalog,
+    requests: &[ServiceRequest],
+    routes: &[String],
+    options: &RenderOptions,
+    now: DateTime<Utc>,
+    threads: usize,
+) -> Preview {
+    preview_with(
+        (catalog, Gates::Apply),
+        (catalog, Gates::Open),
+        requests,
+        routes,
+        options,
+        now,
+        threads,
+    )
+}
+
+fn preview_with(
+    (before, before_gates): (&Catalog, Gates),
+    (after, after_gates): (&Catalog, Gates),
+    requests: &[ServiceRequest],
+    routes: &[String],
+    options: &RenderOptions,
+    now: DateTime<Utc>,
+    threads: usize,
+) -> Preview {
     let on: Vec<&ServiceRequest> = requests
         .iter()
         .filter(|r| routes.contains(&r.spec.route))
@@ -227,8 +268,8 @@ pub fn preview(
                 scope.spawn(move || {
                     part.iter()
                         .map(|req| {
-                            let b = decide_request(before, req, &[], options, now);
-                            let a = decide_request(after, req, &[], options, now);
+                            let b = decide_request_with(before, req, &[], options, now, before_gates);
+                            let a = decide_request_with(after, req, &[], options, now, after_gates);
                             compare(&b, &a)
                         })
                         .collect::<Vec<_>>()
@@ -332,7 +373,8 @@ mod tests {
         assert!(diff.contains("-# one\n+# two\n"), "{diff}");
         assert!(diff.starts_with("--- a/"), "{diff}");
         // The digest is the render's with the change: what the commit will carry.
-        let again = decide_request(&after, &requests[0], &[], &Default::default(), Utc::now());
+        let again =
+            crate::verdict::decide_request(&after, &requests[0], &[], &Default::default(), Utc::now());
         assert_eq!(moved.digest, again.rendered.map(|r| r.digest));
         assert_eq!(
             p.summary.to_string(),
@@ -358,5 +400,56 @@ mod tests {
         assert_eq!(p.summary.would_fail, 1, "{p:#?}");
         let reason = p.entries[0].reason.clone().unwrap_or_default();
         assert!(reason.starts_with("renderFailed"), "{reason}");
+    }
+
+    /// On one catalog with a closed gate, the rollout's preview equals the
+    /// preview of two catalogs, and a decision with the gate applied keeps
+    /// the request where it is.
+    #[test]
+    fn a_rollout_preview_opens_the_gate() {
+        let before = catalog("1.0.0", "# one", None);
+        let v1 = before.head("svc").map(|r| r.route.clone()).expect("1.0.0");
+        let mut after = catalog("2.0.0", "# two", Some(v1));
+        let requests = vec![req("b-moves", 2, None), req("a-pinned", 2, Some("^1.0"))];
+        let two = preview(
+            &before,
+            &after,
+            &requests,
+            &["svc".into()],
+            &Default::default(),
+            Utc::now(),
+            1,
+        );
+        assert!(after.set_gate(
+            "svc",
+            Some(crate::rollout::Gate {
+                from: semver::Version::new(1, 0, 0),
+                to: semver::Version::new(2, 0, 0),
+                steps: vec![paver_crds::RolloutStep {
+                    percent: Some(100),
+                    ..Default::default()
+                }],
+                open_steps: 0,
+            })
+        ));
+        let held = crate::verdict::decide_request(&after, &requests[0], &[], &Default::default(), Utc::now());
+        assert_eq!(held.route.as_deref(), Some("svc@1.0.0"));
+        assert!(
+            held.notices
+                .iter()
+                .any(|n| n.contains("while svc@2.0.0 rolls out")),
+            "{:?}",
+            held.notices
+        );
+        let one = preview_rollout(
+            &after,
+            &requests,
+            &["svc".into()],
+            &Default::default(),
+            Utc::now(),
+            1,
+        );
+        assert_eq!(one, two);
+        assert_eq!(one.summary.changed, 1);
     }
 }

@@ -34,6 +34,8 @@ pub struct Catalog {
     route_docs: BTreeMap<String, RouteDoc>,
     /// The head version of each route.
     heads: BTreeMap<String, semver::Version>,
+    /// Routes whose head is rolling out: who may be on it yet.
+    gates: BTreeMap<String, crate::rollout::Gate>,
     /// Routes whose latest version does not compile, with why.
     route_errors: BTreeMap<String, Vec<FieldError>>,
     pub bundles: BundleSet,
@@ -250,6 +252,22 @@ impl Catalog {
         self.head(name).map(|r| r.route.spec.version.as_str())
     }
 
+    /// Sets (or with `None` lifts) the gate on route `name`'s head while
+    /// it rolls out. Whether it changed.
+    pub fn set_gate(&mut self, name: &str, gate: Option<crate::rollout::Gate>) -> bool {
+        let changed = self.gates.get(name) != gate.as_ref();
+        match gate {
+            Some(g) => self.gates.insert(name.to_string(), g),
+            None => self.gates.remove(name),
+        };
+        changed
+    }
+
+    /// The gate on route `name`, if it is rolling out.
+    pub fn gate(&self, name: &str) -> Option<&crate::rollout::Gate> {
+        self.gates.get(name)
+    }
+
     /// The head of route `name`.
     pub fn head(&self, name: &str) -> Option<&CompiledRoute> {
         let head = self.heads.get(name)?;
@@ -270,6 +288,7 @@ impl Catalog {
         }
         self.routes.retain(|r| r.name != name);
         self.heads.remove(name);
+        self.gates.remove(name);
         self.route_errors.remove(name);
     }
 
@@ -534,12 +553,59 @@ pub struct Unprepared<'c> {
     pub no_match: bool,
 }
 
+/// Whether a decision applies the gates of routes rolling out (what the
+/// operator commits) or judges every request as if each rollout were
+/// complete (the preview of where a rollout goes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Gates {
+    #[default]
+    Apply,
+    Open,
+}
+
 /// Selects the request's route, validates its parameters (defaults
 /// applied), estimates its cost and builds the policy input: everything
 /// [`decide_request`] does before policy, for whoever needs that much.
 pub fn prepare_request<'c>(
     catalog: &'c Catalog,
     req: &ServiceRequest,
+) -> Result<Prepared<'c>, Unprepared<'c>> {
+    prepare_request_with(catalog, req, Gates::Apply)
+}
+
+/// The version a request is on while its route's head rolls out: a request
+/// the rollout has not reached stays on the highest version it matches
+/// below the head (one whose range matches only the head is on it).
+fn gated<'c>(
+    catalog: &'c Catalog,
+    req: &ServiceRequest,
+    route: &'c CompiledRoute,
+) -> Option<(&'c CompiledRoute, String)> {
+    let gate = catalog.gates.get(&route.name)?;
+    let key = paver_crds::RequestKey::of(req).to_string();
+    if route.version != gate.to || gate.admits(&key, req.labels()) {
+        return None;
+    }
+    let below = catalog
+        .routes
+        .iter()
+        .filter(|r| r.name == route.name && r.version < gate.to)
+        .map(|r| &r.version)
+        .max()?;
+    let held = select_route(&catalog.routes, &req.spec, Some(below)).ok()?;
+    let note = format!(
+        "on {} while {} rolls out (a later step of its rollout moves this request)",
+        held.id(),
+        route.id()
+    );
+    Some((held, note))
+}
+
+/// [`prepare_request`], applying the routes' rollout gates or not.
+pub fn prepare_request_with<'c>(
+    catalog: &'c Catalog,
+    req: &ServiceRequest,
+    gates: Gates,
 ) -> Result<Prepared<'c>, Unprepared<'c>> {
     let unprepared = |route, errors| Unprepared {
         route,
@@ -566,17 +632,26 @@ pub fn prepare_request<'c>(
         ));
     }
     let head = catalog.heads.get(&req.spec.route);
-    let route = select_route(&catalog.routes, &req.spec, head).map_err(|u| Unprepared {
+    let mut route = select_route(&catalog.routes, &req.spec, head).map_err(|u| Unprepared {
         route: None,
         errors: vec![u.error],
         no_match: u.no_match,
     })?;
+    let mut held = None;
+    if gates == Gates::Apply
+        && let Some((r, note)) = gated(catalog, req, route)
+    {
+        route = r;
+        held = Some(note);
+    }
     catalog
         .teams
         .check(&req.namespace().unwrap_or_default(), &req.spec.team)
         .map_err(|e| unprepared(Some(route), vec![e]))?;
     let mut validated = validate_request(req, route).map_err(|errors| unprepared(Some(route), errors))?;
-    if let Some(head) = head.filter(|h| **h != route.version) {
+    if let Some(note) = held {
+        validated.warnings.push(note);
+    } else if let Some(head) = head.filter(|h| **h != route.version) {
         validated.warnings.push(format!(
             "on {} as routeVersion {:?} asks; the route's latest version is {head}",
             route.id(),
@@ -615,10 +690,22 @@ pub fn decide_request(
     options: &RenderOptions,
     now: DateTime<Utc>,
 ) -> Verdict {
+    decide_request_with(catalog, req, approvals, options, now, Gates::Apply)
+}
+
+/// [`decide_request`], applying the routes' rollout gates or not.
+pub fn decide_request_with(
+    catalog: &Catalog,
+    req: &ServiceRequest,
+    approvals: &[Approval],
+    options: &RenderOptions,
+    now: DateTime<Utc>,
+    gates: Gates,
+) -> Verdict {
     let key = paver_crds::RequestKey::of(req).to_string();
     let mut v = Verdict::new(key.clone());
 
-    let prepared = match prepare_request(catalog, req) {
+    let prepared = match prepare_request_with(catalog, req, gates) {
         Ok(p) => p,
         Err(Unprepared {
             route,

@@ -33,11 +33,14 @@ pub use revision::{
 };
 pub use route::{
     ApplicationDestination, ApplicationTemplate, CostItem, CostModel, LevelDefinition, Lifecycle, PaveRoute,
-    PaveRouteSpec, PaveRouteStatus, RouteOutput, RouteTemplates, RouteVersionStatus, ScorecardLevels,
-    SyncPolicy, TemplateFile,
+    PaveRouteSpec, PaveRouteStatus, PreviewSummary, RolloutPolicy, RolloutState, RolloutStatus, RolloutStep,
+    RouteOutput, RouteTemplates, RouteVersionStatus, ScorecardLevels, SyncPolicy, TemplateFile,
 };
 pub use scorecard::{CheckResult, Scorecard, ScorecardSpec, ScorecardStatus};
-pub use vocab::{API_VERSION, CENSUS_FIELD_MANAGER, FIELD_MANAGER, FINALIZER, RequestKey};
+pub use vocab::{
+    API_VERSION, CENSUS_FIELD_MANAGER, FIELD_MANAGER, FINALIZER, ROLLOUT_ANNOTATION, ROLLOUT_FIELD_MANAGER,
+    RequestKey,
+};
 
 /// The API group of every Paver resource.
 pub const GROUP: &str = "paver.dev";

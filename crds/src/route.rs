@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    common::optional_free_form_object,
+    common::{LabelSelector, optional_free_form_object},
     condition::{Condition, conditions_schema},
 };
 
@@ -21,6 +21,7 @@ use crate::{
     printcolumn = r#"{"name":"VERSION","type":"string","jsonPath":".spec.version"}"#,
     printcolumn = r#"{"name":"ACTIVE","type":"string","jsonPath":".status.activeVersion"}"#,
     printcolumn = r#"{"name":"REQUESTS","type":"string","jsonPath":".status.requests"}"#,
+    printcolumn = r#"{"name":"ROLLOUT","type":"string","jsonPath":".status.rollout.summary"}"#,
     printcolumn = r#"{"name":"READY","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"LIFECYCLE","type":"string","jsonPath":".spec.lifecycle"}"#,
     printcolumn = r#"{"name":"OWNER","type":"string","jsonPath":".spec.owner"}"#,
@@ -58,6 +59,56 @@ pub struct PaveRouteSpec {
     /// Scorecard level definitions; bronze, silver and gold by check level when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scorecard: Option<ScorecardLevels>,
+    /// How a new version reaches the requests that do not pin an older one:
+    /// in steps, each gated on its requests reaching Synced/Healthy in Argo
+    /// CD. Without it, every such request moves at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPolicy>,
+}
+
+/// Steps that move a new version to the requests on the route.
+///
+/// A step names a share of the requests (`percent`, by a stable hash of
+/// namespace/name, so a share only grows) and/or a label selector; the
+/// requests a step moves are those it names that no earlier step did. A
+/// step whose requests all reach Synced/Healthy at the new version within
+/// `healthDeadline` is done, and the next starts after its `pause`. A
+/// request of the step that goes Degraded, or a step past its deadline,
+/// halts the rollout and returns that step's requests to the version before.
+///
+/// The annotation `paver.dev/rollout` on the PaveRoute steers it: `pause`,
+/// `resume` (also retries a halted step), `abort` (every request back to
+/// the version before).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutPolicy {
+    /// The steps, in order; the last should reach 100 percent (a rollout
+    /// whose steps end below it leaves the rest on the version before).
+    #[schemars(length(min = 1, max = 20))]
+    pub steps: Vec<RolloutStep>,
+    /// How long a step's requests have to reach Synced/Healthy, e.g. `5m`.
+    #[serde(default = "default_health_deadline")]
+    pub health_deadline: String,
+}
+
+fn default_health_deadline() -> String {
+    "10m".into()
+}
+
+/// One step of a rollout.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStep {
+    /// Share of the route's requests moved by the end of this step (0-100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percent: Option<u8>,
+    /// Requests whose labels match are moved in this step too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// How long to wait after the step is healthy before the next, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pause: String,
 }
 
 /// Lifecycle stage of a route.
@@ -234,15 +285,73 @@ pub struct PaveRouteStatus {
     /// Requests per version, for `kubectl get paveroutes` (e.g. `2.0.0=15 1.0.0=5`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<String>,
+    /// The rollout of the latest version, under `spec.rollout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Where a rollout stands.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The version requests are moved from (the last one fully rolled out).
+    pub from: String,
+    /// The version being rolled out.
+    pub to: String,
+    /// The step in progress (0-based); equal to the number of steps once complete.
+    pub step: u32,
+    /// `Progressing`, `Paused`, `Halted`, `Aborted` or `Complete`.
+    pub state: RolloutState,
+    /// When the current step started (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub step_started_at: String,
+    /// When the current step's requests were all healthy (its pause runs from then).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub step_healthy_at: String,
+    /// Why it halted, or what it waits for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The preview of `to` against the requests on the route, written before
+    /// the first step: `N changed, N unchanged, N would fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewSummary>,
+    /// For `kubectl get paveroutes`, e.g. `1.0.0->2.0.0 step 2/3 Progressing`.
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// The state of a rollout.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+pub enum RolloutState {
+    #[default]
+    Progressing,
+    Paused,
+    Halted,
+    Aborted,
+    Complete,
+}
+
+/// The counts of a route version's preview.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewSummary {
+    pub requests: u32,
+    pub changed: u32,
+    pub unchanged: u32,
+    pub would_fail: u32,
+    /// The requests that would fail, at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing: Vec<String>,
 }
 
 impl PaveRouteStatus {
     /// The status without what the route census writes (`versions`,
-    /// `requests`), which has a field manager of its own.
+    /// `requests`, `rollout`), which has a field manager of its own.
     pub fn without_census(&self) -> PaveRouteStatus {
         PaveRouteStatus {
             versions: Vec::new(),
             requests: None,
+            rollout: None,
             ..self.clone()
         }
     }

@@ -14,9 +14,15 @@ pub const FIELD_MANAGER: &str = "paver";
 /// The field manager of the route census (`status.versions` and
 /// `status.requests` of a PaveRoute), apart from the route's other status.
 pub const CENSUS_FIELD_MANAGER: &str = "paver-census";
+/// The field manager of a PaveRoute's `status.rollout`.
+pub const ROLLOUT_FIELD_MANAGER: &str = "paver-rollout";
 
 /// The finalizer that removes a request's directory before it goes.
 pub const FINALIZER: &str = "paver.dev/cleanup";
+
+/// The PaveRoute annotation that steers its rollout: `pause`, `resume` or
+/// `abort` (removed once carried out).
+pub const ROLLOUT_ANNOTATION: &str = "paver.dev/rollout";
 
 /// Label keys Paver writes on what it renders and on Scorecards.
 pub mod labels {

@@ -870,3 +870,339 @@ pub async fn argocd_syncs_every_other_shipped_route(env: &mut Env) -> Result<()>
     eprintln!("     to Synced/Healthy: {}", times.join(", "));
     Ok(())
 }
+
+/// The canary route: a copy of microservice at `version` with a 20% →
+/// 100% rollout policy; `marker` is appended to its SLO template (a real
+/// template change), and `unschedulable` gives its Deployments a node
+/// label no node has and a 10 s progress deadline.
+fn canary_route(c: &Cluster, version: &str, marker: &str, unschedulable: bool) -> Result<String> {
+    let yaml = c.kubectl(&["get", "paveroute", "microservice", "-o", "yaml"])?;
+    let mut r: serde_yaml::Value = serde_yaml::from_str(&yaml)?;
+    r["metadata"] = serde_yaml::from_str("name: e2e-canary")?;
+    r.as_mapping_mut().context("route")?.remove("status");
+    r["spec"]["version"] = version.into();
+    r["spec"]["rollout"] =
+        serde_yaml::from_str("steps: [{percent: 20}, {percent: 100}]\nhealthDeadline: 100s\n")?;
+    let files = r["spec"]["templates"]["inline"]
+        .as_sequence_mut()
+        .context("templates.inline")?;
+    let slo = files
+        .iter_mut()
+        .find(|f| f["path"].as_str() == Some("slo.yaml"))
+        .context("no slo.yaml template")?;
+    let content = slo["content"].as_str().unwrap_or_default().to_string();
+    slo["content"] = format!("{content}# {marker}\n").into();
+    if unschedulable {
+        let dep = files
+            .iter_mut()
+            .find(|f| f["path"].as_str() == Some("manifests/deployment.yaml"))
+            .context("no manifests/deployment.yaml template")?;
+        let content = dep["content"].as_str().unwrap_or_default();
+        ensure!(
+            content.contains("  revisionHistoryLimit: 5\n") && content.contains("      serviceAccountName: "),
+            "the deployment template changed shape"
+        );
+        dep["content"] = content
+            .replace(
+                "  revisionHistoryLimit: 5\n",
+                "  revisionHistoryLimit: 5\n  progressDeadlineSeconds: 10\n",
+            )
+            .replace(
+                "      serviceAccountName: ",
+                "      nodeSelector:\n        paver.dev/e2e-no-such-pool: \"true\"\n      serviceAccountName: ",
+            )
+            .into();
+    }
+    Ok(serde_yaml::to_string(&r)?)
+}
+
+/// The rollout's status once `done` holds for it, and every summary seen
+/// on the way (in order, each once).
+async fn wait_rollout(
+    client: &Client,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&paver_crds::RolloutStatus) -> bool,
+) -> Result<(paver_crds::RolloutStatus, Vec<String>)> {
+    let api: Api<paver_crds::PaveRoute> = Api::all(client.clone());
+    let seen = std::sync::Mutex::new(Vec::<String>::new());
+    let res = wait_for(what, timeout, || {
+        let (api, seen, done) = (&api, &seen, &done);
+        async move {
+            let r = api.get("e2e-canary").await?;
+            let Some(rollout) = r.status.and_then(|s| s.rollout) else {
+                return Ok(None);
+            };
+            if let Ok(mut s) = seen.lock()
+                && s.last() != Some(&rollout.summary)
+            {
+                s.push(rollout.summary.clone());
+            }
+            Ok(done(&rollout).then_some(rollout))
+        }
+    })
+    .await;
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let rollout = res.with_context(|| format!("rollout summaries seen: {seen:?}"))?;
+    Ok((rollout, seen))
+}
+
+/// Route versions and a health-gated canary rollout with real Argo CD: 20
+/// requests on a route, 5 pinned to `^1.0`. `paver diff --cluster`
+/// previews 2.0.0 (15 changed, 5 unchanged), the operator writes the same
+/// summary before its first step, the rollout goes 20% → 100% with each
+/// step Healthy, and the 15 renders committed equal the preview's byte for
+/// byte (its digests) while the 5 pinned stay at 1.0.0 with one commit.
+/// Then 2.0.1, whose Deployments cannot be scheduled: the first step goes
+/// Degraded, the rollout halts, and that step's requests are committed
+/// back at 2.0.0 and Healthy, the others never left it.
+pub async fn route_versions_roll_out_in_health_gated_steps(env: &mut Env) -> Result<()> {
+    require()?;
+    let (c, client) = (&env.cluster, &env.client);
+    let ns = "e2e-argocd-canary";
+    namespace(c, ns)?;
+    root_application(c)?;
+    c.apply(&canary_route(c, "1.0.0", "version one", false)?)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let names: Vec<String> = (0..20).map(|i| format!("svc-{i:02}")).collect();
+    let pinned = |name: &str| name < "svc-05";
+    let docs: Vec<String> = names
+        .iter()
+        .map(|name| {
+            example("orders-api.yaml", ns, name, |v| {
+                v["spec"]["route"] = "e2e-canary".into();
+                v["spec"]["parameters"]["compute"]["replicas"] = 1.into();
+                if pinned(name) {
+                    v["spec"]["routeVersion"] = "^1.0".into();
+                }
+            })
+        })
+        .collect::<Result<_>>()?;
+    c.apply(&docs.join("---\n"))?;
+    for name in &names {
+        wait_request(client, ns, name, "Synced and Healthy at 1.0.0", |s| {
+            synced_and_healthy(s) && s.render.as_ref().is_some_and(|r| r.route_version == "1.0.0")
+        })
+        .await?;
+    }
+    let clone = c.remote().clone_repo()?;
+    let dir = |name: &str| format!("{ns}/{name}");
+    let before: Vec<usize> = names
+        .iter()
+        .map(|n| clone.commits_for(&dir(n)).map(|c| c.len()))
+        .collect::<Result<_>>()?;
+
+    // The preview, offline against the cluster, before anything moves.
+    let v2 = canary_route(c, "2.0.0", "version two", false)?;
+    let file = c.state.join("e2e-canary-2.0.0.yaml");
+    std::fs::write(&file, &v2)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paver"))
+        .args(["diff", "--cluster", "-o", "json", "--repo-url", &c.var("GIT_URL")])
+        .args([
+            "--argocd-destination-server",
+            &c.var("PAVER_E2E_APISERVER"),
+            "--route",
+        ])
+        .arg(&file)
+        .env("KUBECONFIG", c.var("PAVER_E2E_ADMIN_KUBECONFIG"))
+        .output()?;
+    let preview: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("paver diff: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let summary = &preview["summary"];
+    ensure!(
+        summary["changed"] == 15 && summary["unchanged"] == 5 && summary["wouldFail"] == 0,
+        "preview summary {summary}"
+    );
+    let mut digests = std::collections::BTreeMap::new();
+    for e in preview["entries"].as_array().context("entries")? {
+        let request = e["request"].as_str().unwrap_or_default().to_string();
+        let name = request.rsplit('/').next().unwrap_or_default().to_string();
+        let changed = e["change"] == "changed";
+        ensure!(changed != pinned(&name), "{request}: {}", e["change"]);
+        if changed {
+            ensure!(
+                e["files"].as_array().is_some_and(|f| f
+                    .iter()
+                    .any(|f| f["diff"].as_str().is_some_and(|d| d.contains("+# version two")))),
+                "{request}: no diff of the template change"
+            );
+            digests.insert(name, e["digest"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    ensure!(digests.len() == 15, "{} digests", digests.len());
+    let steps = [
+        paver_crds::RolloutStep {
+            percent: Some(20),
+            ..Default::default()
+        },
+        paver_crds::RolloutStep {
+            percent: Some(100),
+            ..Default::default()
+        },
+    ];
+    let first_step: Vec<&String> = names
+        .iter()
+        .filter(|n| !pinned(n))
+        .filter(|n| {
+            paver::core::rollout::step_of(&steps, &format!("{ns}/{n}"), &Default::default()) == Some(0)
+        })
+        .collect();
+    ensure!(
+        !first_step.is_empty() && first_step.len() < 15,
+        "the 20% step moves {} of the 15",
+        first_step.len()
+    );
+
+    c.apply(&v2)?;
+    let (started, _) = wait_rollout(
+        client,
+        "the 2.0.0 rollout started",
+        Duration::from_secs(60),
+        |r| r.to == "2.0.0",
+    )
+    .await?;
+    let p = started.preview.clone().context("no preview on the rollout")?;
+    ensure!(
+        (p.requests, p.changed, p.unchanged, p.would_fail) == (20, 15, 5, 0),
+        "the operator's preview {p:?}"
+    );
+    let (done, seen) = wait_rollout(
+        client,
+        "the 2.0.0 rollout complete",
+        Duration::from_secs(300),
+        |r| r.state == paver_crds::RolloutState::Complete || r.state == paver_crds::RolloutState::Halted,
+    )
+    .await?;
+    ensure!(
+        done.state == paver_crds::RolloutState::Complete,
+        "{}: {}",
+        done.summary,
+        done.message
+    );
+    ensure!(
+        seen.iter().any(|s| s.contains("step 1/2 Progressing"))
+            && seen.iter().any(|s| s.contains("step 2/2 Progressing")),
+        "steps seen: {seen:?}"
+    );
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+    let clone = c.remote().clone_repo()?;
+    for (i, name) in names.iter().enumerate() {
+        let sr = wait_request(
+            client,
+            ns,
+            name,
+            "Synced and Healthy after the rollout",
+            synced_and_healthy,
+        )
+        .await?;
+        let render = sr.status.and_then(|s| s.render).context("no render")?;
+        let commits = clone.commits_for(&dir(name))?;
+        if pinned(name) {
+            ensure!(render.route_version == "1.0.0", "{name}: {render:?}");
+            ensure!(
+                commits.len() == before[i],
+                "{name} was committed again: {commits:?}"
+            );
+        } else {
+            ensure!(render.route_version == "2.0.0", "{name}: {render:?}");
+            ensure!(
+                render.digest == digests[name],
+                "{name}: committed {} but the preview said {}",
+                render.digest,
+                digests[name]
+            );
+            ensure!(
+                commits.len() == before[i] + 1
+                    && commits
+                        .last()
+                        .is_some_and(|(_, m)| m.contains("Paver-Route: e2e-canary@2.0.0")),
+                "{name}: {commits:?}"
+            );
+        }
+    }
+    let listed = c.kubectl(&["get", "paveroute", "e2e-canary"])?;
+    eprintln!("     {}", listed.replace('\n', "\n     "));
+
+    // 2.0.1 cannot be scheduled: the first step halts and goes back.
+    c.apply(&canary_route(c, "2.0.1", "version two", true)?)?;
+    let (halted, _) = wait_rollout(
+        client,
+        "the 2.0.1 rollout halted",
+        Duration::from_secs(240),
+        |r| r.to == "2.0.1" && r.state != paver_crds::RolloutState::Progressing,
+    )
+    .await?;
+    ensure!(
+        halted.state == paver_crds::RolloutState::Halted
+            && halted.step == 0
+            && halted.from == "2.0.0"
+            && halted.message.contains("Degraded"),
+        "{}: {}",
+        halted.summary,
+        halted.message
+    );
+    let mut back = Vec::new();
+    for name in names.iter().filter(|n| !pinned(n)) {
+        let sr = wait_request(client, ns, name, "back at 2.0.0, Synced and Healthy", |s| {
+            synced_and_healthy(s) && s.render.as_ref().is_some_and(|r| r.route_version == "2.0.0")
+        })
+        .await?;
+        back.push((name, sr));
+    }
+    let clone = c.remote().clone_repo()?;
+    for (name, sr) in back {
+        let render = sr.status.and_then(|s| s.render).context("no render")?;
+        ensure!(
+            render.digest == digests[name],
+            "{name} is not back at its 2.0.0 render"
+        );
+        let routes: Vec<String> = clone
+            .commits_for(&dir(name))?
+            .iter()
+            .filter_map(|(_, m)| {
+                m.lines()
+                    .find(|l| l.starts_with("Paver-Route: "))
+                    .map(str::to_string)
+            })
+            .collect();
+        if first_step.contains(&name) {
+            ensure!(
+                routes.ends_with(&[
+                    "Paver-Route: e2e-canary@2.0.0".to_string(),
+                    "Paver-Route: e2e-canary@2.0.1".to_string(),
+                    "Paver-Route: e2e-canary@2.0.0".to_string(),
+                ]),
+                "{name} (first step): {routes:?}"
+            );
+        } else {
+            ensure!(
+                routes.last().map(String::as_str) == Some("Paver-Route: e2e-canary@2.0.0")
+                    && !routes.iter().any(|r| r.ends_with("2.0.1")),
+                "{name} (never moved): {routes:?}"
+            );
+        }
+    }
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        "involvedObject.name=e2e-canary,reason=RolloutHalted",
+        "-o",
+        "name",
+    ])?;
+    ensure!(!events.trim().is_empty(), "no RolloutHalted Event");
+    let listed = c.kubectl(&["get", "paveroute", "e2e-canary"])?;
+    ensure!(
+        listed.contains("2.0.0->2.0.1 step 1/2 Halted")
+            && listed.contains("2.0.0=15")
+            && listed.contains("1.0.0=5"),
+        "{listed}"
+    );
+    eprintln!("     {}", listed.replace('\n', "\n     "));
+    // Out of the way of the scenarios after this one.
+    c.kubectl(&["delete", "servicerequests", "--all", "-n", ns, "--wait=false"])?;
+    let _ = api;
+    Ok(())
+}

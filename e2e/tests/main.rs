@@ -28,7 +28,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use argocd::{
     argocd_and_paver_recover_from_a_git_outage, argocd_prunes_a_deleted_request,
     argocd_reports_a_workload_that_cannot_become_healthy, argocd_syncs_every_other_shipped_route,
-    argocd_syncs_requests_to_available_deployments,
+    argocd_syncs_requests_to_available_deployments, route_versions_roll_out_in_health_gated_steps,
 };
 use chart::helm_chart_lints_renders_manifests_and_passes_server_dry_run;
 use hostile::hostile_input_is_refused_by_the_operator;
@@ -141,6 +141,7 @@ async fn run_all() -> ExitCode {
         argocd_reports_a_workload_that_cannot_become_healthy,
         argocd_prunes_a_deleted_request,
         argocd_and_paver_recover_from_a_git_outage,
+        route_versions_roll_out_in_health_gated_steps,
         operator_pod_probes_failover_and_sigterm,
         operator_killed_mid_flight_loses_and_duplicates_nothing,
         nothing_changed_means_nothing_written,

@@ -25,7 +25,8 @@ pub struct DiffArgs {
     pub sources: Sources,
     pub output: Format,
     pub stat: bool,
-    pub repo_url: String,
+    /// How the operator stamps renders (its repository URL and Argo CD destination).
+    pub options: RenderOptions,
 }
 
 /// The sources with each of `new` in place of the route of its name; the
@@ -190,11 +191,7 @@ pub fn diff(args: &DiffArgs) -> ExitCode {
             ));
         }
     }
-    let options = RenderOptions {
-        repo_url: args.repo_url.clone(),
-        revision: "main".into(),
-        destination_server: None,
-    };
+    let options = &args.options;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let names: Vec<String> = names.into_iter().collect();
     let p = preview(
@@ -202,7 +199,7 @@ pub fn diff(args: &DiffArgs) -> ExitCode {
         &after,
         &requests,
         &names,
-        &options,
+        options,
         chrono::Utc::now(),
         threads,
     );

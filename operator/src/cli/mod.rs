@@ -122,6 +122,9 @@ pub enum Command {
             default_value = "https://git.example.com/platform/gitops.git"
         )]
         repo_url: String,
+        /// The operator's `--argocd-destination-server`, if it sets one.
+        #[arg(long, value_name = "URL")]
+        argocd_destination_server: Option<String>,
     },
     /// Compile policy bundles and run their tests, like `opa test`, and
     /// lint routes' templates for values printed unescaped (`safe`, or an
@@ -178,13 +181,18 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             stat,
             repo_url,
+            argocd_destination_server,
         } => diff::diff(&diff::DiffArgs {
             routes,
             files,
             sources,
             output,
             stat,
-            repo_url,
+            options: crate::core::render::RenderOptions {
+                repo_url,
+                revision: "main".into(),
+                destination_server: argocd_destination_server,
+            },
         }),
         Command::Test { paths, verbose } => offline::test(&paths, verbose),
         Command::Crds { out_dir: None } => {

@@ -22,15 +22,15 @@ use kube::{
 use paver_crds::{CENSUS_FIELD_MANAGER, PaveRoute, RequestKey, RouteVersionStatus};
 use tracing::{info, warn};
 
-use super::{Ctx, Result, request::RequestMeta, revision};
+use super::{Ctx, Result, index::Trigger, request::RequestMeta, revision};
 
 /// Runs the census until the term ends.
-pub async fn run(ctx: Ctx, requests: Store<RequestMeta>) {
+pub async fn run(ctx: Ctx, requests: Store<RequestMeta>, trigger: Trigger) {
     let mut tick = tokio::time::interval(ctx.config.route_status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = census(&ctx, &requests).await {
+        if let Err(e) = census(&ctx, &requests, &trigger).await {
             warn!(error = %e, "the route census failed; next time");
         }
     }
@@ -87,7 +87,7 @@ impl VersionKey {
     }
 }
 
-async fn census(ctx: &Ctx, requests: &Store<RequestMeta>) -> Result<()> {
+async fn census(ctx: &Ctx, requests: &Store<RequestMeta>, trigger: &Trigger) -> Result<()> {
     let keys: Vec<RequestKey> = requests.state().iter().map(|m| RequestKey::of(&**m)).collect();
     let (counts, complete) = ctx.routes.census(&keys);
     if !complete {
@@ -125,6 +125,9 @@ async fn census(ctx: &Ctx, requests: &Store<RequestMeta>) -> Result<()> {
             ctx.metrics.wrote("paveroutes/status", "apply");
         }
         collect(ctx, &route, &versions).await?;
+        if let Err(e) = super::rollout::tick(ctx, requests, trigger, &route).await {
+            warn!(route = %name, error = %e, "the rollout tick failed; next time");
+        }
     }
     Ok(())
 }
@@ -148,6 +151,16 @@ async fn collect(ctx: &Ctx, route: &PaveRoute, versions: &[RouteVersionStatus]) 
         .collect();
     keep.extend(head);
     keep.extend(route.status.as_ref().and_then(|s| s.active_revision.clone()));
+    // A rollout's versions stay, whoever is on them: a halted step returns to `from`.
+    if let Some(r) = route.status.as_ref().and_then(|s| s.rollout.as_ref()) {
+        keep.extend(
+            versions
+                .iter()
+                .filter(|v| v.version == r.from || v.version == r.to)
+                .filter(|v| !v.revision.is_empty())
+                .map(|v| v.revision.clone()),
+        );
+    }
     let revisions = revision::list::<PaveRoute>(ctx, &name).await?;
     let retention = i64::try_from(ctx.config.route_revision_retention.as_secs()).unwrap_or(i64::MAX);
     let prune = crate::core::revision::unused_to_prune(

@@ -49,7 +49,18 @@ pub fn trigger_requests(
 }
 
 /// A route and one of its versions.
-type RouteAt = (Arc<str>, Arc<str>);
+pub type RouteAt = (Arc<str>, Arc<str>);
+
+/// What a request's last reconcile saw, for the route census and rollouts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The route and version of its committed render, if any.
+    pub rendered: Option<RouteAt>,
+    /// Its `spec.routeVersion` (empty when it has none).
+    pub range: Arc<str>,
+    /// What Argo CD reports on that render.
+    pub health: crate::core::rollout::Health,
+}
 
 /// Requests per version, per route.
 pub type Census = HashMap<Arc<str>, HashMap<Arc<str>, u32>>;
@@ -64,9 +75,8 @@ pub struct RouteIndex {
 #[derive(Debug, Default)]
 struct Inner {
     routes: HashMap<RequestKey, Arc<str>>,
-    /// The `(route, version)` of each reconciled request's committed
-    /// render; `None` for one reconciled with nothing committed.
-    rendered: HashMap<RequestKey, Option<RouteAt>>,
+    /// What the last reconcile of each request since the operator started saw.
+    seen: HashMap<RequestKey, Seen>,
     /// Every route name and version once, shared by the entries naming it.
     names: HashSet<Arc<str>>,
 }
@@ -97,18 +107,37 @@ impl RouteIndex {
     }
 
     /// Records, after a reconcile, the route and version of the request's
-    /// committed render (`None`: nothing committed).
-    pub fn set_rendered(&self, key: &RequestKey, rendered: Option<(&str, &str)>) {
+    /// committed render (`None`: nothing committed), its `routeVersion` and
+    /// what Argo CD reports on the render.
+    pub fn set_seen(
+        &self,
+        key: &RequestKey,
+        rendered: Option<(&str, &str)>,
+        range: &str,
+        health: crate::core::rollout::Health,
+    ) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let same = inner
-            .rendered
-            .get(key)
-            .is_some_and(|r| r.as_ref().map(|(a, b)| (&**a, &**b)) == rendered);
+        let same = inner.seen.get(key).is_some_and(|s| {
+            s.rendered.as_ref().map(|(a, b)| (&**a, &**b)) == rendered
+                && *s.range == *range
+                && s.health == health
+        });
         if same {
             return;
         }
-        let value = rendered.map(|(route, version)| (inner.intern(route), inner.intern(version)));
-        inner.rendered.insert(key.clone(), value);
+        let seen = Seen {
+            rendered: rendered.map(|(route, version)| (inner.intern(route), inner.intern(version))),
+            range: inner.intern(range),
+            health,
+        };
+        inner.seen.insert(key.clone(), seen);
+    }
+
+    /// What the last reconcile of request `key` saw, if it was reconciled
+    /// since the operator started.
+    pub fn seen(&self, key: &RequestKey) -> Option<Seen> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.seen.get(key).cloned()
     }
 
     /// Requests per version of `route`, by their committed renders, and
@@ -117,14 +146,14 @@ impl RouteIndex {
     pub fn census(&self, requests: &[RequestKey]) -> (Census, bool) {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let mut counts = Census::new();
-        for (route, version) in inner.rendered.values().flatten() {
+        for (route, version) in inner.seen.values().filter_map(|s| s.rendered.as_ref()) {
             *counts
                 .entry(route.clone())
                 .or_default()
                 .entry(version.clone())
                 .or_default() += 1;
         }
-        let complete = requests.iter().all(|k| inner.rendered.contains_key(k));
+        let complete = requests.iter().all(|k| inner.seen.contains_key(k));
         (counts, complete)
     }
 
@@ -133,7 +162,7 @@ impl RouteIndex {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let key = RequestKey::new(namespace, name);
         inner.routes.remove(&key);
-        inner.rendered.remove(&key);
+        inner.seen.remove(&key);
     }
 
     /// The route of request `namespace/name`; `None` before its first reconcile.
@@ -201,21 +230,23 @@ mod tests {
 
     #[test]
     fn the_census_counts_committed_renders_by_version() {
+        use crate::core::rollout::Health;
         let index = RouteIndex::default();
         let keys: Vec<RequestKey> = ["a", "b", "c", "d"]
             .iter()
             .map(|n| RequestKey::new("shop", n))
             .collect();
-        index.set_rendered(&keys[0], Some(("microservice", "1.0.0")));
-        index.set_rendered(&keys[1], Some(("microservice", "2.0.0")));
-        index.set_rendered(&keys[2], Some(("microservice", "2.0.0")));
+        let set = |k: &RequestKey, r: Option<(&str, &str)>| index.set_seen(k, r, "", Health::Healthy);
+        set(&keys[0], Some(("microservice", "1.0.0")));
+        set(&keys[1], Some(("microservice", "2.0.0")));
+        set(&keys[2], Some(("microservice", "2.0.0")));
         let (counts, complete) = index.census(&keys);
         assert!(!complete, "d was never reconciled");
         let ms = &counts[&Arc::<str>::from("microservice")];
         assert_eq!(ms[&Arc::<str>::from("2.0.0")], 2);
         assert_eq!(ms[&Arc::<str>::from("1.0.0")], 1);
-        index.set_rendered(&keys[3], None);
-        index.set_rendered(&keys[0], Some(("microservice", "2.0.0")));
+        set(&keys[3], None);
+        set(&keys[0], Some(("microservice", "2.0.0")));
         let (counts, complete) = index.census(&keys);
         assert!(complete);
         let ms = &counts[&Arc::<str>::from("microservice")];

@@ -20,6 +20,7 @@ pub mod projects;
 pub mod request;
 pub mod resync;
 pub mod revision;
+pub mod rollout;
 pub mod route;
 pub mod run;
 pub mod scorecards;

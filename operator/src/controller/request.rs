@@ -153,12 +153,14 @@ async fn reconcile_inner(sr: &ServiceRequest, ctx: &Ctx, api: &Api<ServiceReques
     );
     let drift = status::is_drift(prev.render.as_ref(), &verdict, &commit);
     write(sr, ctx, api, &prev, &status, drift).await?;
-    ctx.routes.set_rendered(
+    ctx.routes.set_seen(
         &paver_crds::RequestKey::of(sr),
         status
             .render
             .as_ref()
             .map(|r| (sr.spec.route.as_str(), r.route_version.as_str())),
+        sr.spec.route_version.as_deref().unwrap_or_default().trim(),
+        status::rollout_health(&status),
     );
     ctx.metrics.requests.record(
         &paver_crds::RequestKey::of(sr),

@@ -74,6 +74,7 @@ pub fn route_status(
         // The census's fields, as they are (it writes them itself).
         versions: prev.versions.clone(),
         requests: prev.requests.clone(),
+        rollout: prev.rollout.clone(),
     }
 }
 
@@ -117,7 +118,18 @@ pub async fn apply(ctx: &Ctx, route: &PaveRoute, in_force: Option<String>) -> Re
     {
         revision = Some(r);
     }
-    let errors = ctx.catalog.write().await.install_route(&name, compiled);
+    let errors = {
+        // The head and its rollout's gate together: no reconcile sees the
+        // new head before the gate that holds requests back from it.
+        let gate = crate::core::rollout::gate(&route.spec, &prev);
+        let mut catalog = ctx.catalog.write().await;
+        let ok = compiled.is_ok();
+        let errors = catalog.install_route(&name, compiled);
+        if ok {
+            catalog.set_gate(&name, gate);
+        }
+        errors
+    };
     if errors.is_empty() {
         revision = match revision::record(ctx, route, prev.active_revision.as_deref()).await {
             Ok(r) => Some(r),

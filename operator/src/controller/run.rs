@@ -452,7 +452,7 @@ async fn reconcile_while_leading(
         tasks.spawn(async move { ctx.resync.run(trigger).await });
     }
     tasks.spawn(super::would_deny::run(ctx.clone()));
-    tasks.spawn(super::census::run(ctx.clone(), requests.clone()));
+    tasks.spawn(super::census::run(ctx.clone(), requests.clone(), trigger.clone()));
     // Triggers name requests; the controller's cache holds their metadata.
     let trigger_stream = tokio_stream_from(trigger_rx)
         .map(|r| ObjectRef::<RequestMeta>::new(&r.name).within(r.namespace.as_deref().unwrap_or_default()));

@@ -47,6 +47,31 @@ fn join_findings(findings: &[paver_crds::Finding]) -> String {
         .join("; ")
 }
 
+/// What Argo CD reports on the request's committed render, as a rollout
+/// step reads it: Healthy once synced at that commit and Healthy, Degraded
+/// when Degraded at it, waiting otherwise (saying for what).
+pub fn rollout_health(status: &ServiceRequestStatus) -> crate::core::rollout::Health {
+    use crate::core::rollout::Health;
+    let Some(render) = &status.render else {
+        return Health::Waiting("nothing committed".into());
+    };
+    let Some(sync) = &status.sync else {
+        return Health::Waiting("no Argo CD report".into());
+    };
+    if sync.revision != render.revision {
+        return Health::Waiting(format!("Argo CD has not synced {}", render.short_revision));
+    }
+    match (sync.status.as_str(), sync.health.as_str()) {
+        (_, "Degraded") => {
+            let mut m = sync.message.clone();
+            truncate_message(&mut m, 300);
+            Health::Degraded(m)
+        }
+        ("Synced", "Healthy") => Health::Healthy,
+        (s, h) => Health::Waiting(format!("{s}/{h}")),
+    }
+}
+
 /// Whether a commit that changed files although the render did not is a
 /// restore of hand edits (drift).
 pub fn is_drift(prev: Option<&RenderStatus>, verdict: &Verdict, commit: &CommitState) -> bool {
