@@ -58,7 +58,7 @@ bench: ## Benchmarks (policy vs OPA, render, Git, route preview, 1,000/10,000 bu
 	target/release/paver-bench --json $(BENCH_OUT)/render.json render
 	target/release/paver-bench --json $(BENCH_OUT)/git.json git
 	target/release/paver-bench --json $(BENCH_OUT)/preview.json preview --requests 10000
-	target/release/paver-bench --json $(BENCH_OUT)/burst-1000.json burst --requests 1000 --quiet-seconds $(QUIET_SECONDS)
+	target/release/paver-bench --json $(BENCH_OUT)/burst-1000.json burst --requests 1000 --quiet-seconds $(QUIET_SECONDS) --bump-route
 	target/release/paver-bench --json $(BENCH_OUT)/trickle.json burst --trickle 50
 	target/release/paver-bench --json $(BENCH_OUT)/trickle-activate.json burst --trickle 50 --activate-rules 2000
 	target/release/paver-bench --json $(BENCH_OUT)/burst-10000.json burst --requests 10000 --quiet-seconds 0 --timeout-seconds $(BURST_TIMEOUT)

@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use futures::{StreamExt as _, TryStreamExt as _};
 use kube::{Api, Client, api::PostParams, runtime::watcher};
 use paver_crds::{ServiceRequest, request::Phase};
@@ -74,6 +74,28 @@ pub struct Args {
     /// Give up waiting for all requests to be Committed after this long.
     #[arg(long, default_value_t = 900)]
     timeout_seconds: u64,
+    /// After the burst (and its quiet period), publish microservice
+    /// 2.0.0 (a template change, no rollout policy: every request moves at
+    /// once) and time until every request is Committed at 2.0.0.
+    #[arg(long)]
+    bump_route: bool,
+}
+
+/// The version `--bump-route` publishes.
+const BUMP_VERSION: &str = "2.0.0";
+
+/// microservice 2.0.0 published over the burst's requests.
+#[derive(Serialize)]
+struct RouteBump {
+    version: &'static str,
+    /// Requests Committed at the new version within the timeout.
+    committed: usize,
+    /// Apply of the new version → every request Committed at it.
+    all_committed_s: Option<f64>,
+    commits: u64,
+    requests_per_commit: Option<f64>,
+    /// The operator's API writes per request moved.
+    api_writes_per_request: f64,
 }
 
 #[derive(Serialize)]
@@ -114,6 +136,7 @@ struct Report {
     operator_time: BTreeMap<String, (f64, f64)>,
     quiet: Option<Quiet>,
     activations: Option<Activations>,
+    route_bump: Option<RouteBump>,
 }
 
 /// The bundle kept activating during the run (`--activate-rules`).
@@ -677,6 +700,8 @@ fn is_failed(req: &ServiceRequest) -> bool {
 struct Seen {
     committed: HashMap<String, Instant>,
     failed: HashMap<String, bool>,
+    /// When each request was first seen Committed at [`BUMP_VERSION`].
+    bumped: HashMap<String, Instant>,
 }
 
 /// Watches the bench namespace; records when each request is first Committed.
@@ -708,6 +733,10 @@ async fn start_watcher(
                     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                     if is_committed(&obj) {
                         seen.committed.entry(name.clone()).or_insert(now);
+                        let on = obj.status.as_ref().and_then(|s| s.render.as_ref());
+                        if on.is_some_and(|r| r.route_version == BUMP_VERSION) {
+                            seen.bumped.entry(name.clone()).or_insert(now);
+                        }
                     }
                     seen.failed.insert(name, is_failed(&obj));
                 }
@@ -1111,6 +1140,11 @@ async fn measure(
     } else {
         None
     };
+    let route_bump = if args.bump_route {
+        Some(bump_route(args, &client, &seen, &mirror, operator, n).await?)
+    } else {
+        None
+    };
     watch.abort();
 
     Ok(Report {
@@ -1138,5 +1172,75 @@ async fn measure(
         operator_time,
         quiet,
         activations,
+        route_bump,
+    })
+}
+
+/// Publishes microservice [`BUMP_VERSION`] (the SLO template changed) and
+/// waits for every request to be Committed at it.
+async fn bump_route(
+    args: &Args,
+    client: &Client,
+    seen: &Arc<Mutex<Seen>>,
+    mirror: &Mirror,
+    operator: &Operator,
+    n: usize,
+) -> anyhow::Result<RouteBump> {
+    let routes: Api<paver_crds::PaveRoute> = Api::all(client.clone());
+    let mut route = routes.get("microservice").await?;
+    env::microservice_v2(&mut route)?;
+    ensure!(
+        route.spec.version == BUMP_VERSION,
+        "the bump publishes {BUMP_VERSION}"
+    );
+    route.metadata.managed_fields = None;
+    route.metadata.resource_version = None;
+    route.status = None;
+    let commits0 = mirror.commits()?;
+    let op0 = operator.metrics()?;
+    println!("\nroute bump: publishing microservice {BUMP_VERSION} over {n} requests");
+    let t0 = Instant::now();
+    routes
+        .patch(
+            "microservice",
+            &kube::api::PatchParams::apply("paver-bench").force(),
+            &kube::api::Patch::Apply(&route),
+        )
+        .await?;
+    let deadline = t0 + Duration::from_secs(args.timeout_seconds);
+    let mut last_print = Instant::now();
+    let done = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let done = seen.lock().unwrap_or_else(|e| e.into_inner()).bumped.len();
+        if done >= n || Instant::now() > deadline {
+            break done;
+        }
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            println!(
+                "  {:>6.1}s: {done}/{n} Committed at {BUMP_VERSION}",
+                t0.elapsed().as_secs_f64()
+            );
+            last_print = Instant::now();
+        }
+    };
+    let all = (done >= n).then(|| t0.elapsed().as_secs_f64());
+    let commits = mirror.commits()?.saturating_sub(commits0);
+    let writes = operator.metrics()?.since(&op0).api_writes;
+    match all {
+        Some(s) => println!(
+            "  every request Committed at {BUMP_VERSION} {s:.1} s after the apply; {commits} commits"
+        ),
+        None => println!(
+            "  {done}/{n} Committed at {BUMP_VERSION} within {} s",
+            args.timeout_seconds
+        ),
+    }
+    Ok(RouteBump {
+        version: BUMP_VERSION,
+        committed: done,
+        all_committed_s: all,
+        commits,
+        requests_per_commit: (commits > 0).then(|| done as f64 / commits as f64),
+        api_writes_per_request: writes / n.max(1) as f64,
     })
 }

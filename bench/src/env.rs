@@ -210,3 +210,20 @@ pub fn walk<'a>(catalog: &'a Catalog, req: &ServiceRequest) -> anyhow::Result<Wa
         rendered,
     })
 }
+
+/// Makes `route` (microservice) version 2.0.0 with a real template change
+/// (a line appended to its SLO template): what the preview and the route
+/// bump measure.
+pub fn microservice_v2(route: &mut paver_crds::PaveRoute) -> anyhow::Result<()> {
+    route.spec.version = "2.0.0".into();
+    route.spec.rollout = None;
+    let slo = route
+        .spec
+        .templates
+        .inline
+        .iter_mut()
+        .find(|t| t.path == "slo.yaml")
+        .context("no slo.yaml template")?;
+    slo.content.push_str("# reviewed for 2.0.0\n");
+    Ok(())
+}

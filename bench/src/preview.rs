@@ -72,15 +72,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
         .context("no microservice route")?
         .clone();
     let mut new = old.clone();
-    new.spec.version = "2.0.0".into();
-    let slo = new
-        .spec
-        .templates
-        .inline
-        .iter_mut()
-        .find(|t| t.path == "slo.yaml")
-        .context("no slo.yaml template")?;
-    slo.content.push_str("# reviewed for 2.0.0\n");
+    env::microservice_v2(&mut new)?;
     let mut after_content = Content {
         routes: content.routes.clone(),
         bundles: content.bundles.clone(),

@@ -447,8 +447,26 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     if let Some(g) = &git {
         git_section(&mut md, g)?;
     }
+    if preview.is_some()
+        || b1k
+            .as_ref()
+            .is_some_and(|b| b.get("route_bump").is_some_and(|r| !r.is_null()))
+    {
+        writeln!(md, "## Route versions\n")?;
+    }
     if let Some(p) = &preview {
         preview_section(&mut md, p)?;
+    }
+    if let Some(bump) = b1k
+        .as_ref()
+        .and_then(|b| b.get("route_bump"))
+        .filter(|r| !r.is_null())
+    {
+        bump_section(
+            &mut md,
+            bump,
+            f(b1k.as_ref().unwrap_or(&Value::Null), "/requests").unwrap_or(0.0),
+        )?;
     }
     if let Ok(profiles) = std::fs::read_to_string(&args.profiles) {
         writeln!(md, "## Profiles taken by hand\n")?;
@@ -949,8 +967,32 @@ fn render_section(md: &mut String, r: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bump_section(md: &mut String, b: &Value, n: f64) -> anyhow::Result<()> {
+    writeln!(
+        md,
+        "`paver-bench burst --bump-route`: after the {} burst and its quiet period, microservice \
+         2.0.0 (a template change, no rollout policy: a 100% rollout at once) is applied; every \
+         request re-rendered and Committed at 2.0.0:\n",
+        thousands(n)
+    )?;
+    writeln!(
+        md,
+        "| requests | apply → all Committed at 2.0.0 | commits | requests/commit | operator writes/request |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| {} | {} | {} | {} | {:.2} |\n",
+        thousands(f(b, "/committed").unwrap_or(0.0)),
+        f(b, "/all_committed_s").map_or("not all within the timeout".to_string(), secs),
+        f(b, "/commits").unwrap_or(0.0),
+        f(b, "/requests_per_commit").map_or("-".to_string(), |x| format!("{x:.1}")),
+        f(b, "/api_writes_per_request").unwrap_or(f64::NAN),
+    )?;
+    Ok(())
+}
+
 fn preview_section(md: &mut String, p: &Value) -> anyhow::Result<()> {
-    writeln!(md, "## Route version preview\n")?;
     writeln!(
         md,
         "`paver-bench preview`: microservice 2.0.0 (a template change) previewed over {} copies of \

@@ -190,26 +190,15 @@ pub fn summary(r: &RolloutStatus, steps: usize) -> String {
     format!("{}->{} step {step}/{steps} {:?}", r.from, r.to, r.state)
 }
 
-/// Parses a rollout duration (`30s`, `5m`, `1h`); empty is zero.
+/// Parses a rollout duration (`30s`, `5m`, `1h`; at most 30 days); empty is zero.
 pub fn duration(s: &str) -> Result<chrono::Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
+    if s.trim().is_empty() {
         return Ok(chrono::Duration::zero());
     }
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
-    let secs = match unit {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        _ => return Err(format!("invalid duration unit in {s:?}: use s, m or h")),
-    };
-    secs.filter(|s| *s <= 30 * 86_400)
-        .map(chrono::Duration::seconds)
+    let d = crate::parse_duration(s)?;
+    chrono::Duration::from_std(d)
+        .ok()
+        .filter(|d| *d <= chrono::Duration::days(30))
         .ok_or_else(|| format!("duration {s:?} is longer than 30 days"))
 }
 

@@ -469,6 +469,15 @@ fn unschedulable_route(c: &Cluster) -> Result<()> {
     let files = r["spec"]["templates"]["inline"]
         .as_sequence_mut()
         .context("templates.inline")?;
+    unschedulable(files)?;
+    c.apply(&serde_yaml::to_string(&r)?)?;
+    Ok(())
+}
+
+/// Gives the Deployment template of a route's `templates.inline` a node
+/// label no node has and a 10 s progress deadline: Argo CD reports it
+/// Degraded soon after it syncs.
+fn unschedulable(files: &mut [serde_yaml::Value]) -> Result<()> {
     let dep = files
         .iter_mut()
         .find(|f| f["path"].as_str() == Some("manifests/deployment.yaml"))
@@ -488,7 +497,6 @@ fn unschedulable_route(c: &Cluster) -> Result<()> {
             "      nodeSelector:\n        paver.dev/e2e-no-such-pool: \"true\"\n      serviceAccountName: ",
         )
         .into();
-    c.apply(&serde_yaml::to_string(&r)?)?;
     Ok(())
 }
 
@@ -873,9 +881,9 @@ pub async fn argocd_syncs_every_other_shipped_route(env: &mut Env) -> Result<()>
 
 /// The canary route: a copy of microservice at `version` with a 20% →
 /// 100% rollout policy; `marker` is appended to its SLO template (a real
-/// template change), and `unschedulable` gives its Deployments a node
+/// template change), and `unschedulable_deployments` gives its Deployments a node
 /// label no node has and a 10 s progress deadline.
-fn canary_route(c: &Cluster, version: &str, marker: &str, unschedulable: bool) -> Result<String> {
+fn canary_route(c: &Cluster, version: &str, marker: &str, unschedulable_deployments: bool) -> Result<String> {
     let yaml = c.kubectl(&["get", "paveroute", "microservice", "-o", "yaml"])?;
     let mut r: serde_yaml::Value = serde_yaml::from_str(&yaml)?;
     r["metadata"] = serde_yaml::from_str("name: e2e-canary")?;
@@ -892,26 +900,8 @@ fn canary_route(c: &Cluster, version: &str, marker: &str, unschedulable: bool) -
         .context("no slo.yaml template")?;
     let content = slo["content"].as_str().unwrap_or_default().to_string();
     slo["content"] = format!("{content}# {marker}\n").into();
-    if unschedulable {
-        let dep = files
-            .iter_mut()
-            .find(|f| f["path"].as_str() == Some("manifests/deployment.yaml"))
-            .context("no manifests/deployment.yaml template")?;
-        let content = dep["content"].as_str().unwrap_or_default();
-        ensure!(
-            content.contains("  revisionHistoryLimit: 5\n") && content.contains("      serviceAccountName: "),
-            "the deployment template changed shape"
-        );
-        dep["content"] = content
-            .replace(
-                "  revisionHistoryLimit: 5\n",
-                "  revisionHistoryLimit: 5\n  progressDeadlineSeconds: 10\n",
-            )
-            .replace(
-                "      serviceAccountName: ",
-                "      nodeSelector:\n        paver.dev/e2e-no-such-pool: \"true\"\n      serviceAccountName: ",
-            )
-            .into();
+    if unschedulable_deployments {
+        unschedulable(files)?;
     }
     Ok(serde_yaml::to_string(&r)?)
 }
@@ -1201,8 +1191,65 @@ pub async fn route_versions_roll_out_in_health_gated_steps(env: &mut Env) -> Res
         "{listed}"
     );
     eprintln!("     {}", listed.replace('\n', "\n     "));
+    // The annotation aborts it (every request is at 2.0.0 already) and is removed.
+    c.kubectl(&["annotate", "paveroute", "e2e-canary", "paver.dev/rollout=abort"])?;
+    let (aborted, _) = wait_rollout(
+        client,
+        "the 2.0.1 rollout aborted",
+        Duration::from_secs(30),
+        |r| r.state == paver_crds::RolloutState::Aborted,
+    )
+    .await?;
+    ensure!(aborted.message.contains("back at 2.0.0"), "{}", aborted.message);
+    wait_for(
+        "the rollout annotation removed",
+        Duration::from_secs(30),
+        || async {
+            let a = field(c, &["get", "paveroute", "e2e-canary"], "{.metadata.annotations}")?;
+            Ok((!a.contains("paver.dev/rollout")).then_some(()))
+        },
+    )
+    .await?;
+    // A pinned request whose range no longer matches anything says so and
+    // keeps its last render.
+    let kept = api
+        .get("svc-00")
+        .await?
+        .status
+        .and_then(|s| s.render)
+        .context("no render")?;
+    c.kubectl(&[
+        "patch",
+        "servicerequest",
+        "svc-00",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"routeVersion":"^9.0"}}"#,
+    ])?;
+    let sr = wait_request(client, ns, "svc-00", "NoMatchingRouteVersion", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Validated" && c.status == "False" && c.reason == "NoMatchingRouteVersion")
+    })
+    .await?;
+    let status = sr.status.unwrap_or_default();
+    let validated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .context("Validated")?;
+    ensure!(
+        validated.message.contains("satisfies ^9.0") && validated.message.contains("1.0.0, 2.0.0, 2.0.1"),
+        "{validated:?}"
+    );
+    ensure!(
+        status.render.as_ref() == Some(&kept),
+        "the last render was not kept: {:?}",
+        status.render
+    );
     // Out of the way of the scenarios after this one.
     c.kubectl(&["delete", "servicerequests", "--all", "-n", ns, "--wait=false"])?;
-    let _ = api;
     Ok(())
 }

@@ -75,30 +75,10 @@ fn requests(args: &DiffArgs) -> Result<Vec<ServiceRequest>, String> {
 }
 
 fn cluster_requests() -> Result<Vec<ServiceRequest>, String> {
-    use kube::{Api, Client, api::ListParams};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("failed to start a runtime: {e}"))?;
-    runtime.block_on(async {
-        let client = Client::try_default()
+    super::offline::on_cluster(|client| async move {
+        crate::controller::list_all(&kube::Api::<ServiceRequest>::all(client))
             .await
-            .map_err(|e| format!("no cluster to read (kubeconfig): {e}"))?;
-        let api: Api<ServiceRequest> = Api::all(client);
-        let mut out = Vec::new();
-        let mut params = ListParams::default().limit(500);
-        loop {
-            let page = api
-                .list(&params)
-                .await
-                .map_err(|e| format!("failed to list ServiceRequests: {e}"))?;
-            out.extend(page.items);
-            match page.metadata.continue_ {
-                Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                _ => break,
-            }
-        }
-        Ok(out)
+            .map_err(|e| format!("failed to list ServiceRequests: {e}"))
     })
 }
 

@@ -126,6 +126,25 @@ fn catalog(sources: &Sources) -> Result<Catalog, ContentError> {
     Ok(build(content, &older, teams))
 }
 
+/// Runs `f` with a client of the current kubeconfig context, on a runtime
+/// of its own (the CLI is synchronous).
+pub(super) fn on_cluster<T, F, Fut>(f: F) -> Result<T, String>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("failed to start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("no cluster to read (kubeconfig): {e}"))?;
+        f(client).await
+    })
+}
+
 /// What the cluster reads with: its routes (with the older versions its
 /// revisions hold), bundles and namespace teams.
 type ClusterContent = (
@@ -138,15 +157,8 @@ type ClusterContent = (
 /// current kubeconfig context's cluster.
 fn from_cluster() -> Result<ClusterContent, String> {
     use k8s_openapi::api::core::v1::Namespace;
-    use kube::{Api, Client, ResourceExt, api::ListParams};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("failed to start a runtime: {e}"))?;
-    runtime.block_on(async {
-        let client = Client::try_default()
-            .await
-            .map_err(|e| format!("no cluster to read (kubeconfig): {e}"))?;
+    use kube::{Api, ResourceExt, api::ListParams};
+    on_cluster(|client| async move {
         let list = |what: &str, e: kube::Error| format!("failed to list {what}: {e}");
         let routes = Api::<paver_crds::PaveRoute>::all(client.clone())
             .list(&ListParams::default())

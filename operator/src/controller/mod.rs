@@ -125,6 +125,25 @@ where
     Ok(())
 }
 
+/// Every object `api` lists, read 500 at a time: the API server answers a
+/// page from its watch cache, and no one response body holds thousands of
+/// requests at once.
+pub async fn list_all<K>(api: &kube::Api<K>) -> kube::Result<Vec<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
+}
+
 /// What the caches keep of an object: no managedFields and no client-side
 /// apply copy (both are large, and Paver reads neither), so memory stays
 /// flat with many requests.

@@ -8,7 +8,7 @@
 
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
     runtime::{events::EventType, reflector::Store},
 };
 use paver_crds::{
@@ -170,17 +170,8 @@ fn members(
 /// The preview of the head's rollout over every request on route `name`
 /// (read from the API server, a page at a time), on a blocking thread.
 async fn preview(ctx: &Ctx, name: &str) -> Result<PreviewSummary> {
-    let api: Api<ServiceRequest> = Api::all(ctx.client.clone());
-    let mut all = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await?;
-        all.extend(page.items.into_iter().filter(|r| r.spec.route == name));
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => break,
-        }
-    }
+    let mut all = super::list_all(&Api::<ServiceRequest>::all(ctx.client.clone())).await?;
+    all.retain(|r| r.spec.route == name);
     let (ctx, name) = (ctx.clone(), name.to_string());
     let summary = tokio::task::spawn_blocking(move || {
         let catalog = ctx.catalog.blocking_read();
