@@ -323,11 +323,17 @@ pub struct RolloutStatus {
 /// The state of a rollout.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum RolloutState {
+    /// A step is open, waiting for its requests to be healthy.
     #[default]
     Progressing,
+    /// Paused by the annotation: the open steps stay open, no new one opens.
     Paused,
+    /// A step's request went Degraded or missed the deadline: that step's
+    /// requests are back at `from`.
     Halted,
+    /// Aborted by the annotation: every request is back at `from`.
     Aborted,
+    /// Every step healthy: the route's requests are on `to`.
     Complete,
 }
 
@@ -335,9 +341,13 @@ pub enum RolloutState {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreviewSummary {
+    /// Requests on the route.
     pub requests: u32,
+    /// Requests whose rendered files the version changes.
     pub changed: u32,
+    /// Requests it leaves byte for byte (pinned to an older version, or untouched).
     pub unchanged: u32,
+    /// Requests that render today and would not with it.
     pub would_fail: u32,
     /// The requests that would fail, at most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

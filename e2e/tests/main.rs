@@ -288,6 +288,8 @@ async fn operator_rbac_is_least_privilege(env: &mut Env) -> Result<()> {
         ["watch", "applications.argoproj.io"],
         ["create", "paverouterevisions.paver.dev"],
         ["delete", "policybundlerevisions.paver.dev"],
+        // To remove a carried-out paver.dev/rollout annotation.
+        ["patch", "paveroutes.paver.dev"],
     ] {
         ensure!(
             can(&[allowed[0], allowed[1], "-A"])?,
@@ -300,7 +302,7 @@ async fn operator_rbac_is_least_privilege(env: &mut Env) -> Result<()> {
         ["update", "servicerequests.paver.dev"],
         ["delete", "servicerequests.paver.dev"],
         ["create", "approvals.paver.dev"],
-        ["patch", "paveroutes.paver.dev"],
+        ["update", "paveroutes.paver.dev"],
         ["patch", "policybundles.paver.dev"],
         ["patch", "applications.argoproj.io"],
         ["create", "deployments.apps"],
