@@ -155,11 +155,13 @@ start_etcd() {
 
 start_apiserver() {
   free_port APISERVER_PORT
-  ADMIN_TOKEN=$(rand_hex); OPERATOR_TOKEN=$(rand_hex)
-  # token,user,uid,"group1,group2"
+  ADMIN_TOKEN=$(rand_hex); OPERATOR_TOKEN=$(rand_hex); APPROVER_TOKEN=$(rand_hex)
+  # token,user,uid,"group1,group2". The approver is a person of its own:
+  # nobody approves a request they created.
   cat >"$STATE/tokens.csv" <<EOF
 $ADMIN_TOKEN,paver-e2e-admin,paver-e2e-admin,"system:masters,system:authenticated"
 $OPERATOR_TOKEN,$OPERATOR_USER,paver-e2e-operator,"$OPERATOR_GROUPS"
+$APPROVER_TOKEN,paver-e2e-approver,paver-e2e-approver,"paver-approvers,system:authenticated"
 EOF
   chmod 600 "$STATE/tokens.csv"
   local admission=()
@@ -183,6 +185,7 @@ EOF
     "${admission[@]}"
   write_kubeconfig "$STATE/admin.kubeconfig" paver-e2e-admin "$ADMIN_TOKEN"
   write_kubeconfig "$STATE/operator.kubeconfig" paver-operator "$OPERATOR_TOKEN"
+  write_kubeconfig "$STATE/approver.kubeconfig" paver-e2e-approver "$APPROVER_TOKEN"
   wait_for "kube-apiserver /readyz on :$APISERVER_PORT" 90 kube-apiserver \
     curl -fsS --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" \
     "https://127.0.0.1:$APISERVER_PORT/readyz"
@@ -298,6 +301,7 @@ write_env() {
     echo "export PAVER_E2E_STATE=$STATE"
     echo "export PAVER_E2E_ADMIN_KUBECONFIG=$STATE/admin.kubeconfig"
     echo "export PAVER_E2E_OPERATOR_KUBECONFIG=$STATE/operator.kubeconfig"
+    echo "export PAVER_E2E_APPROVER_KUBECONFIG=$STATE/approver.kubeconfig"
     echo "export PAVER_E2E_CA_FILE=$STATE/pki/ca.crt"
     echo "export PAVER_E2E_APISERVER=https://127.0.0.1:$APISERVER_PORT"
     echo "export PAVER_E2E_OPERATOR_USER=$OPERATOR_USER"

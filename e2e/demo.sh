@@ -217,15 +217,21 @@ cmd_up() {
   done
   kubectl apply -f "$REPO_ROOT/examples/"
 
-  local gen approver
-  approver="$(kubectl auth whoami -o jsonpath='{.status.userInfo.username}')"
+  # The approver is another person than the admin who applied the request
+  # (nobody approves their own request): cluster.sh's paver-e2e-approver,
+  # given the shipped paver-approver role.
+  local gen approver=paver-e2e-approver
+  kubectl create clusterrolebinding demo-approver --clusterrole=paver-approver \
+    --user="$approver" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   hr "Approving payments/payment-gateway as $approver (policy asks for an approval)"
   if ! wait_until "payment-gateway is AwaitingApproval" 90 \
       bash -c '[ "$(kubectl get servicerequest -n payments payment-gateway -o jsonpath="{.status.phase}")" = AwaitingApproval ]'; then
     die "payment-gateway did not reach AwaitingApproval (phase: $(phase_of payments payment-gateway))"
   fi
   gen="$(kubectl get servicerequest -n payments payment-gateway -o jsonpath='{.metadata.generation}')"
-  kubectl apply -f - <<EOF
+  # An Approval is created, never edited (the approver role cannot patch).
+  if ! kubectl get approval -n payments "payment-gateway-gen-$gen" >/dev/null 2>&1; then
+    kubectl --kubeconfig "$PAVER_E2E_APPROVER_KUBECONFIG" create -f - <<EOF
 apiVersion: paver.dev/v1alpha1
 kind: Approval
 metadata:
@@ -237,6 +243,7 @@ spec:
   approver: $approver
   reason: "Demo: PCI review done, go-live approved"
 EOF
+  fi
 
   hr "Waiting until every request is rendered (up to ${TIMEOUT}s)"
   if ! wait_until "every request is Rendered or Synced" "$TIMEOUT" all_rendered; then

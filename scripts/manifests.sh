@@ -66,7 +66,7 @@ write() {
 write namespace.yaml namespace.yaml
 write rbac.yaml rbac.yaml
 write user-roles.yaml user-roles.yaml
-write admission.yaml admission/approval-approver.yaml admission/request-finalizer.yaml admission/request-team.yaml
+write admission.yaml admission/approval-approver.yaml admission/approval-not-requester.yaml admission/request-finalizer.yaml admission/request-requester.yaml admission/request-team.yaml
 write deployment.yaml deployment.yaml service.yaml networkpolicy.yaml
 write argocd/rbac.yaml argocd/rbac.yaml
 write argocd/root-application.yaml argocd/root-application.yaml

@@ -507,19 +507,42 @@ pub fn request_doc(req: &ServiceRequest) -> Value {
     doc
 }
 
+/// Who created the request, as admission recorded it.
+pub fn requested_by(req: &ServiceRequest) -> Option<&str> {
+    req.annotations()
+        .get(paver_crds::vocab::annotations::REQUESTED_BY)
+        .map(String::as_str)
+        .filter(|u| !u.is_empty())
+}
+
 /// The decision of the approvers on the request's current generation:
 /// a rejection wins over an approval; approvals of other generations do
-/// not count.
-fn approval_decision(req: &ServiceRequest, approvals: &[Approval]) -> Option<(Decision, ApprovalRef)> {
+/// not count, nor does the requester approving their own request (which
+/// admission refuses; this holds should that policy be missing). The
+/// names of the Approvals left out for that.
+fn approval_decision(
+    req: &ServiceRequest,
+    approvals: &[Approval],
+) -> (Option<(Decision, ApprovalRef)>, Vec<String>) {
     let generation = req.metadata.generation.unwrap_or(0);
     let name = req.name_any();
     let ns = req.namespace();
+    let requester = requested_by(req);
+    let mut own = Vec::new();
     let mut current: Vec<&Approval> = approvals
         .iter()
         .filter(|a| a.spec.request == name && a.spec.generation == generation && a.namespace() == ns)
+        .filter(|a| {
+            let self_approval =
+                a.spec.decision == Decision::Approve && Some(a.spec.approver.as_str()) == requester;
+            if self_approval {
+                own.push(a.name_any());
+            }
+            !self_approval
+        })
         .collect();
     current.sort_by_key(|a| (a.spec.decision != Decision::Reject, a.name_any()));
-    current.first().map(|a| {
+    let decision = current.first().map(|a| {
         (
             a.spec.decision,
             ApprovalRef {
@@ -529,7 +552,8 @@ fn approval_decision(req: &ServiceRequest, approvals: &[Approval]) -> Option<(De
                 generation,
             },
         )
-    })
+    });
+    (decision, own)
 }
 
 /// A request walked up to policy: its route, its parameters with the
@@ -772,7 +796,13 @@ pub fn decide_request_with(
     }
     v.outcome = Outcome::Allowed;
     if !v.policy.approval_reasons.is_empty() {
-        match approval_decision(req, approvals) {
+        let (decision, own) = approval_decision(req, approvals);
+        for name in own {
+            v.notices.push(format!(
+                "Approval {name} does not count: its approver requested this generation (an approver may not approve their own request)"
+            ));
+        }
+        match decision {
             Some((Decision::Reject, a)) => {
                 v.approval = Some(a);
                 v.outcome = Outcome::ApprovalRejected;
@@ -947,6 +977,48 @@ mod tests {
             .map(|r| r.version.to_string())
             .collect();
         assert_eq!(held, ["2.0.0"]);
+    }
+
+    /// The requester approving their own request does not count (admission
+    /// refuses it; this holds without that policy); a rejection by them
+    /// does, and another approver's approval does.
+    #[test]
+    fn the_requester_cannot_approve_their_own_request() {
+        let mut req = request(json!({}));
+        req.metadata.generation = Some(3);
+        req.metadata.annotations = Some(
+            [(
+                paver_crds::vocab::annotations::REQUESTED_BY.to_string(),
+                "dev".to_string(),
+            )]
+            .into(),
+        );
+        let approval = |name: &str, approver: &str, decision: paver_crds::Decision| {
+            let mut a = paver_crds::Approval::new(
+                name,
+                paver_crds::ApprovalSpec {
+                    request: "orders-api".into(),
+                    generation: 3,
+                    approver: approver.into(),
+                    reason: "ticket".into(),
+                    decision,
+                },
+            );
+            a.metadata.namespace = Some("commerce".into());
+            a
+        };
+        let own = approval("own", "dev", paver_crds::Decision::Approve);
+        let (decision, ignored) = super::approval_decision(&req, std::slice::from_ref(&own));
+        assert!(decision.is_none());
+        assert_eq!(ignored, ["own"]);
+        let other = approval("lead", "lead", paver_crds::Decision::Approve);
+        let (decision, _) = super::approval_decision(&req, &[own.clone(), other]);
+        assert_eq!(decision.map(|(_, a)| a.approver), Some("lead".to_string()));
+        let withdraw = approval("withdraw", "dev", paver_crds::Decision::Reject);
+        let (decision, ignored) = super::approval_decision(&req, &[own, withdraw]);
+        assert_eq!(decision.map(|(d, _)| d), Some(paver_crds::Decision::Reject));
+        assert_eq!(ignored, ["own"]);
+        assert_eq!(super::requested_by(&req), Some("dev"));
     }
 
     /// A route's Application deploys only into the team's namespaces: a

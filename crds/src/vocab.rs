@@ -25,6 +25,13 @@ pub const FINALIZER: &str = "paver.dev/cleanup";
 pub const ROLLOUT_ANNOTATION: &str = "paver.dev/rollout";
 
 /// Label keys Paver writes on what it renders and on Scorecards.
+pub mod annotations {
+    /// Who created a ServiceRequest: set at admission from the creating
+    /// user, kept through updates (manifests/admission); written into every
+    /// commit as `Paver-Requested-By`, and that user may not approve it.
+    pub const REQUESTED_BY: &str = "paver.dev/requested-by";
+}
+
 pub mod labels {
     /// The request's team.
     pub const TEAM: &str = "paver.dev/team";

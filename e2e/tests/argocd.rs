@@ -843,10 +843,13 @@ pub async fn argocd_syncs_every_other_shipped_route(env: &mut Env) -> Result<()>
         s.phase == Phase::AwaitingApproval
     })
     .await?;
-    c.apply(&format!(
-        "apiVersion: paver.dev/v1alpha1\nkind: Approval\nmetadata:\n  name: payments-1\n  namespace: {ns}\n\
-         spec:\n  request: payments\n  generation: 1\n  approver: paver-e2e-admin\n  reason: e2e CAB\n"
-    ))?;
+    crate::approve(
+        c,
+        &format!(
+            "apiVersion: paver.dev/v1alpha1\nkind: Approval\nmetadata:\n  name: payments-1\n  namespace: {ns}\n\
+             spec:\n  request: payments\n  generation: 1\n  approver: paver-e2e-approver\n  reason: e2e CAB\n"
+        ),
+    )?;
     let t0 = Instant::now();
     let mut times = Vec::new();
     for name in ["clickstream", "invoices", "payments"] {

@@ -233,6 +233,15 @@ fn install(c: &Cluster) -> Result<()> {
     c.kubectl(&["apply", "--server-side", "-f", &projects.display().to_string()])?;
     c.wait_established()?;
     c.kubectl(&["create", "namespace", "argocd"])?;
+    // A person who approves (cluster.sh's paver-e2e-approver): not the
+    // admin who creates the requests, who may not approve their own.
+    c.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "e2e-approver",
+        "--clusterrole=paver-approver",
+        "--user=paver-e2e-approver",
+    ])?;
     // The Argo CD wiring's RBAC (the app of apps itself is applied by the
     // Argo CD scenarios, pointed at the e2e Git server).
     c.kubectl(&[
@@ -338,6 +347,16 @@ async fn operator_rbac_is_least_privilege(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
+/// Creates the Approval `yaml` as paver-e2e-approver (whose role may
+/// create Approvals, not patch them: a decision is never edited).
+pub fn approve(c: &Cluster, yaml: &str) -> Result<String> {
+    c.kubectl_as(
+        &c.var("PAVER_E2E_APPROVER_KUBECONFIG"),
+        &["create", "-f", "-"],
+        Some(yaml),
+    )
+}
+
 fn approval(ns: &str, name: &str, request: &str, generation: i64, approver: &str, decision: &str) -> String {
     format!(
         "apiVersion: paver.dev/v1alpha1\nkind: Approval\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
@@ -370,28 +389,48 @@ async fn payment_gateway_waits_for_approval_then_commits(env: &mut Env) -> Resul
     );
 
     // Someone approving in another's name is refused by the admission policy.
-    let forged = c.apply(&approval(
-        ns,
-        "forged",
-        "payment-gateway",
-        1,
-        "someone-else",
-        "approve",
-    ));
+    let forged = approve(
+        c,
+        &approval(ns, "forged", "payment-gateway", 1, "someone-else", "approve"),
+    );
     ensure!(
         forged
             .as_ref()
             .is_err_and(|e| format!("{e:#}").contains("spec.approver must be")),
         "a forged approver was admitted: {forged:?}"
     );
-    c.apply(&approval(
+    // The requester (admission recorded the admin who created it) may not
+    // approve their own request.
+    let own = c.apply(&approval(
         ns,
-        "cab-1",
+        "cab-own",
         "payment-gateway",
         1,
         "paver-e2e-admin",
         "approve",
-    ))?;
+    ));
+    ensure!(
+        own.as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("an approver may not approve their own request")),
+        "the requester approved their own request: {own:?}"
+    );
+    let requester = c.kubectl(&[
+        "get",
+        "servicerequest",
+        "payment-gateway",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.metadata.annotations.paver\\.dev/requested-by}",
+    ])?;
+    ensure!(
+        requester.trim() == "paver-e2e-admin",
+        "requested-by {requester:?}"
+    );
+    approve(
+        c,
+        &approval(ns, "cab-1", "payment-gateway", 1, "paver-e2e-approver", "approve"),
+    )?;
     let sr = wait_phase(client, ns, "payment-gateway", Phase::Rendered).await?;
     let render = sr
         .status
@@ -414,6 +453,9 @@ async fn payment_gateway_waits_for_approval_then_commits(env: &mut Env) -> Resul
         "Paver-Generation: 1".into(),
         "Paver-Route: pci-payment-service@".into(),
         "Paver-Bundles: ".into(),
+        "Paver-Requested-By: paver-e2e-admin".into(),
+        "Paver-Approved-By: paver-e2e-approver (Approval cab-1, generation 1)".into(),
+        "Paver-Decision: approved (".into(),
     ] {
         ensure!(msg.contains(&trailer), "commit lacks trailer {trailer}:\n{msg}");
     }
@@ -512,14 +554,10 @@ async fn payment_gateway_waits_for_approval_then_commits(env: &mut Env) -> Resul
         commits.len() == 1,
         "generation 2 was committed without its own approval"
     );
-    c.apply(&approval(
-        ns,
-        "cab-2",
-        "payment-gateway",
-        2,
-        "paver-e2e-admin",
-        "approve",
-    ))?;
+    approve(
+        c,
+        &approval(ns, "cab-2", "payment-gateway", 2, "paver-e2e-approver", "approve"),
+    )?;
     let sr = wait_phase(client, ns, "payment-gateway", Phase::Rendered).await?;
     let commits = remote.clone_repo()?.commits_for("payments/payment-gateway")?;
     let last = commits.last().context("no commits")?;

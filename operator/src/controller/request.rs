@@ -50,9 +50,11 @@ fn approvals_for(ctx: &Ctx, sr: &ServiceRequest) -> Vec<Approval> {
         .collect()
 }
 
-/// The trailers every commit for this request carries.
+/// The trailers every commit for this request carries: the request, its
+/// route and bundles, who asked (as admission recorded it), who approved
+/// (with the Approval and the generation) and the decision.
 pub fn trailers(sr: &ServiceRequest, verdict: &Verdict) -> Vec<(String, String)> {
-    vec![
+    let mut t: Vec<(String, String)> = vec![
         ("Paver-Request".into(), key(sr)),
         ("Paver-Request-UID".into(), sr.uid().unwrap_or_default()),
         (
@@ -61,7 +63,33 @@ pub fn trailers(sr: &ServiceRequest, verdict: &Verdict) -> Vec<(String, String)>
         ),
         ("Paver-Route".into(), verdict.route.clone().unwrap_or_default()),
         ("Paver-Bundles".into(), verdict.policy.bundle_versions.join(", ")),
-    ]
+    ];
+    if let Some(user) = crate::core::verdict::requested_by(sr) {
+        t.push(("Paver-Requested-By".into(), user.to_string()));
+    }
+    let decision = match &verdict.approval {
+        Some(a) if verdict.outcome == Outcome::Allowed => {
+            t.push((
+                "Paver-Approved-By".into(),
+                format!(
+                    "{} (Approval {}, generation {})",
+                    a.approver, a.name, a.generation
+                ),
+            ));
+            format!("approved ({})", verdict.policy.approval_reasons.join("; "))
+        }
+        _ => "allowed".to_string(),
+    };
+    t.push(("Paver-Decision".into(), decision));
+    // A trailer is one line (the writer refuses others): user names and
+    // policy's reasons are input.
+    for (_, value) in &mut t {
+        if value.contains(['\n', '\r']) {
+            *value = value.replace(['\n', '\r'], " ");
+        }
+        paver_crds::truncate_message(value, 512);
+    }
+    t
 }
 
 /// A request as the controller's cache knows it: metadata only.
@@ -708,6 +736,45 @@ fn retry_after(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Commits say who asked, who approved and the decision, each trailer
+    /// on one line whatever a user name or a policy reason holds.
+    #[test]
+    fn trailers_name_the_requester_the_approver_and_the_decision() {
+        let mut sr = ServiceRequest::new("pay", Default::default());
+        sr.metadata.namespace = Some("payments".into());
+        sr.metadata.generation = Some(2);
+        sr.metadata.annotations = Some(
+            [(
+                paver_crds::vocab::annotations::REQUESTED_BY.to_string(),
+                "dev\nInjected: x".to_string(),
+            )]
+            .into(),
+        );
+        let mut v = Verdict::unavailable("payments/pay".into(), String::new());
+        v.outcome = Outcome::Allowed;
+        v.policy.approval_reasons = vec!["production\nchange".into(), "pci".into()];
+        v.approval = Some(crate::core::verdict::ApprovalRef {
+            name: "cab-2".into(),
+            approver: "lead".into(),
+            reason: "ok".into(),
+            generation: 2,
+        });
+        let t = trailers(&sr, &v);
+        let get = |k: &str| t.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("Paver-Requested-By"), Some("dev Injected: x"));
+        assert_eq!(
+            get("Paver-Approved-By"),
+            Some("lead (Approval cab-2, generation 2)")
+        );
+        assert_eq!(get("Paver-Decision"), Some("approved (production change; pci)"));
+        assert!(t.iter().all(|(_, v)| !v.contains('\n')));
+        v.approval = None;
+        v.policy.approval_reasons.clear();
+        let t = trailers(&sr, &v);
+        assert!(t.iter().any(|(k, v)| k == "Paver-Decision" && v == "allowed"));
+        assert!(!t.iter().any(|(k, _)| k == "Paver-Approved-By"));
+    }
 
     #[test]
     fn changed_fields_name_what_a_status_write_changes() {
