@@ -321,10 +321,25 @@ fn typed_or_message<T: DeserializeOwned>(value: Value) -> Result<T, String> {
 /// its unknown fields refused (a misspelt `policyBundles` is not silently
 /// no bundles), then its type errors, each naming the field.
 fn strict<T: DeserializeOwned>(doc: Value, source_name: &str) -> Result<T, ContentError> {
-    let mut problems: Vec<String> = crate::kubernetes::unknown_content_fields(&doc)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let unknown = crate::kubernetes::unknown_content_fields(&doc);
+    checked(doc, unknown, source_name)
+}
+
+/// A ServiceRequest document read as the API server reads it: its unknown
+/// fields refused (strict field validation, kubectl's default), then its
+/// type errors, each naming the field.
+fn request(doc: Value, source_name: String) -> Result<ServiceRequest, ContentError> {
+    let unknown = crate::kubernetes::unknown_request_fields(&doc);
+    checked(doc, unknown, &source_name)
+}
+
+/// `doc` typed, or every problem with it: the `unknown` fields first.
+fn checked<T: DeserializeOwned>(
+    doc: Value,
+    unknown: Vec<crate::FieldError>,
+    source_name: &str,
+) -> Result<T, ContentError> {
+    let mut problems: Vec<String> = unknown.iter().map(ToString::to_string).collect();
     match typed_or_message(doc) {
         Ok(value) if problems.is_empty() => return Ok(value),
         Ok(_) => {}
@@ -332,25 +347,6 @@ fn strict<T: DeserializeOwned>(doc: Value, source_name: &str) -> Result<T, Conte
     }
     Err(ContentError::Invalid {
         source_name: source_name.to_string(),
-        message: problems.join("; "),
-    })
-}
-
-/// A ServiceRequest document read as the API server reads it: its unknown
-/// fields refused (strict field validation, kubectl's default), then its
-/// type errors, each naming the field.
-fn request(doc: Value, source_name: String) -> Result<ServiceRequest, ContentError> {
-    let mut problems: Vec<String> = crate::kubernetes::unknown_request_fields(&doc)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    match typed_or_message(doc) {
-        Ok(request) if problems.is_empty() => return Ok(request),
-        Ok(_) => {}
-        Err(message) => problems.push(message),
-    }
-    Err(ContentError::Invalid {
-        source_name,
         message: problems.join("; "),
     })
 }
