@@ -673,6 +673,18 @@ pub fn prepare_request_with<'c>(
         .check(&req.namespace().unwrap_or_default(), &req.spec.team)
         .map_err(|e| unprepared(Some(route), vec![e]))?;
     let mut validated = validate_request(req, route).map_err(|errors| unprepared(Some(route), errors))?;
+    // A deprecated head deprecates the route for requests on its older versions too.
+    if let Some(h) = catalog.head(&route.name)
+        && h.version != route.version
+        && h.route.spec.lifecycle == paver_crds::Lifecycle::Deprecated
+        && route.route.spec.lifecycle != paver_crds::Lifecycle::Deprecated
+    {
+        validated.warnings.push(format!(
+            "route {} is deprecated (as of {}); move to another route before it is retired",
+            route.name,
+            h.id()
+        ));
+    }
     if let Some(note) = held {
         validated.warnings.push(note);
     } else if let Some(head) = head.filter(|h| **h != route.version) {
@@ -970,6 +982,20 @@ mod tests {
         let none = decide(&req);
         assert_eq!(none.outcome, super::Outcome::Invalid);
         assert!(none.no_matching_version, "{:?}", none.errors);
+        // A deprecated head warns the pinned ones too.
+        let deprecated = route("svc", "2.0.0", Lifecycle::Deprecated, None);
+        assert!(catalog.upsert_route(deprecated).is_empty());
+        req.spec.route_version = Some("^1.0".into());
+        let warned = super::decide_request(&catalog, &req, &[], &Default::default(), chrono::Utc::now());
+        assert_eq!(warned.route.as_deref(), Some("svc@1.2.0"));
+        assert!(
+            warned
+                .notices
+                .iter()
+                .any(|n| n.contains("route svc is deprecated (as of svc@2.0.0)")),
+            "{:?}",
+            warned.notices
+        );
         catalog.set_older_versions("svc", Vec::new());
         let held: Vec<String> = catalog
             .versions("svc")
