@@ -204,8 +204,10 @@ fn file_changes(
 }
 
 /// Previews `requests` (those on `routes`; the others are left out)
-/// against `before`, the catalog in force, and `after`, the catalog with
-/// the change. Runs on `threads` threads (at least one).
+/// against `before`, the catalog in force (its rollouts' gates applied:
+/// where each request is now), and `after`, the catalog with the change
+/// (gates open: where the change takes each request once rolled out).
+/// Runs on `threads` threads (at least one).
 pub fn preview(
     before: &Catalog,
     after: &Catalog,
@@ -217,7 +219,7 @@ pub fn preview(
 ) -> Preview {
     preview_with(
         (before, Gates::Apply),
-        (after, Gates::Apply),
+        (after, Gates::Open),
         requests,
         routes,
         options,
@@ -451,5 +453,16 @@ mod tests {
         );
         assert_eq!(one, two);
         assert_eq!(one.summary.changed, 1);
+        // Two catalogs, the new one gated: where the rollout takes them.
+        let gated = preview(
+            &before,
+            &after,
+            &requests,
+            &["svc".into()],
+            &Default::default(),
+            Utc::now(),
+            1,
+        );
+        assert_eq!(gated, two);
     }
 }

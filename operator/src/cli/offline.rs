@@ -84,6 +84,16 @@ pub(super) fn build(
     teams: Option<std::collections::BTreeMap<String, String>>,
 ) -> Catalog {
     use kube::ResourceExt;
+    // The cluster's rollouts hold requests back from their routes' heads,
+    // as the operator does (files carry no status: no gate).
+    let gates: Vec<(String, Option<crate::core::rollout::Gate>)> = content
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let status = r.status.as_ref()?;
+            Some((r.name_any(), crate::core::rollout::gate(&r.spec, status)))
+        })
+        .collect();
     let (mut catalog, problems) = Catalog::from_content(content, chrono::Utc::now());
     if let Some(teams) = teams {
         catalog.teams = crate::core::verdict::TeamBindings::Namespaces(teams);
@@ -112,6 +122,9 @@ pub(super) fn build(
     }
     for (name, versions) in by_route {
         catalog.set_older_versions(&name, versions);
+    }
+    for (name, gate) in gates {
+        catalog.set_gate(&name, gate);
     }
     catalog
 }
