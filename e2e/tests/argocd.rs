@@ -893,7 +893,7 @@ fn canary_route(c: &Cluster, version: &str, marker: &str, unschedulable_deployme
     r.as_mapping_mut().context("route")?.remove("status");
     r["spec"]["version"] = version.into();
     r["spec"]["rollout"] =
-        serde_yaml::from_str("steps: [{percent: 20}, {percent: 100}]\nhealthDeadline: 100s\n")?;
+        serde_yaml::from_str("steps: [{percent: 20, pause: 5s}, {percent: 100}]\nhealthDeadline: 100s\n")?;
     let files = r["spec"]["templates"]["inline"]
         .as_sequence_mut()
         .context("templates.inline")?;
@@ -1059,6 +1059,44 @@ pub async fn route_versions_roll_out_in_health_gated_steps(env: &mut Env) -> Res
         (p.requests, p.changed, p.unchanged, p.would_fail) == (20, 15, 5, 0),
         "the operator's preview {p:?}"
     );
+    // Paused in its first step (healthy, then a 5 s pause), the rollout
+    // survives a SIGKILL of the operator: the restarted one gates the head
+    // from the status, so the second step's requests stay at 1.0.0.
+    c.kubectl(&["annotate", "paveroute", "e2e-canary", "paver.dev/rollout=pause"])?;
+    let (paused, _) = wait_rollout(client, "the 2.0.0 rollout paused", Duration::from_secs(30), |r| {
+        r.state != paver_crds::RolloutState::Progressing
+    })
+    .await?;
+    ensure!(
+        paused.state == paver_crds::RolloutState::Paused && paused.step == 0,
+        "{}: {}",
+        paused.summary,
+        paused.message
+    );
+    env.operator.kill()?;
+    env.operator.restart()?;
+    env.operator.wait_ready().await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
+    for name in names.iter().filter(|n| !pinned(n) && !first_step.contains(n)) {
+        let on = api
+            .get(name)
+            .await?
+            .status
+            .and_then(|s| s.render)
+            .map(|r| r.route_version);
+        ensure!(
+            on.as_deref() == Some("1.0.0"),
+            "{name} moved to {on:?} while the rollout was paused at step 1 across a restart"
+        );
+    }
+    c.kubectl(&[
+        "annotate",
+        "paveroute",
+        "e2e-canary",
+        "--overwrite",
+        "paver.dev/rollout=resume",
+    ])?;
     let (done, seen) = wait_rollout(
         client,
         "the 2.0.0 rollout complete",
@@ -1077,7 +1115,6 @@ pub async fn route_versions_roll_out_in_health_gated_steps(env: &mut Env) -> Res
             && seen.iter().any(|s| s.contains("step 2/2 Progressing")),
         "steps seen: {seen:?}"
     );
-    let api: Api<ServiceRequest> = Api::namespaced(client.clone(), ns);
     let clone = c.remote().clone_repo()?;
     for (i, name) in names.iter().enumerate() {
         let sr = wait_request(
