@@ -206,52 +206,12 @@ fn file_changes(
 /// Previews `requests` (those on `routes`; the others are left out)
 /// against `before`, the catalog in force (its rollouts' gates applied:
 /// where each request is now), and `after`, the catalog with the change
-/// (gates open: where the change takes each request once rolled out).
-/// Runs on `threads` threads (at least one).
+/// (gates open: where the change takes each request once rolled out). A
+/// rollout's own preview passes the catalog in force as both. Runs on
+/// `threads` threads (at least one).
 pub fn preview(
     before: &Catalog,
     after: &Catalog,
-    requests: &[ServiceRequest],
-    routes: &[String],
-    options: &RenderOptions,
-    now: DateTime<Utc>,
-    threads: usize,
-) -> Preview {
-    preview_with(
-        (before, Gates::Apply),
-        (after, Gates::Open),
-        requests,
-        routes,
-        options,
-        now,
-        threads,
-    )
-}
-
-/// The preview of a rollout on `catalog`: each request as it is now
-/// (gates applied) against where the rollouts take it (gates open).
-pub fn preview_rollout(
-    catalog: &Catalog,
-    requests: &[ServiceRequest],
-    routes: &[String],
-    options: &RenderOptions,
-    now: DateTime<Utc>,
-    threads: usize,
-) -> Preview {
-    preview_with(
-        (catalog, Gates::Apply),
-        (catalog, Gates::Open),
-        requests,
-        routes,
-        options,
-        now,
-        threads,
-    )
-}
-
-fn preview_with(
-    (before, before_gates): (&Catalog, Gates),
-    (after, after_gates): (&Catalog, Gates),
     requests: &[ServiceRequest],
     routes: &[String],
     options: &RenderOptions,
@@ -270,8 +230,8 @@ fn preview_with(
                 scope.spawn(move || {
                     part.iter()
                         .map(|req| {
-                            let b = decide_request_with(before, req, &[], options, now, before_gates);
-                            let a = decide_request_with(after, req, &[], options, now, after_gates);
+                            let b = decide_request_with(before, req, &[], options, now, Gates::Apply);
+                            let a = decide_request_with(after, req, &[], options, now, Gates::Open);
                             compare(&b, &a)
                         })
                         .collect::<Vec<_>>()
@@ -443,7 +403,8 @@ mod tests {
             "{:?}",
             held.notices
         );
-        let one = preview_rollout(
+        let one = preview(
+            &after,
             &after,
             &requests,
             &["svc".into()],

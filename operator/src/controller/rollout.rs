@@ -23,7 +23,7 @@ use super::{
     request::RequestMeta,
 };
 use crate::core::{
-    preview::{Change, preview_rollout},
+    preview::{self as core_preview, Change},
     rollout::{self, Command, Health},
 };
 
@@ -175,7 +175,8 @@ async fn preview(ctx: &Ctx, name: &str) -> Result<PreviewSummary> {
     let (ctx, name) = (ctx.clone(), name.to_string());
     let summary = tokio::task::spawn_blocking(move || {
         let catalog = ctx.catalog.blocking_read();
-        let p = preview_rollout(
+        let p = core_preview::preview(
+            &catalog,
             &catalog,
             &all,
             std::slice::from_ref(&name),
