@@ -378,7 +378,8 @@ impl Drop for Operator {
     }
 }
 
-fn proc_memory(pid: u32) -> (f64, f64) {
+/// A process's (VmRSS, VmHWM) in MiB, NaN where /proc does not say.
+pub fn proc_memory(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status

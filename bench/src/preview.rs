@@ -49,18 +49,6 @@ struct Report {
     peak_rss_mib: f64,
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
     let header = env::header("preview", root, None);
     env::print_header(&header);
@@ -139,7 +127,7 @@ pub fn run(root: &Path, args: &Args) -> anyhow::Result<Value> {
         seconds,
         requests_per_sec: p.summary.requests as f64 / seconds,
         diff_bytes,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: crate::burst::proc_memory(std::process::id()).1,
     };
     println!(
         "preview of microservice 2.0.0 over {} requests on {threads} thread(s): {:.1} s ({:.0} requests/s); {}; {:.1} MiB of diffs; peak RSS {:.0} MiB",

@@ -263,11 +263,6 @@ impl Catalog {
         changed
     }
 
-    /// The gate on route `name`, if it is rolling out.
-    pub fn gate(&self, name: &str) -> Option<&crate::rollout::Gate> {
-        self.gates.get(name)
-    }
-
     /// The head of route `name`.
     pub fn head(&self, name: &str) -> Option<&CompiledRoute> {
         let head = self.heads.get(name)?;

@@ -17,7 +17,7 @@ use crate::{
     },
 };
 
-pub(super) const UNUSABLE: u8 = 2;
+const UNUSABLE: u8 = 2;
 
 pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
@@ -185,7 +185,7 @@ fn from_cluster() -> Result<ClusterContent, String> {
             .items;
         let mut routes = routes;
         let mut bundles = bundles;
-        in_force(&client, &mut routes, |r| {
+        let route_revisions = in_force(&client, &mut routes, |r| {
             r.status.as_ref()?.active_revision.clone()
         })
         .await;
@@ -193,7 +193,7 @@ fn from_cluster() -> Result<ClusterContent, String> {
             b.status.as_ref()?.active_revision.clone()
         })
         .await;
-        let older = older_versions(&client, &routes).await;
+        let older = older_versions(&routes, &route_revisions);
         let team_label = paver_crds::vocab::labels::TEAM;
         let teams = Api::<Namespace>::all(client)
             .list(&ListParams::default().labels(team_label))
@@ -210,30 +210,14 @@ fn from_cluster() -> Result<ClusterContent, String> {
     })
 }
 
-/// The older versions of `routes` that their revisions hold, as the
+/// The older versions of `routes` that their `revisions` hold, as the
 /// operator holds them (one per version below the head), as routes named
 /// after their owner, each with its revision's name.
-async fn older_versions(
-    client: &kube::Client,
+fn older_versions(
     routes: &[paver_crds::PaveRoute],
+    revisions: &[crate::core::revision::Stored<paver_crds::PaveRouteSpec>],
 ) -> Vec<(paver_crds::PaveRoute, String)> {
-    use kube::{Api, ResourceExt, api::ListParams};
-    let revisions: Vec<_> = match Api::<paver_crds::PaveRouteRevision>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(list) => list
-            .items
-            .into_iter()
-            .map(<paver_crds::PaveRoute as crate::controller::revision::Revisioned>::stored)
-            .collect(),
-        Err(e) => {
-            eprintln!(
-                "warning: cannot read paverouterevisions ({e}): only each route's head version is used"
-            );
-            return Vec::new();
-        }
-    };
+    use kube::ResourceExt;
     let mut older = Vec::new();
     for route in routes {
         let Ok(head) = semver::Version::parse(route.spec.version.trim()) else {
@@ -241,7 +225,7 @@ async fn older_versions(
         };
         let name = route.name_any();
         let uid = route.uid();
-        for (_, rev) in crate::core::revision::versions_held(&revisions, &name, uid.as_deref(), &head, |s| {
+        for (_, rev) in crate::core::revision::versions_held(revisions, &name, uid.as_deref(), &head, |s| {
             s.version.as_str()
         }) {
             older.push((
@@ -256,12 +240,14 @@ async fn older_versions(
 /// Each route or bundle as the operator enforces it: where its latest spec
 /// was refused and its status names the revision in force, that
 /// revision's spec (checked against its hash). Without read access to
-/// revisions, the latest specs, with a warning.
+/// revisions, the latest specs, with a warning (and no older versions).
+/// The revisions read, for the older versions routes hold.
 async fn in_force<K: crate::controller::revision::Revisioned>(
     client: &kube::Client,
     owners: &mut [K],
     active: impl Fn(&K) -> Option<String>,
-) where
+) -> Vec<crate::core::revision::Stored<K::Spec>>
+where
     K::Rev: Send + Sync,
 {
     use crate::core::revision::refused;
@@ -276,7 +262,7 @@ async fn in_force<K: crate::controller::revision::Revisioned>(
                 "warning: cannot read {} ({e}): judging with the latest specs, which may not be the versions in force",
                 <K::Rev as kube::Resource>::plural(&())
             );
-            return;
+            return Vec::new();
         }
     };
     for owner in owners.iter_mut() {
@@ -293,6 +279,7 @@ async fn in_force<K: crate::controller::revision::Revisioned>(
             None => eprintln!("warning: {name} names revision {active}, which is not there"),
         }
     }
+    revisions
 }
 
 /// `path` itself, or for a folder its `*.yaml` and `*.yml` files (not

@@ -6,7 +6,8 @@
 //! It runs every `--route-status-interval` on the leader, once every
 //! request has been reconciled since the operator started (before that, a
 //! request on an old version may not be counted yet), and writes a route's
-//! status only when its counts changed.
+//! status only when its counts changed. Revisions are listed for
+//! collection when a route's counts change, and every route's hourly.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -24,14 +25,24 @@ use tracing::{info, warn};
 
 use super::{Ctx, Result, index::Trigger, request::RequestMeta, revision};
 
+/// How often every route's revisions are listed for collection when its
+/// counts did not change (a route whose counts or versions changed is
+/// collected at once): revision ages count in days, and a list holds
+/// every revision's whole spec.
+const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Runs the census until the term ends.
 pub async fn run(ctx: Ctx, requests: Store<RequestMeta>, trigger: Trigger) {
     let mut tick = tokio::time::interval(ctx.config.route_status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut collected: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
-        if let Err(e) = census(&ctx, &requests, &trigger).await {
-            warn!(error = %e, "the route census failed; next time");
+        let due = collected.is_none_or(|t| t.elapsed() >= COLLECT_EVERY);
+        match census(&ctx, &requests, &trigger, due).await {
+            Ok(true) if due => collected = Some(std::time::Instant::now()),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "the route census failed; next time"),
         }
     }
 }
@@ -87,12 +98,20 @@ impl VersionKey {
     }
 }
 
-async fn census(ctx: &Ctx, requests: &Store<RequestMeta>, trigger: &Trigger) -> Result<()> {
+/// One census over every route; whether it ran (every request was
+/// reconciled since start). Revisions are collected for every route when
+/// `collect_all`, else for the routes whose counts changed.
+async fn census(
+    ctx: &Ctx,
+    requests: &Store<RequestMeta>,
+    trigger: &Trigger,
+    collect_all: bool,
+) -> Result<bool> {
     let keys: Vec<RequestKey> = requests.state().iter().map(|m| RequestKey::of(&**m)).collect();
     let (counts, complete) = ctx.routes.census(&keys);
     if !complete {
         // Counts before every request was reconciled would be wrong.
-        return Ok(());
+        return Ok(false);
     }
     let api: Api<DeserializeGuard<PaveRoute>> = Api::all(ctx.client.clone());
     for route in api.list(&ListParams::default()).await?.items {
@@ -108,7 +127,8 @@ async fn census(ctx: &Ctx, requests: &Store<RequestMeta>, trigger: &Trigger) -> 
             .collect();
         let versions = versions_status(&held, counts.get(name.as_str()));
         let status = route.status.clone().unwrap_or_default();
-        if status.versions != versions {
+        let changed = status.versions != versions;
+        if changed {
             let requests = requests_column(&versions);
             let patch = serde_json::json!({
                 "apiVersion": paver_crds::API_VERSION,
@@ -124,12 +144,14 @@ async fn census(ctx: &Ctx, requests: &Store<RequestMeta>, trigger: &Trigger) -> 
                 .await?;
             ctx.metrics.wrote("paveroutes/status", "apply");
         }
-        collect(ctx, &route, &versions).await?;
+        if collect_all || changed {
+            collect(ctx, &route, &versions).await?;
+        }
         if let Err(e) = super::rollout::tick(ctx, requests, trigger, &route).await {
             warn!(route = %name, error = %e, "the rollout tick failed; next time");
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes the route's revisions that no request uses, that hold neither

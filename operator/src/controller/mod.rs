@@ -127,21 +127,30 @@ where
 
 /// Every object `api` lists, read 500 at a time: the API server answers a
 /// page from its watch cache, and no one response body holds thousands of
-/// requests at once.
+/// requests at once. `page` gets each page's objects.
+pub async fn list_pages<K>(api: &kube::Api<K>, mut page: impl FnMut(Vec<K>)) -> kube::Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let list = api.list(&params).await?;
+        page(list.items);
+        match list.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Every object `api` lists, read a page at a time ([`list_pages`]).
 pub async fn list_all<K>(api: &kube::Api<K>) -> kube::Result<Vec<K>>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let mut out = Vec::new();
-    let mut params = kube::api::ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await?;
-        out.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(out),
-        }
-    }
+    list_pages(api, |items| out.extend(items)).await?;
+    Ok(out)
 }
 
 /// What the caches keep of an object: no managedFields and no client-side

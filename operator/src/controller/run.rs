@@ -36,10 +36,8 @@ use crate::{
 /// it: read in pages, keeping only the key and the path.
 async fn load_claims(client: &Client, claims: &super::claims::Claims) -> kube::Result<()> {
     let api: Api<ServiceRequest> = Api::all(client.clone());
-    let mut params = kube::api::ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await?;
-        for sr in &page.items {
+    super::list_pages(&api, |page| {
+        for sr in &page {
             if let Some(render) = sr.status.as_ref().and_then(|s| s.render.as_ref())
                 && !render.path.is_empty()
                 && let Err(e) = claims.claim(&request::key(sr), &render.path, None)
@@ -49,11 +47,8 @@ async fn load_claims(client: &Client, claims: &super::claims::Claims) -> kube::R
                 warn!(request = %request::key(sr), "{e}");
             }
         }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(()),
-        }
-    }
+    })
+    .await
 }
 
 /// Passes a request through only when its generation or deletion state
